@@ -1,0 +1,32 @@
+"""cosmos_jax: a JAX/Flax reimplementation of NVIDIA Cosmos Policy."""
+
+import setuptools
+
+setuptools.setup(
+    name="cosmos_jax",
+    version="0.1.0",
+    description="Cosmos Policy (video-diffusion robot policies) in JAX/Flax for TPU and GPU.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=setuptools.find_packages(include=["cosmos_jax", "cosmos_jax.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.4.35",
+        "flax>=0.10",
+        "optax>=0.2.3",
+        "orbax-checkpoint>=0.9",
+        "grain>=0.2.2",
+        "einops>=0.8",
+        "ml_collections>=0.1.1",
+        "tensorflow-datasets>=4.9",
+        "chex>=0.1.87",
+        "absl-py>=2.1",
+        "numpy>=1.26",
+        "safetensors>=0.4",
+    ],
+    extras_require={
+        # Reading and writing PyTorch checkpoints. Pinned: an unpinned torch pulls a multi-GB CUDA build.
+        "torch": ["torch==2.13.0", "safetensors>=0.4"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5"],
+    },
+)

@@ -1,0 +1,58 @@
+"""Shared helpers for the golden-vector parity tests.
+
+Golden cases are folders (produced by the official PyTorch code) in `tests/golden/`, or in the directory named by
+the environment variable `COSMOS_JAX_GOLDEN_DIR`; tests discover them by folder-name prefix so new cases run
+without code changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+DEFAULT_GOLDEN_DIR = pathlib.Path(__file__).resolve().parent / 'golden'
+
+
+def golden_dir() -> pathlib.Path:
+  return pathlib.Path(os.environ.get('COSMOS_JAX_GOLDEN_DIR', DEFAULT_GOLDEN_DIR))
+
+
+def golden_cases(prefix: str) -> list:
+  """One `pytest.param` per folder named `{prefix}*`, with the folder name as the test id.
+
+  A golden directory without any such folder is an error (not an empty parametrization, which would pass silently).
+  """
+  root = golden_dir()
+  folders = sorted(p for p in root.glob(f'{prefix}*') if p.is_dir())
+  if not folders:
+    raise FileNotFoundError(f'no golden case folders named {prefix}* in {root} (set COSMOS_JAX_GOLDEN_DIR?)')
+  return [pytest.param(p, id=p.name) for p in folders]
+
+
+def load_config(folder: pathlib.Path) -> dict:
+  return json.loads((folder / 'config.json').read_text())
+
+
+def errors(actual, expected) -> tuple[float, float, float]:
+  """(max abs error, relative L2 error, max relative error) in float64."""
+  a = np.asarray(actual, dtype=np.float64)
+  e = np.asarray(expected, dtype=np.float64)
+  diff = np.abs(a - e)
+  max_abs = float(diff.max()) if diff.size else 0.0
+  rel_l2 = float(np.linalg.norm(diff) / max(np.linalg.norm(e), 1e-30))
+  max_rel = float((diff / np.maximum(np.abs(e), 1e-12)).max()) if diff.size else 0.0
+  return max_abs, rel_l2, max_rel
+
+
+def assert_close(actual, expected, *, name: str, rel_l2: float = 1e-5, max_abs: float | None = None) -> None:
+  """Fails with the max abs and relative errors in the message."""
+  actual, expected = np.asarray(actual), np.asarray(expected)
+  assert actual.shape == expected.shape, f'{name}: shape {actual.shape} != expected {expected.shape}'
+  got_abs, got_rel, got_max_rel = errors(actual, expected)
+  ok = got_rel <= rel_l2 and (max_abs is None or got_abs <= max_abs)
+  assert ok, (f'{name}: max abs error {got_abs:.3e} (limit {max_abs}), relative L2 error {got_rel:.3e} '
+              f'(limit {rel_l2:.0e}), max elementwise relative error {got_max_rel:.3e}')

@@ -23,6 +23,10 @@ setuptools.setup(
         "absl-py>=2.1",
         "numpy>=1.26",
         "safetensors>=0.4",
+        # Data readers: HDF5 episodes, MP4 decoding as the official cv2 path does, PIL resizes (policy_spec 2.1).
+        "h5py>=3.10",
+        "opencv-python-headless>=4.9",
+        "pillow>=10",
     ],
     extras_require={
         # Reading and writing PyTorch checkpoints. Pinned: an unpinned torch pulls a multi-GB CUDA build.

@@ -1,0 +1,130 @@
+"""Dataset statistics (`dataset_statistics.json`, official schema) and min-max normalisation to [-1, 1].
+
+The official file is a JSON object with `{actions,proprio}_{min,max,mean,std,median}`, each a list of D floats
+computed per dimension over every timestep of the demonstration episodes (policy_spec section 3). Only min and max
+are used: x_n = 2 * (x - min) / (max - min) - 1, and back x = 0.5 * (x_n + 1) * (max - min) + min.
+
+The official code divides by zero on a constant dimension; here that is a ValueError naming the dimension.
+The functions are array-namespace agnostic (numpy or jax.numpy inputs); the statistics themselves are numpy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+STAT_KEYS = ('actions', 'proprio')
+STAT_NAMES = ('min', 'max', 'mean', 'std', 'median')
+STATISTICS_FILENAME = 'dataset_statistics.json'
+
+Statistics = dict[str, np.ndarray]
+
+
+def _required_fields() -> list[str]:
+  return [f'{key}_{name}' for key in STAT_KEYS for name in STAT_NAMES]
+
+
+def validate_statistics(stats: Mapping[str, Any], *, source: str = '<statistics>', keys=STAT_KEYS) -> None:
+  """Checks the schema: every `{key}_{min,max,...}` present, 1-D, one length per key, max > min everywhere."""
+  for key in keys:
+    fields = [f'{key}_{name}' for name in STAT_NAMES]
+    missing = [f for f in fields if f not in stats]
+    if missing:
+      raise ValueError(f'{source}: missing statistics {missing} (expected keys {_required_fields()})')
+    lengths = {f: np.shape(stats[f]) for f in fields}
+    if len(set(lengths.values())) != 1 or len(next(iter(lengths.values()))) != 1:
+      raise ValueError(f'{source}: statistics for {key!r} must be 1-D lists of one length, got shapes {lengths}')
+    _check_range(np.asarray(stats[f'{key}_min']), np.asarray(stats[f'{key}_max']), key, source)
+
+
+def _check_range(lo: np.ndarray, hi: np.ndarray, key: str, source: str) -> None:
+  constant = np.flatnonzero(~(hi > lo))
+  if constant.size:
+    details = ', '.join(f'dimension {d} (min {lo[d]!r}, max {hi[d]!r})' for d in constant)
+    raise ValueError(f'{source}: {key} statistics have max <= min in {details}; min-max normalisation would divide '
+                     'by zero (the official code produces inf/nan here). Drop or fix that dimension.')
+
+
+def load_statistics(path: str | os.PathLike) -> Statistics:
+  """Reads an official-schema statistics JSON into float64 numpy arrays (as the official `np.array(list)` does).
+
+  A directory is accepted and means `<dir>/dataset_statistics.json`. The schema is validated (including max > min
+  for every dimension), and errors name the file.
+  """
+  path = os.fspath(path)
+  if os.path.isdir(path):
+    path = os.path.join(path, STATISTICS_FILENAME)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'statistics file {path} does not exist (compute it with compute_statistics / '
+                            'save_statistics, or point at the released <bench>_dataset_statistics.json)')
+  with open(path, encoding='utf-8') as f:
+    try:
+      raw = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ValueError(f'{path}: not valid JSON ({e})') from e
+  if not isinstance(raw, dict):
+    raise ValueError(f'{path}: expected a JSON object of statistics, got {type(raw).__name__}')
+  stats = {name: np.asarray(value, dtype=np.float64) for name, value in raw.items()}
+  validate_statistics(stats, source=path)
+  return stats
+
+
+def save_statistics(stats: Mapping[str, Any], path: str | os.PathLike) -> None:
+  """Writes statistics in the official JSON layout (lists of floats, indent 4)."""
+  with open(path, 'w', encoding='utf-8') as f:
+    json.dump({name: np.asarray(value).tolist() for name, value in stats.items()}, f, indent=4)
+
+
+def compute_statistics(episodes: Iterable[Mapping[str, Any]], keys=STAT_KEYS) -> Statistics:
+  """Per-dimension min/max/mean/std/median over every timestep of every episode, for each of `keys`.
+
+  `episodes` yields mappings with `(T, D)` arrays under each key (raw, un-normalised values). As in the official
+  `calculate_dataset_statistics`, the reduction runs over the concatenated timesteps in the arrays' own dtype
+  (float32 for ALOHA HDF5 data).
+  """
+  collected: dict[str, list[np.ndarray]] = {key: [] for key in keys}
+  for i, episode in enumerate(episodes):
+    for key in keys:
+      value = np.asarray(episode[key])
+      if value.ndim != 2:
+        raise ValueError(f'episode {i}: {key} must be (T, D), got shape {value.shape}')
+      collected[key].append(value)
+  stats: Statistics = {}
+  for key in keys:
+    if not collected[key]:
+      raise ValueError(f'compute_statistics: no episodes given for {key!r}')
+    values = np.concatenate(collected[key], axis=0)
+    stats[f'{key}_min'] = np.min(values, axis=0)
+    stats[f'{key}_max'] = np.max(values, axis=0)
+    stats[f'{key}_mean'] = np.mean(values, axis=0)
+    stats[f'{key}_std'] = np.std(values, axis=0)
+    stats[f'{key}_median'] = np.median(values, axis=0)
+  return stats
+
+
+def _bounds(stats: Mapping[str, Any], key: str, x) -> tuple[np.ndarray, np.ndarray]:
+  lo_name, hi_name = f'{key}_min', f'{key}_max'
+  if lo_name not in stats or hi_name not in stats:
+    raise ValueError(f'statistics have no {lo_name!r}/{hi_name!r}; available: {sorted(stats)}')
+  lo, hi = np.asarray(stats[lo_name]), np.asarray(stats[hi_name])
+  if np.shape(x)[-1:] != lo.shape:
+    raise ValueError(f'{key}: last dimension of the input {np.shape(x)} does not match the statistics ({lo.shape[0]} '
+                     'dimensions)')
+  _check_range(lo, hi, key, 'statistics')
+  return lo, hi
+
+
+def normalize(x, stats: Mapping[str, Any], key: str):
+  """Min-max to [-1, 1]: 2 * ((x - min) / (max - min)) - 1 (same operation order as the official code)."""
+  lo, hi = _bounds(stats, key, x)
+  return 2 * ((x - lo) / (hi - lo)) - 1
+
+
+def unnormalize(x_normalized, stats: Mapping[str, Any], key: str):
+  """Inverse of `normalize`: 0.5 * (x_n + 1) * (max - min) + min."""
+  lo, hi = _bounds(stats, key, x_normalized)
+  return 0.5 * (x_normalized + 1) * (hi - lo) + lo

@@ -1,0 +1,633 @@
+"""The Wan2.1 causal video VAE (the Cosmos Policy tokenizer) in Flax, numerically equal to the official PyTorch code.
+
+Layouts at the boundaries:
+  * Videos and latents are channels-last here: video [B, T, H, W, 3] in [-1, 1], latent [B, T', H/8, W/8, 16].
+    The official code is channels-first ([B, C, T, H, W]); transpose with (0, 2, 3, 4, 1) to come here and
+    (0, 4, 1, 2, 3) to go back. Only the golden tests and callers holding official tensors do that.
+  * Weights are loaded from the official state_dict names (`Wan2.1_VAE.pth`, 194 tensors) through the rule table
+    `vae_rules`, which transposes Conv3d/Conv2d weights to [k..., I, O] and flattens the [C,1,1(,1)] norm gains.
+
+Time is handled by the whole-sequence causal formulation (vae_spec.md section 7) rather than the official chunk loop
+with a feature cache: every 3x3x3 conv sees two zero frames in front of the full sequence, the encoder's time
+down-sampling passes frame 0 through and runs a VALID stride-2 conv over the rest, and the decoder's time
+up-sampling passes frame 0 through and runs a causal conv over frames 1.. that never sees frame 0. This equals the
+official chunked result (any chunk size) and gives one static program per input shape under `jax.jit`.
+
+Frame rule: T = 1 + 4k pixel frames <-> 1 + k latent frames; H and W multiples of 8.
+
+The policy runs everything in bfloat16 (weights, activations, input, normalisation constants); `VAEConfig.policy()`
+is that mode. Convolutions and matmuls accumulate in float32 and round once, as the PyTorch bf16 kernels do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cosmos_jax.convert import rules as rules_lib
+
+Array = Any
+
+# The 16 per-channel latent statistics of Wan2.1 (official `WanVAE.__init__`); z = (mu - mean) * (1 / std).
+LATENT_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+               0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)
+LATENT_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+              3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160)
+
+TEMPORAL_COMPRESSION = 4
+SPATIAL_COMPRESSION = 8
+# The RMS norm is F.normalize: the L2 norm is clamped from below, there is no epsilon inside a square root.
+_NORM_FLOOR = 1e-12
+
+
+@dataclasses.dataclass(frozen=True)
+class VAEConfig:
+  """Constructor arguments of the official `WanVAE_` plus how we run it.
+
+  base_dim: the official `dim` (96 for the real model; the golden vae_small uses 8).
+  temporal_downsample: the official (mis-spelt) `temperal_downsample`, per encoder down step; the decoder uses the
+    reverse for its up steps.
+  dtype: compute and parameter dtype (float32, or bfloat16 as the policy runs it).
+  latent_stats: 'fp32' uses mean and float32(1/std) (official fp32 wrapper); 'bf16' uses bf16(mean) and
+    bf16(1/bf16(std)), the values the policy's bf16 wrapper actually applies.
+  """
+
+  base_dim: int = 96
+  z_dim: int = 16
+  dim_mult: tuple[int, ...] = (1, 2, 4, 4)
+  num_res_blocks: int = 2
+  temporal_downsample: tuple[bool, ...] = (False, True, True)
+  dtype: Any = jnp.float32
+  latent_stats: str = 'fp32'
+
+  def __post_init__(self):
+    if self.latent_stats not in ('fp32', 'bf16'):
+      raise ValueError(f"VAEConfig.latent_stats must be 'fp32' or 'bf16', got {self.latent_stats!r}")
+    if len(self.temporal_downsample) != len(self.dim_mult) - 1:
+      raise ValueError(f'VAEConfig.temporal_downsample needs len(dim_mult) - 1 = {len(self.dim_mult) - 1} entries, '
+                       f'got {self.temporal_downsample}')
+    if self.z_dim != len(LATENT_MEAN):
+      raise ValueError(f'VAEConfig.z_dim must be {len(LATENT_MEAN)} (the latent statistics have that many channels), '
+                       f'got {self.z_dim}')
+
+  @classmethod
+  def wan21(cls, **overrides) -> 'VAEConfig':
+    """The real Wan2.1 VAE (126,892,531 parameters), float32."""
+    return cls(**overrides)
+
+  @classmethod
+  def policy(cls, **overrides) -> 'VAEConfig':
+    """The real VAE as Cosmos Policy runs it: bfloat16 everywhere, bf16-rounded latent statistics."""
+    return cls(**{'dtype': jnp.bfloat16, 'latent_stats': 'bf16', **overrides})
+
+  @classmethod
+  def from_official(cls, kwargs: Mapping[str, Any], **overrides) -> 'VAEConfig':
+    """From the official `WanVAE_` constructor kwargs (e.g. the golden config.json's `constructor_args`)."""
+    known = {'dim', 'z_dim', 'dim_mult', 'num_res_blocks', 'attn_scales', 'temperal_downsample', 'dropout',
+             'temporal_window'}
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+      raise ValueError(f'unknown WanVAE_ constructor arguments {unknown}; known: {sorted(known)}')
+    if list(kwargs.get('attn_scales', [])):
+      raise ValueError(f'attn_scales={kwargs["attn_scales"]} is not supported (Wan2.1 uses [])')
+    # dropout only matters in training mode, which the tokenizer never uses; temporal_window only sets the
+    # official chunk size, which does not change the result.
+    fields = {}
+    if 'dim' in kwargs:
+      fields['base_dim'] = int(kwargs['dim'])
+    if 'z_dim' in kwargs:
+      fields['z_dim'] = int(kwargs['z_dim'])
+    if 'dim_mult' in kwargs:
+      fields['dim_mult'] = tuple(int(m) for m in kwargs['dim_mult'])
+    if 'num_res_blocks' in kwargs:
+      fields['num_res_blocks'] = int(kwargs['num_res_blocks'])
+    if 'temperal_downsample' in kwargs:
+      fields['temporal_downsample'] = tuple(bool(b) for b in kwargs['temperal_downsample'])
+    return cls(**{**fields, **overrides})
+
+  @property
+  def encoder_dims(self) -> list[int]:
+    return [self.base_dim * m for m in (1,) + tuple(self.dim_mult)]
+
+  @property
+  def decoder_dims(self) -> list[int]:
+    return [self.base_dim * m for m in (self.dim_mult[-1],) + tuple(self.dim_mult[::-1])]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Pure math (channels-last).
+
+
+def _conv(x: Array, kernel: Array, bias: Array | None, *, strides: Sequence[int],
+          padding: Sequence[tuple[int, int]]) -> Array:
+  """3D cross-correlation [B,T,H,W,I] x [kt,kh,kw,I,O]; accumulates in float32, adds the bias, rounds once."""
+  out = jax.lax.conv_general_dilated(
+      x, kernel.astype(x.dtype), window_strides=tuple(strides), padding=tuple(padding),
+      dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC'), preferred_element_type=jnp.float32)
+  if bias is not None:
+    out = out + bias.astype(jnp.float32)
+  return out.astype(x.dtype)
+
+
+def causal_conv3d(x: Array, kernel: Array, bias: Array) -> Array:
+  """Stride-1 causal conv: 2*(kt//2) zero frames in front, none behind; symmetric spatial padding."""
+  kt, kh, kw = kernel.shape[:3]
+  padding = ((2 * (kt // 2), 0), (kh // 2, kh // 2), (kw // 2, kw // 2))
+  return _conv(x, kernel, bias, strides=(1, 1, 1), padding=padding)
+
+
+def rms_norm(x: Array, gamma: Array) -> Array:
+  """x / max(||x||_2 over channels, 1e-12) * sqrt(C) * gamma, rounding where the official bf16 path rounds."""
+  channels = x.shape[-1]
+  norm = jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)), axis=-1, keepdims=True))
+  norm = jnp.maximum(norm.astype(x.dtype), jnp.asarray(_NORM_FLOOR, x.dtype))
+  unit = (x / norm).astype(x.dtype)
+  scaled = (unit.astype(jnp.float32) * math.sqrt(channels)).astype(x.dtype)
+  return scaled * gamma.astype(x.dtype)
+
+
+def spatial_downsample(x: Array, kernel: Array, bias: Array) -> Array:
+  """Per frame: zero-pad right and bottom by 1 (not left/top), then a VALID 3x3 stride-2 conv. kernel [3,3,I,O]."""
+  return _conv(x, kernel[None], bias, strides=(1, 2, 2), padding=((0, 0), (0, 1), (0, 1)))
+
+
+def spatial_upsample(x: Array, kernel: Array, bias: Array) -> Array:
+  """Per frame: nearest x2 (an exact 2x2 repeat), then a 3x3 conv with padding 1. kernel [3,3,I,O]."""
+  x = jnp.repeat(jnp.repeat(x, 2, axis=2), 2, axis=3)
+  return _conv(x, kernel[None], bias, strides=(1, 1, 1), padding=((0, 0), (1, 1), (1, 1)))
+
+
+def temporal_downsample(x: Array, kernel: Array, bias: Array) -> Array:
+  """Frames x_0..x_2m -> x_0, conv(x_0,x_1,x_2), conv(x_2,x_3,x_4), ...: frame 0 passes through untouched."""
+  if x.shape[1] == 1:
+    return x
+  rest = _conv(x, kernel, bias, strides=(2, 1, 1), padding=((0, 0), (0, 0), (0, 0)))
+  return jnp.concatenate([x[:, :1], rest], axis=1)
+
+
+def temporal_upsample(x: Array, kernel: Array, bias: Array) -> Array:
+  """Frames a_0..a_n -> a_0, b_1, b'_1, ..., b_n, b'_n (1 + 2n frames).
+
+  b_j / b'_j are the first / second channel halves of a causal conv over a_1..a_n (zero history: a_0 is never seen).
+  """
+  if x.shape[1] == 1:
+    return x
+  channels = x.shape[-1]
+  doubled = causal_conv3d(x[:, 1:], kernel, bias)
+  b, n, h, w, _ = doubled.shape
+  pairs = jnp.stack([doubled[..., :channels], doubled[..., channels:]], axis=2)
+  return jnp.concatenate([x[:, :1], pairs.reshape(b, 2 * n, h, w, channels)], axis=1)
+
+
+def frame_attention(x: Array, gamma: Array, qkv_kernel: Array, qkv_bias: Array, proj_kernel: Array,
+                    proj_bias: Array) -> Array:
+  """Single-head self-attention over the H*W positions of each frame (no mixing across time), plus the input.
+
+  qkv_kernel [1,1,C,3C] (q, k, v are the contiguous channel thirds), proj_kernel [1,1,C,C] (1x1 Conv2d layouts).
+  """
+  b, t, h, w, c = x.shape
+  dtype = x.dtype
+  normed = rms_norm(x, gamma).reshape(b * t, h * w, c)
+  qkv = jnp.einsum('bnc,cd->bnd', normed, qkv_kernel.reshape(c, 3 * c).astype(dtype),
+                   preferred_element_type=jnp.float32)
+  qkv = (qkv + qkv_bias.astype(jnp.float32)).astype(dtype)
+  q, k, v = qkv[..., :c], qkv[..., c:2 * c], qkv[..., 2 * c:]
+  logits = jnp.einsum('bqc,bkc->bqk', q, k, preferred_element_type=jnp.float32) / math.sqrt(c)
+  weights = jax.nn.softmax(logits, axis=-1).astype(dtype)
+  attended = jnp.einsum('bqk,bkc->bqc', weights, v, preferred_element_type=jnp.float32).astype(dtype)
+  out = jnp.einsum('bnc,cd->bnd', attended, proj_kernel.reshape(c, c).astype(dtype),
+                   preferred_element_type=jnp.float32)
+  out = (out + proj_bias.astype(jnp.float32)).astype(dtype)
+  return out.reshape(b, t, h, w, c) + x
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Modules (hold the parameters; the math is the functions above).
+
+# PyTorch's default Conv init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)). Only matters for training from scratch.
+_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
+
+
+class CausalConv3d(nn.Module):
+  features: int
+  kernel_size: tuple[int, int, int]
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param('kernel', _kernel_init, (*self.kernel_size, x.shape[-1], self.features), self.dtype)
+    bias = self.param('bias', nn.initializers.zeros, (self.features,), self.dtype)
+    return causal_conv3d(x, kernel, bias)
+
+
+class RMSNorm(nn.Module):
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    return rms_norm(x, self.param('gamma', nn.initializers.ones, (x.shape[-1],), self.dtype))
+
+
+class ResidualBlock(nn.Module):
+  """Pre-activation block: conv_b(silu(norm_b(conv_a(silu(norm_a(x)))))) + shortcut(x)."""
+
+  features: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    shortcut = x
+    if x.shape[-1] != self.features:
+      shortcut = CausalConv3d(self.features, (1, 1, 1), self.dtype, name='shortcut')(x)
+    h = nn.silu(RMSNorm(self.dtype, name='norm_a')(x))
+    h = CausalConv3d(self.features, (3, 3, 3), self.dtype, name='conv_a')(h)
+    h = nn.silu(RMSNorm(self.dtype, name='norm_b')(h))
+    h = CausalConv3d(self.features, (3, 3, 3), self.dtype, name='conv_b')(h)
+    return h + shortcut
+
+
+class AttentionBlock(nn.Module):
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    gamma = self.param('gamma', nn.initializers.ones, (c,), self.dtype)
+    qkv_kernel = self.param('qkv_kernel', _kernel_init, (1, 1, c, 3 * c), self.dtype)
+    qkv_bias = self.param('qkv_bias', nn.initializers.zeros, (3 * c,), self.dtype)
+    # Zero-initialised output projection (as upstream), so a fresh block is the identity.
+    proj_kernel = self.param('proj_kernel', nn.initializers.zeros, (1, 1, c, c), self.dtype)
+    proj_bias = self.param('proj_bias', nn.initializers.zeros, (c,), self.dtype)
+    return frame_attention(x, gamma, qkv_kernel, qkv_bias, proj_kernel, proj_bias)
+
+
+class Resample(nn.Module):
+  """mode: 'downsample2d' | 'downsample3d' (encoder) or 'upsample2d' | 'upsample3d' (decoder, halves channels)."""
+
+  mode: str
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+
+    def conv_params(name, shape):
+      return (self.param(f'{name}_kernel', _kernel_init, shape, self.dtype),
+              self.param(f'{name}_bias', nn.initializers.zeros, (shape[-1],), self.dtype))
+
+    if self.mode in ('downsample2d', 'downsample3d'):
+      x = spatial_downsample(x, *conv_params('spatial', (3, 3, c, c)))
+      if self.mode == 'downsample3d':
+        x = temporal_downsample(x, *conv_params('time', (3, 1, 1, c, c)))
+      return x
+    if self.mode in ('upsample2d', 'upsample3d'):
+      if self.mode == 'upsample3d':
+        x = temporal_upsample(x, *conv_params('time', (3, 1, 1, c, 2 * c)))
+      return spatial_upsample(x, *conv_params('spatial', (3, 3, c, c // 2)))
+    raise ValueError(f'unknown Resample mode {self.mode!r}')
+
+
+def _encoder_layout(cfg: VAEConfig) -> list[tuple[str, Any]]:
+  """The official `encoder.downsamples` Sequential: ('res', out_dim) or ('resample', mode), by index."""
+  layout = []
+  dims = cfg.encoder_dims
+  for stage, out_dim in enumerate(dims[1:]):
+    layout.extend(('res', out_dim) for _ in range(cfg.num_res_blocks))
+    if stage != len(cfg.dim_mult) - 1:
+      layout.append(('resample', 'downsample3d' if cfg.temporal_downsample[stage] else 'downsample2d'))
+  return layout
+
+
+def _decoder_layout(cfg: VAEConfig) -> list[tuple[str, Any]]:
+  """The official `decoder.upsamples` Sequential (num_res_blocks + 1 blocks per stage)."""
+  layout = []
+  temporal_upsample_flags = cfg.temporal_downsample[::-1]
+  for stage, out_dim in enumerate(cfg.decoder_dims[1:]):
+    layout.extend(('res', out_dim) for _ in range(cfg.num_res_blocks + 1))
+    if stage != len(cfg.dim_mult) - 1:
+      layout.append(('resample', 'upsample3d' if temporal_upsample_flags[stage] else 'upsample2d'))
+  return layout
+
+
+def _block(kind: str, arg: Any, dtype: Any, name: str) -> nn.Module:
+  return ResidualBlock(arg, dtype, name=name) if kind == 'res' else Resample(arg, dtype, name=name)
+
+
+class Encoder3d(nn.Module):
+  cfg: VAEConfig
+
+  @nn.compact
+  def __call__(self, video):
+    cfg, dtype = self.cfg, self.cfg.dtype
+    x = CausalConv3d(cfg.encoder_dims[0], (3, 3, 3), dtype, name='conv1')(video)
+    for index, (kind, arg) in enumerate(_encoder_layout(cfg)):
+      x = _block(kind, arg, dtype, f'downsamples_{index}')(x)
+    width = x.shape[-1]
+    x = ResidualBlock(width, dtype, name='middle_0')(x)
+    x = AttentionBlock(dtype, name='middle_1')(x)
+    x = ResidualBlock(width, dtype, name='middle_2')(x)
+    x = nn.silu(RMSNorm(dtype, name='head_norm')(x))
+    return CausalConv3d(2 * cfg.z_dim, (3, 3, 3), dtype, name='head_conv')(x)
+
+
+class Decoder3d(nn.Module):
+  cfg: VAEConfig
+
+  @nn.compact
+  def __call__(self, z):
+    cfg, dtype = self.cfg, self.cfg.dtype
+    width = cfg.decoder_dims[0]
+    x = CausalConv3d(width, (3, 3, 3), dtype, name='conv1')(z)
+    x = ResidualBlock(width, dtype, name='middle_0')(x)
+    x = AttentionBlock(dtype, name='middle_1')(x)
+    x = ResidualBlock(width, dtype, name='middle_2')(x)
+    for index, (kind, arg) in enumerate(_decoder_layout(cfg)):
+      x = _block(kind, arg, dtype, f'upsamples_{index}')(x)
+    x = nn.silu(RMSNorm(dtype, name='head_norm')(x))
+    return CausalConv3d(3, (3, 3, 3), dtype, name='head_conv')(x)
+
+
+class WanVAE(nn.Module):
+  """`WanVAE_`: Encoder3d + 1x1x1 `conv1` (mean | logvar) and 1x1x1 `conv2` + Decoder3d. No latent normalisation."""
+
+  cfg: VAEConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.encoder = Encoder3d(cfg)
+    self.conv1 = CausalConv3d(2 * cfg.z_dim, (1, 1, 1), cfg.dtype)
+    self.conv2 = CausalConv3d(cfg.z_dim, (1, 1, 1), cfg.dtype)
+    self.decoder = Decoder3d(cfg)
+
+  def encode_moments(self, video):
+    """[B,T,H,W,3] -> [B,T',H/8,W/8,2*z_dim]: posterior mean (first z_dim channels) and log-variance."""
+    return self.conv1(self.encoder(video))
+
+  def decode_unnormalized(self, mu):
+    return self.decoder(self.conv2(mu))
+
+  def __call__(self, video):
+    return self.decode_unnormalized(self.encode_moments(video)[..., :self.cfg.z_dim])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Public functions.
+
+
+def latent_frames(num_pixel_frames: int) -> int:
+  """1 + 4k pixel frames -> 1 + k latent frames; anything else is an error (the official code crashes too)."""
+  if num_pixel_frames < 1 or (num_pixel_frames - 1) % TEMPORAL_COMPRESSION:
+    raise ValueError(f'the Wan2.1 VAE needs 1 + 4k pixel frames (1, 5, 9, ..., 33, 41), got T={num_pixel_frames}')
+  return 1 + (num_pixel_frames - 1) // TEMPORAL_COMPRESSION
+
+
+def pixel_frames(num_latent_frames: int) -> int:
+  if num_latent_frames < 1:
+    raise ValueError(f'need at least 1 latent frame, got {num_latent_frames}')
+  return 1 + TEMPORAL_COMPRESSION * (num_latent_frames - 1)
+
+
+def _check_video(video: Array) -> None:
+  if video.ndim != 5 or video.shape[-1] != 3:
+    raise ValueError(f'video must be channels-last [B, T, H, W, 3], got shape {tuple(video.shape)}')
+  latent_frames(video.shape[1])
+  height, width = video.shape[2:4]
+  if height % SPATIAL_COMPRESSION or width % SPATIAL_COMPRESSION:
+    raise ValueError(f'video height and width must be multiples of {SPATIAL_COMPRESSION}, got {height}x{width}')
+
+
+def _check_latent(latent: Array, cfg: VAEConfig) -> None:
+  if latent.ndim != 5 or latent.shape[-1] != cfg.z_dim:
+    raise ValueError(f'latent must be channels-last [B, T, H, W, {cfg.z_dim}], got shape {tuple(latent.shape)}')
+
+
+def latent_statistics(cfg: VAEConfig) -> tuple[np.ndarray, np.ndarray]:
+  """(mean, 1/std) as float32 arrays holding the values the chosen variant applies (see VAEConfig.latent_stats)."""
+  mean = np.asarray(LATENT_MEAN, np.float32)
+  std = np.asarray(LATENT_STD, np.float32)
+  if cfg.latent_stats == 'fp32':
+    return mean, (np.float32(1.0) / std).astype(np.float32)
+  bf16 = jnp.bfloat16
+  mean_bf16 = mean.astype(bf16)
+  # The wrapper computes 1.0 / std on a bf16 tensor: exact float reciprocal of bf16(std), rounded to bf16.
+  inv_std_bf16 = (np.float32(1.0) / std.astype(bf16).astype(np.float32)).astype(bf16)
+  return mean_bf16.astype(np.float32), inv_std_bf16.astype(np.float32)
+
+
+def normalize_latent(mu: Array, cfg: VAEConfig) -> Array:
+  """z = (mu - mean) * inv_std (a product with the stored reciprocal, as upstream), in cfg.dtype."""
+  mean, inv_std = (jnp.asarray(s, cfg.dtype) for s in latent_statistics(cfg))
+  return (mu.astype(cfg.dtype) - mean) * inv_std
+
+
+def denormalize_latent(z: Array, cfg: VAEConfig) -> Array:
+  """mu = z / inv_std + mean (a division by the stored reciprocal, not z * std: they differ in bf16)."""
+  mean, inv_std = (jnp.asarray(s, cfg.dtype) for s in latent_statistics(cfg))
+  return z.astype(cfg.dtype) / inv_std + mean
+
+
+def init_params(cfg: VAEConfig, key: Array) -> dict:
+  """Freshly initialised parameters (plain nested dict, leaves in cfg.dtype)."""
+  dummy = jnp.zeros((1, 1, SPATIAL_COMPRESSION, SPATIAL_COMPRESSION, 3), cfg.dtype)
+  return WanVAE(cfg).init(key, dummy)['params']
+
+
+def abstract_params(cfg: VAEConfig) -> dict:
+  """The parameter tree as `jax.ShapeDtypeStruct`s, without allocating (works for the real size)."""
+  return jax.eval_shape(functools.partial(init_params, cfg), jax.random.key(0))
+
+
+def param_count(params) -> int:
+  return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(params)))
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _encode_moments(params, cfg: VAEConfig, video):
+  return WanVAE(cfg).apply({'params': params}, video.astype(cfg.dtype), method=WanVAE.encode_moments)
+
+
+def encode_mean(params, cfg: VAEConfig, video: Array) -> Array:
+  """Raw posterior mean mu [B, 1+(T-1)//4, H/8, W/8, z_dim] (float32) of video [B, T, H, W, 3] in [-1, 1]."""
+  _check_video(video)
+  return _encode_moments(params, cfg, video)[..., :cfg.z_dim].astype(jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _encode_normalized(params, cfg: VAEConfig, video):
+  mu = _encode_moments(params, cfg, video)[..., :cfg.z_dim]
+  return normalize_latent(mu, cfg).astype(jnp.float32)
+
+
+def encode(params, cfg: VAEConfig, video: Array) -> Array:
+  """The tokenizer latent: video [B, T, H, W, 3] in [-1, 1] (T = 1+4k) -> [B, 1+(T-1)//4, H/8, W/8, z_dim].
+
+  Posterior mean only, normalised per channel; computed in cfg.dtype and returned as float32 (as the policy's
+  `DiffusionModel.encode` does). The diffusion scale sigma_data is 1.0 for the policy, so this is also x0.
+  """
+  _check_video(video)
+  return _encode_normalized(params, cfg, video)
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _decode(params, cfg: VAEConfig, latent):
+  mu = denormalize_latent(latent, cfg)
+  video = WanVAE(cfg).apply({'params': params}, mu, method=WanVAE.decode_unnormalized)
+  return video.astype(jnp.float32)
+
+
+def decode(params, cfg: VAEConfig, latent: Array) -> Array:
+  """Inverse of `encode`: latent [B, n, h, w, z_dim] -> video [B, 1+4(n-1), 8h, 8w, 3] (float32, not clamped)."""
+  _check_latent(latent, cfg)
+  return _decode(params, cfg, latent)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The policy's pixel sequence.
+
+
+def pixels_to_unit(frames: Array, dtype: Any = jnp.float32) -> Array:
+  """uint8 [0, 255] -> [-1, 1] as the policy does it: cast to dtype, / 127.5, - 1, each step rounded in dtype."""
+  if frames.dtype != jnp.uint8:
+    raise ValueError(f'expected uint8 pixels, got dtype {frames.dtype}')
+  return frames.astype(dtype) / jnp.asarray(127.5, dtype) - jnp.asarray(1.0, dtype)
+
+
+def policy_pixel_sequence(items: Sequence[Array | None], height: int, width: int,
+                          batch_size: int | None = None) -> Array:
+  """The uint8 video [B, 1 + 4*len(items), H, W, 3] Cosmos Policy feeds the VAE.
+
+  Frame 0 is black; then each item fills one 4-frame slot: an image [B, H, W, 3] uint8 repeated 4 times, or 4 black
+  frames for None (the proprio / action / value placeholders, whose latents are overwritten later). Slot k >= 1 thus
+  becomes latent frame k.
+  """
+  images = [item for item in items if item is not None]
+  if batch_size is None:
+    if not images:
+      raise ValueError('policy_pixel_sequence: every item is None; pass batch_size')
+    batch_size = images[0].shape[0]
+  expected = (batch_size, height, width, 3)
+  for index, item in enumerate(items):
+    if item is None:
+      continue
+    if tuple(item.shape) != expected:
+      raise ValueError(f'policy_pixel_sequence: item {index} has shape {tuple(item.shape)}, expected {expected}')
+    if item.dtype != jnp.uint8:
+      raise ValueError(f'policy_pixel_sequence: item {index} has dtype {item.dtype}, expected uint8')
+  black = jnp.zeros((batch_size, 1, height, width, 3), jnp.uint8)
+  frames = [black]
+  for item in items:
+    slot = black if item is None else jnp.asarray(item)[:, None]
+    frames.append(jnp.repeat(slot, TEMPORAL_COMPRESSION, axis=1))
+  return jnp.concatenate(frames, axis=1)
+
+
+def encode_policy_sequence(params, cfg: VAEConfig, items: Sequence[Array | None], height: int, width: int,
+                           batch_size: int | None = None) -> Array:
+  """Latents [B, 1 + len(items), H/8, W/8, z_dim] (float32) of the policy sequence, encoded in ONE causal pass.
+
+  Latent k depends on every slot before it, so encoding the items one at a time would be wrong.
+  """
+  video = policy_pixel_sequence(items, height, width, batch_size)
+  return encode(params, cfg, pixels_to_unit(video, cfg.dtype))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Official weights.
+
+
+def _conv_rules(torch_prefix: str, path: str, transform: str = 'conv3d') -> list[rules_lib.Rule]:
+  return [rules_lib.Rule(f'{torch_prefix}.weight', f'{path}/kernel', transform),
+          rules_lib.Rule(f'{torch_prefix}.bias', f'{path}/bias')]
+
+
+def _gamma_rule(torch_name: str, path: str, channels: int, images: bool = False) -> rules_lib.Rule:
+  shape = (channels, 1, 1) if images else (channels, 1, 1, 1)
+  return rules_lib.Rule(torch_name, path, 'reshape', shape)
+
+
+def _residual_rules(torch_prefix: str, path: str, in_dim: int, out_dim: int) -> list[rules_lib.Rule]:
+  out = [_gamma_rule(f'{torch_prefix}.residual.0.gamma', f'{path}/norm_a/gamma', in_dim),
+         *_conv_rules(f'{torch_prefix}.residual.2', f'{path}/conv_a'),
+         _gamma_rule(f'{torch_prefix}.residual.3.gamma', f'{path}/norm_b/gamma', out_dim),
+         *_conv_rules(f'{torch_prefix}.residual.6', f'{path}/conv_b')]
+  if in_dim != out_dim:
+    out += _conv_rules(f'{torch_prefix}.shortcut', f'{path}/shortcut')
+  return out
+
+
+def _attention_rules(torch_prefix: str, path: str, channels: int) -> list[rules_lib.Rule]:
+  return [_gamma_rule(f'{torch_prefix}.norm.gamma', f'{path}/gamma', channels, images=True),
+          rules_lib.Rule(f'{torch_prefix}.to_qkv.weight', f'{path}/qkv_kernel', 'conv2d'),
+          rules_lib.Rule(f'{torch_prefix}.to_qkv.bias', f'{path}/qkv_bias'),
+          rules_lib.Rule(f'{torch_prefix}.proj.weight', f'{path}/proj_kernel', 'conv2d'),
+          rules_lib.Rule(f'{torch_prefix}.proj.bias', f'{path}/proj_bias')]
+
+
+def _resample_rules(torch_prefix: str, path: str, mode: str) -> list[rules_lib.Rule]:
+  out = [rules_lib.Rule(f'{torch_prefix}.resample.1.weight', f'{path}/spatial_kernel', 'conv2d'),
+         rules_lib.Rule(f'{torch_prefix}.resample.1.bias', f'{path}/spatial_bias')]
+  if mode.endswith('3d'):
+    out += [rules_lib.Rule(f'{torch_prefix}.time_conv.weight', f'{path}/time_kernel', 'conv3d'),
+            rules_lib.Rule(f'{torch_prefix}.time_conv.bias', f'{path}/time_bias')]
+  return out
+
+
+def _middle_rules(side: str, width: int) -> list[rules_lib.Rule]:
+  return [*_residual_rules(f'{side}.middle.0', f'{side}/middle_0', width, width),
+          *_attention_rules(f'{side}.middle.1', f'{side}/middle_1', width),
+          *_residual_rules(f'{side}.middle.2', f'{side}/middle_2', width, width)]
+
+
+def vae_rules(cfg: VAEConfig) -> list[rules_lib.Rule]:
+  """Official `WanVAE_` state_dict names <-> our params paths (see cosmos_jax/convert/rules.py)."""
+  table = _conv_rules('encoder.conv1', 'encoder/conv1')
+  width = cfg.encoder_dims[0]
+  for index, (kind, arg) in enumerate(_encoder_layout(cfg)):
+    prefix, path = f'encoder.downsamples.{index}', f'encoder/downsamples_{index}'
+    if kind == 'res':
+      table += _residual_rules(prefix, path, width, arg)
+      width = arg
+    else:
+      table += _resample_rules(prefix, path, arg)
+  table += _middle_rules('encoder', width)
+  table += [_gamma_rule('encoder.head.0.gamma', 'encoder/head_norm/gamma', width),
+            *_conv_rules('encoder.head.2', 'encoder/head_conv')]
+  table += _conv_rules('conv1', 'conv1') + _conv_rules('conv2', 'conv2')
+  width = cfg.decoder_dims[0]
+  table += _conv_rules('decoder.conv1', 'decoder/conv1')
+  table += _middle_rules('decoder', width)
+  for index, (kind, arg) in enumerate(_decoder_layout(cfg)):
+    prefix, path = f'decoder.upsamples.{index}', f'decoder/upsamples_{index}'
+    if kind == 'res':
+      table += _residual_rules(prefix, path, width, arg)
+      width = arg
+    else:
+      table += _resample_rules(prefix, path, arg)
+      width //= 2
+  table += [_gamma_rule('decoder.head.0.gamma', 'decoder/head_norm/gamma', width),
+            *_conv_rules('decoder.head.2', 'decoder/head_conv')]
+  return table
+
+
+def load_official(cfg: VAEConfig, state_dict: Mapping[str, Array], *, ignore: Sequence[str] = (),
+                  where: str = 'Wan2.1 VAE') -> dict:
+  """Params from an official `WanVAE_` state_dict (e.g. Wan2.1_VAE.pth / tokenizer.pth), cast to cfg.dtype.
+
+  The official file is a flat dict of exactly the 194 parameter names: no prefix, no buffers, so nothing is ignored
+  by default. Raises rules.WeightLoadingError listing every missing, unexpected and mis-shaped key.
+  """
+  tree = rules_lib.load_state_dict(vae_rules(cfg), state_dict, abstract_params(cfg), ignore=ignore, where=where)
+  return jax.tree.map(jnp.asarray, tree)
+
+
+def official_shapes(cfg: VAEConfig) -> dict[str, tuple[int, ...]]:
+  """The official state_dict (name -> shape) of this config, derived without allocating."""
+  return rules_lib.official_shapes(vae_rules(cfg), abstract_params(cfg))

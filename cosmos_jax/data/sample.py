@@ -1,0 +1,208 @@
+"""Training samples: slot frames, targets and masks for one (episode, step), and the mixture dataset over them.
+
+A sample is channels-last and un-duplicated: `video` holds ONE frame per latent slot, (state_t, S, S, 3) uint8
+(slot 0 blank, proprio/action/value slots black, camera slots the images at t and t'), following policy_spec 2.3.
+`expand_video` repeats every slot after the first `num_duplicates` (4) times to the 1 + 4 (state_t - 1) pixel
+frames the VAE encodes; `to_official_video` also moves channels first, (3, T, S, S), the official `video` layout.
+
+Vectors are float32 (the official float64 normalised values, cast once; the trainer casts them to bf16 anyway).
+Randomness (the world-model/value coin and the augmentation draw) comes from the `rng` passed per sample, so a
+pipeline seeded per (seed, index) is deterministic; the official code uses global numpy/torch RNGs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from cosmos_jax.data import mixture, transforms
+from cosmos_jax.data import stats as stats_lib
+from cosmos_jax.data.episodes import Episode, EpisodeFrameCache
+
+INDEX_NAMES = (
+    'current_proprio_latent_idx', 'current_wrist_image_latent_idx', 'current_wrist_image2_latent_idx',
+    'current_image_latent_idx', 'current_image2_latent_idx', 'action_latent_idx', 'future_proprio_latent_idx',
+    'future_wrist_image_latent_idx', 'future_wrist_image2_latent_idx', 'future_image_latent_idx',
+    'future_image2_latent_idx', 'value_latent_idx')
+
+
+@dataclasses.dataclass(frozen=True)
+class SlotLayout:
+  """Camera roles in slot order; the full layout is [blank, proprio, cams.., action, future proprio, cams.., value]."""
+
+  camera_roles: tuple[str, ...]
+
+  @property
+  def num_slots(self) -> int:
+    return 2 * len(self.camera_roles) + 5
+
+  def indices(self) -> dict[str, int]:
+    n = len(self.camera_roles)
+    out = {name: -1 for name in INDEX_NAMES}
+    out['current_proprio_latent_idx'] = 1
+    for k, role in enumerate(self.camera_roles):
+      out[f'current_{role}_latent_idx'] = 2 + k
+      out[f'future_{role}_latent_idx'] = 4 + n + k
+    out['action_latent_idx'] = 2 + n
+    out['future_proprio_latent_idx'] = 3 + n
+    out['value_latent_idx'] = 4 + 2 * n
+    return out
+
+
+ALOHA_LAYOUT = SlotLayout(('wrist_image', 'wrist_image2', 'image'))
+LIBERO_LAYOUT = SlotLayout(('wrist_image', 'image'))
+ROBOCASA_LAYOUT = SlotLayout(('wrist_image', 'image', 'image2'))
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleConfig:
+  """Dataset knobs with the official ALOHA main values as defaults (policy_spec 1, 6.4)."""
+
+  layout: SlotLayout = ALOHA_LAYOUT
+  chunk_size: int = 50
+  gamma: float = 0.998
+  image_size: int = 224
+  augment: bool = True
+  stronger_augment: bool = True
+  demonstration_sampling_prob: float = 0.5
+  success_rollout_sampling_prob: float = 0.5
+  treat_demos_as_success_rollouts: bool = True
+  p_world_model: float = 0.5
+
+
+def expand_video(video: np.ndarray, num_duplicates: int = 4) -> np.ndarray:
+  """(state_t, S, S, 3) slot frames -> (1 + num_duplicates * (state_t - 1), S, S, 3) pixel frames."""
+  repeats = np.full(video.shape[0], num_duplicates)
+  repeats[0] = 1
+  return np.repeat(video, repeats, axis=0)
+
+
+def to_official_video(video: np.ndarray, num_duplicates: int = 4) -> np.ndarray:
+  """Slot frames -> the official channels-first (3, T, S, S) `video` (the boundary with the official layout)."""
+  return np.ascontiguousarray(np.moveaxis(expand_video(video, num_duplicates), -1, 0))
+
+
+@dataclasses.dataclass
+class _Prepared:
+  episode: Episode
+  proprio: np.ndarray  # normalised, float64 (official arithmetic)
+  actions: np.ndarray
+  returns: np.ndarray  # float32
+
+
+class PolicyDataset:
+  """Random-access training samples over demonstrations and rollouts with the official epoch structure.
+
+  `demos` are policy samples; `rollouts` (plus the demos themselves when `treat_demos_as_success_rollouts`) are
+  split into success and failure sections, and every rollout item is a world-model or value sample by a fair
+  coin. Proprio and actions are min-max normalised with `stats` (computed from the demos by the caller).
+  `tasks` lists the task strings; a sample's `text_index` indexes it. Picklable (grain worker processes).
+  """
+
+  def __init__(self, demos: Sequence[Episode], stats: Mapping[str, np.ndarray], config: SampleConfig,
+               rollouts: Sequence[Episode] = (), tasks: Sequence[str] | None = None, frame_cache_episodes: int = 8):
+    if not demos and not rollouts:
+      raise ValueError('PolicyDataset: no episodes')
+    self.config = config
+    self.stats = dict(stats)
+    prepared_demos = [self._prepare(e) for e in demos]
+    rollout_list = [self._prepare(e) for e in rollouts]
+    success = ([p for p in prepared_demos] if config.treat_demos_as_success_rollouts else [])
+    success += [p for p in rollout_list if p.episode.success and p.episode.terminal_reward > 0]
+    failure = [p for p in rollout_list if not (p.episode.success and p.episode.terminal_reward > 0)]
+    self.sections = (prepared_demos, success, failure)
+    self.step_tables = tuple(mixture.step_index(p.episode.num_steps for p in s) if s else np.zeros((0, 2), np.int64)
+                             for s in self.sections)
+    self.epoch = mixture.EpochStructure.balance(
+        len(self.step_tables[0]), len(self.step_tables[1]), len(self.step_tables[2]),
+        config.demonstration_sampling_prob, config.success_rollout_sampling_prob)
+    commands = sorted({p.episode.command for s in self.sections for p in s})
+    if tasks is None:
+      tasks = commands
+    missing = [c for c in commands if c not in tasks]
+    if missing:
+      raise ValueError(f'task strings {missing} of the episodes are not among the known tasks {list(tasks)}')
+    self.tasks = tuple(tasks)
+    # Cache keys: one per distinct episode object (demos reused as success rollouts share their frames).
+    self._episode_keys = {id(p.episode): k for k, p in enumerate(
+        {id(p.episode): p for s in self.sections for p in s}.values())}
+    self._cache = EpisodeFrameCache(frame_cache_episodes)
+
+  def with_config(self, **changes) -> 'PolicyDataset':
+    """A shallow copy sharing the episodes, with sampling knobs (augment, p_world_model, ...) replaced."""
+    copy = object.__new__(PolicyDataset)
+    copy.__dict__.update(self.__dict__)
+    copy.config = dataclasses.replace(self.config, **changes)
+    return copy
+
+  def _prepare(self, episode: Episode) -> _Prepared:
+    proprio = stats_lib.normalize(episode.proprio, self.stats, 'proprio')
+    actions = stats_lib.normalize(episode.actions, self.stats, 'actions')
+    returns = mixture.value_returns(episode.num_steps, episode.terminal_reward, self.config.gamma)
+    return _Prepared(episode, proprio, actions, returns)
+
+  def __len__(self) -> int:
+    return self.epoch.length
+
+  def locate(self, index: int) -> tuple[mixture.SampleType, int, int, int]:
+    """Epoch index -> (sample type, global step inside the section, episode index inside the section, step)."""
+    counts = [len(t) for t in self.step_tables]
+    kind, global_step = self.epoch.locate(int(index), *counts)
+    episode, step = self.step_tables[kind][global_step]
+    return kind, global_step, int(episode), int(step)
+
+  def sample(self, index: int, rng: np.random.Generator | None = None, *, world_model: bool | None = None,
+             augment_params: transforms.AugmentParams | None = None) -> dict[str, np.ndarray]:
+    """The training sample at epoch `index`. `rng` drives the coin and the augmentation unless they are given."""
+    cfg = self.config
+    kind, global_step, episode_index, step = self.locate(index)
+    prepared = self.sections[kind][episode_index]
+    episode = prepared.episode
+    is_rollout = kind != mixture.SampleType.DEMO
+    if is_rollout and world_model is None:
+      if rng is None:
+        raise ValueError('PolicyDataset.sample: a rollout item needs an rng (or world_model=) for its coin')
+      world_model = mixture.world_model_coin(rng, cfg.p_world_model)
+    num_steps = episode.num_steps
+    future = mixture.future_step(step, cfg.chunk_size, num_steps)
+    next_step = mixture.future_step(step, cfg.chunk_size, num_steps)
+    next_future = mixture.future_step(next_step, cfg.chunk_size, num_steps)
+
+    frames = self._cache.frames(self._episode_keys[id(episode)], episode)
+    layout = cfg.layout
+    n = len(layout.camera_roles)
+    size = frames[layout.camera_roles[0]].shape[1]
+    camera_frames = np.stack([frames[r][step] for r in layout.camera_roles] +
+                             [frames[r][future] for r in layout.camera_roles])
+    if cfg.augment:
+      if augment_params is None:
+        if rng is None:
+          raise ValueError('PolicyDataset.sample: augmentation needs an rng (or augment_params=)')
+        augment_params = transforms.draw_augment_params(rng, size, cfg.stronger_augment)
+      camera_frames = transforms.augment(camera_frames, augment_params)
+    video = np.zeros((layout.num_slots, size, size, 3), np.uint8)
+    video[2:2 + n] = camera_frames[:n]
+    video[4 + n:4 + 2 * n] = camera_frames[n:]
+
+    out = {
+        'video': video,
+        'actions': mixture.action_chunk(prepared.actions, step, cfg.chunk_size).astype(np.float32),
+        'proprio': prepared.proprio[step].astype(np.float32),
+        'future_proprio': prepared.proprio[future].astype(np.float32),
+        'value_function_return': np.float32(prepared.returns[future]),
+        'next_action_chunk': mixture.action_chunk(prepared.actions, next_step, cfg.chunk_size).astype(np.float32),
+        'next_value_function_return': np.float32(prepared.returns[next_future]),
+        'rollout_data_mask': np.int32(is_rollout),
+        'rollout_data_success_mask': np.int32(kind == mixture.SampleType.SUCCESS_ROLLOUT),
+        'world_model_sample_mask': np.int32(is_rollout and bool(world_model)),
+        'value_function_sample_mask': np.int32(is_rollout and not world_model),
+        'global_rollout_idx': np.int32(global_step if is_rollout else -1),
+        'text_index': np.int32(self.tasks.index(episode.command)),
+        'index': np.int64(index),
+        'step': np.int32(step),
+        'future_step': np.int32(future),
+    }
+    out.update({name: np.int32(value) for name, value in layout.indices().items()})
+    return out

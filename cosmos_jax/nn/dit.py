@@ -508,6 +508,27 @@ def forward_with_intermediates(params, cfg: DiTConfig, *args, **kwargs) -> tuple
   return out, flat
 
 
+def forward_flops(cfg: DiTConfig, batch: int, frames: int, height: int, width: int, text_tokens: int) -> int:
+  """FLOPs of one forward pass (multiply-add = 2 FLOPs; L = T'·H'·W' tokens, N text tokens, D width, Dc text width, F = mlp_ratio·D,
+  r = adaLN-LoRA dim, T' latent frames, P = patch volume (4), Cin = 18, Cout = 16, blocks n):
+    per block   self-attn projections 4·2·L·D²  +  self-attn scores and mix 2·2·L²·D
+              + cross-attn q/out 2·2·L·D²  +  cross-attn k/v 2·2·N·Dc·D  +  cross scores and mix 2·2·L·N·D
+              + MLP 2·2·L·D·F  +  adaLN 3·(2·T'·D·r + 2·T'·r·3D)
+    outside     patch embed 2·L·(Cin·P)·D  +  t-MLP 2·T'·D·D + 2·T'·D·3D  +  final adaLN 2·T'·D·r + 2·T'·r·2D
+              + final linear 2·L·D·(P·Cout)
+  """
+  ps, pt = cfg.patch_spatial, cfg.patch_temporal
+  tt, L = frames // pt, (frames // pt) * (height // ps) * (width // ps)
+  D, Dc, N, r = cfg.model_channels, cfg.crossattn_emb_channels, text_tokens, cfg.adaln_lora_dim
+  F = int(D * cfg.mlp_ratio)
+  patch = ps * ps * pt
+  block = (8 * L * D * D + 4 * L * L * D + 4 * L * D * D + 4 * N * Dc * D + 4 * L * N * D + 4 * L * D * F
+           + 3 * (2 * tt * D * r + 2 * tt * r * 3 * D))
+  outside = (2 * L * cfg.patch_in_channels * patch * D + 2 * tt * D * D + 2 * tt * D * 3 * D
+             + 2 * tt * D * r + 2 * tt * r * 2 * D + 2 * L * D * patch * cfg.out_channels)
+  return batch * (cfg.num_blocks * block + outside)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Official weights.
 

@@ -90,6 +90,7 @@ class _Prepared:
   proprio: np.ndarray  # normalised, float64 (official arithmetic)
   actions: np.ndarray
   returns: np.ndarray  # float32
+  key: int = -1  # frame-cache key, unique per episode (stable across pickling to worker processes)
 
 
 class PolicyDataset:
@@ -125,9 +126,9 @@ class PolicyDataset:
     if missing:
       raise ValueError(f'task strings {missing} of the episodes are not among the known tasks {list(tasks)}')
     self.tasks = tuple(tasks)
-    # Cache keys: one per distinct episode object (demos reused as success rollouts share their frames).
-    self._episode_keys = {id(p.episode): k for k, p in enumerate(
-        {id(p.episode): p for s in self.sections for p in s}.values())}
+    # Demos reused as success rollouts are the same _Prepared objects, so they share a key and cached frames.
+    for key, prepared in enumerate({id(p): p for s in self.sections for p in s}.values()):
+      prepared.key = key
     self._cache = EpisodeFrameCache(frame_cache_episodes)
 
   def with_config(self, **changes) -> 'PolicyDataset':
@@ -170,7 +171,7 @@ class PolicyDataset:
     next_step = mixture.future_step(step, cfg.chunk_size, num_steps)
     next_future = mixture.future_step(next_step, cfg.chunk_size, num_steps)
 
-    frames = self._cache.frames(self._episode_keys[id(episode)], episode)
+    frames = self._cache.frames(prepared.key, episode)
     layout = cfg.layout
     n = len(layout.camera_roles)
     size = frames[layout.camera_roles[0]].shape[1]

@@ -1,0 +1,210 @@
+"""Inference queries: action, world model (future state), value (policy_spec section 9).
+
+Each query is a pure function of arrays, jit-compatible (the sampler loop is a `lax.scan` inside it), with the
+network, layout and step count static. Latents are channels-last [B, T, H, W, C].
+
+* `action_query` (official get_action): gt_frames = the VAE latent with the current proprio (bf16-rounded)
+  injected; slots 0..n_cond-1 given. Future images and the value can be read from the same sample ("parallel").
+* `world_model_query` (get_future_state_prediction): gt_frames = the action sample itself (the *generated*
+  action latent, not a re-injected clean action), current proprio re-injected, n_cond + 1 slots given.
+* `value_query` (get_value_prediction): gt_frames = a future-state sample, current proprio re-injected, every slot
+  but the value given; with `value_of_future_state` (the planning model's V(s')) the current state and action are
+  withheld. Returns (v+1)/2 clamped to [0, 1].
+* `future_images`: restores the pre-injection latents of the injected slots, VAE-decodes, and picks frame
+  (k-1)*4+1 of each future image slot k.
+
+Noise: `sampler.parity_noise(seed, ...)` reproduces the official numbers (numpy RandomState, B,C,T,H,W order);
+`sampler.jax_noise(key, ...)` is the traceable alternative.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cosmos_jax.policy import diffusion
+from cosmos_jax.policy import layout as layout_lib
+from cosmos_jax.policy import masks as masks_lib
+from cosmos_jax.policy import sampler as sampler_lib
+from cosmos_jax.policy import slots
+
+Array = Any
+
+AGGREGATIONS = ('average', 'lcb', 'success_vote', 'majority_mean')
+SUCCESS_THRESHOLD = 0.05  # on the [0, 1] value scale (official aggregate_value_predictions)
+
+
+def _check_noise(noise: Array, latent: Array) -> None:
+  if noise.shape != latent.shape:
+    raise ValueError(f'initial noise {tuple(noise.shape)} must have the latent shape {tuple(latent.shape)}')
+
+
+def generate(net: diffusion.NetFn, params, context: Array, gt_frames: Array, mask: Array, noise: Array,
+             num_steps: int, sampler_cfg: sampler_lib.SamplerConfig = sampler_lib.SamplerConfig(), *,
+             trace: bool = False):
+  """One conditional sample: the 2ab sampler over the conditioned denoiser (official
+  generate_samples_from_batch with a given noise x_T = sigma_max * z)."""
+  _check_noise(noise, gt_frames)
+
+  def denoise_fn(x, sigma):
+    return diffusion.denoise(net, params, context, x, sigma, gt_frames, mask, with_aux=trace)
+
+  return sampler_lib.sample(denoise_fn, noise, num_steps, sampler_cfg, trace=trace)
+
+
+def _with_proprio(latent: Array, layout: layout_lib.SlotLayout, proprio: Array) -> Array:
+  """The conditioning latent: the current proprio, rounded to bf16 as the official batch does, injected."""
+  layout_lib.check_latent(layout, latent.shape)
+  return slots.inject_proprio(latent.astype(jnp.float32), layout, slots.round_to_bf16(proprio))
+
+
+def action_query(net: diffusion.NetFn, params, context: Array, latent: Array, proprio: Array, noise: Array, *,
+                 layout: layout_lib.SlotLayout, num_steps: int,
+                 sampler_cfg: sampler_lib.SamplerConfig = sampler_lib.SamplerConfig(), trace: bool = False) -> dict:
+  """Policy query.
+
+  Args:
+    latent: VAE latent [B, T, H, W, C] of the inference pixel sequence (`policy_video`), before injection.
+    proprio: normalised current proprio [B, proprio_dim].
+    noise: initial noise (already times sigma_max), latent-shaped.
+
+  Returns:
+    dict with `sample` (the generated latent), `actions` (normalised [B, chunk, action_dim]; un-normalise with
+    the action statistics), `value_raw` / `value` (read from the same sample), `orig_latent` (pre-injection,
+    for `future_images`), `gt_frames`, `mask`, and `trajectory` when `trace`.
+  """
+  gt_frames = _with_proprio(latent, layout, proprio)
+  mask = jnp.asarray(masks_lib.inference_mask(layout, 'policy', latent.shape[0]))
+  out = generate(net, params, context, gt_frames, mask, noise, num_steps, sampler_cfg, trace=trace)
+  sample, trajectory = out if trace else (out, None)
+  value_raw = slots.read_value(sample, layout.index(layout_lib.VALUE))
+  result = {'sample': sample, 'actions': slots.read_actions(sample, layout), 'value_raw': value_raw,
+            'value': slots.value_to_unit_interval(value_raw), 'orig_latent': latent, 'gt_frames': gt_frames,
+            'mask': mask}
+  if trace:
+    result['trajectory'] = trajectory
+  return result
+
+
+def world_model_query(net: diffusion.NetFn, params, context: Array, action_sample: Array, proprio: Array,
+                      noise: Array, *, layout: layout_lib.SlotLayout, num_steps: int,
+                      sampler_cfg: sampler_lib.SamplerConfig = sampler_lib.SamplerConfig()) -> Array:
+  """Future-state sample conditioned on the generated action latent (n_cond + 1 slots given)."""
+  gt_frames = _with_proprio(action_sample, layout, proprio)
+  mask = jnp.asarray(masks_lib.inference_mask(layout, 'world_model', action_sample.shape[0]))
+  return generate(net, params, context, gt_frames, mask, noise, num_steps, sampler_cfg)
+
+
+def value_query(net: diffusion.NetFn, params, context: Array, future_sample: Array, proprio: Array, noise: Array,
+                *, layout: layout_lib.SlotLayout, num_steps: int, value_of_future_state: bool = False,
+                sampler_cfg: sampler_lib.SamplerConfig = sampler_lib.SamplerConfig()) -> Array:
+  """[B] value in [0, 1] of a future-state sample: V(s, a, s'), or V(s') with `value_of_future_state`."""
+  gt_frames = _with_proprio(future_sample, layout, proprio)
+  mask = jnp.asarray(masks_lib.inference_mask(layout, 'value', future_sample.shape[0],
+                                              value_of_future_state=value_of_future_state))
+  sample = generate(net, params, context, gt_frames, mask, noise, num_steps, sampler_cfg)
+  return slots.value_to_unit_interval(slots.read_value(sample, layout.index(layout_lib.VALUE)))
+
+
+def aggregate_values(values: Array, scheme: str) -> Array:
+  """Aggregates an ensemble of [0, 1] values along the last axis, then clamps to [0, 1].
+
+  average: mean; lcb: mean - 1.0 * std (unbiased); success_vote: fraction > 0.05; majority_mean: the mean of the
+  values > 0.05 if at least half are, else 0.
+  """
+  values = jnp.asarray(values, jnp.float32)
+  if scheme == 'average':
+    out = values.mean(axis=-1)
+  elif scheme == 'lcb':
+    out = values.mean(axis=-1) - jnp.std(values, axis=-1, ddof=1)
+  elif scheme == 'success_vote':
+    out = (values > SUCCESS_THRESHOLD).astype(jnp.float32).mean(axis=-1)
+  elif scheme == 'majority_mean':
+    success = values > SUCCESS_THRESHOLD
+    count = success.sum(axis=-1).astype(jnp.float32)
+    mean_success = jnp.where(success, values, 0.0).sum(axis=-1) / jnp.maximum(count, 1.0)
+    out = jnp.where(count / values.shape[-1] >= 0.5, mean_success, 0.0)
+  else:
+    raise ValueError(f'unknown value aggregation {scheme!r}; expected one of {AGGREGATIONS}')
+  return jnp.clip(out, 0.0, 1.0)
+
+
+# Pixels ----------------------------------------------------------------------------------------------------------
+
+
+def policy_video_items(layout: layout_lib.SlotLayout, camera_images: Mapping[str, Array]) -> list:
+  """The items of slots 1..T-1 for `vae.policy_pixel_sequence` at inference: None (black) for proprio, action,
+  future proprio and value; the current image of each camera for both its current and its future slot (the future
+  slots are generated from noise; the causal VAE keeps them from affecting the slots before them).
+
+  `camera_images` maps the layout's camera stems (`wrist_image`, `wrist_image2`, `image`, `image2`) to uint8
+  [B, H, W, 3] images, already preprocessed (resize, test-time crop).
+  """
+  missing = [c for c in layout.cameras if c not in camera_images]
+  extra = [c for c in camera_images if c not in layout.cameras]
+  if missing or extra:
+    raise ValueError(f'{layout.name} needs camera images {list(layout.cameras)}; missing {missing}, unexpected {extra}')
+  items = []
+  for name in layout.slots[1:]:
+    kind, _, camera = name.partition('_')
+    items.append(camera_images[camera] if kind in ('current', 'future') and camera in layout.cameras else None)
+  return items
+
+
+def future_images(vae_params, vae_cfg, sample: Array, orig_latent: Array,
+                  layout: layout_lib.SlotLayout) -> dict[str, Array]:
+  """Decoded future images {'future_<camera>': uint8 [B, H, W, 3]} of a generated latent.
+
+  The injected slots are first restored from the pre-injection latent (official undo_latent_injection), the
+  whole latent is decoded, mapped with (x + 1) * 127.5, clamped to [0, 255] and truncated to uint8.
+  """
+  from cosmos_jax.nn import vae  # pylint: disable=g-import-not-at-top
+  restored = slots.restore_slots(sample, orig_latent, layout.injected_slots)
+  video = vae.decode(vae_params, vae_cfg, restored)
+  pixels = jnp.clip((video + 1.0) * 127.5, 0, 255).astype(jnp.uint8)
+  return {layout.slots[k]: pixels[:, layout.pixel_frame_of(k)] for k in layout.future_image_slots}
+
+
+def average_images(predictions: Sequence[Mapping[str, Array]]) -> dict[str, Array]:
+  """Per-pixel mean of several uint8 predictions, rounded (official average_future_image_predictions)."""
+  if not predictions:
+    return {}
+  return {k: jnp.clip(jnp.round(jnp.mean(jnp.stack([p[k].astype(jnp.float32) for p in predictions]), axis=0)),
+                      0, 255).astype(jnp.uint8) for k in predictions[0]}
+
+
+# Host-side convenience -------------------------------------------------------------------------------------------
+
+
+def normalized_proprio(raw_proprio: Array, stats: Mapping[str, Any], layout: layout_lib.SlotLayout) -> np.ndarray:
+  """Raw proprio [B, P] -> min-max normalised float64 (cast to bf16 by the queries), as the official server does."""
+  from cosmos_jax.data import stats as stats_lib  # pylint: disable=g-import-not-at-top
+  raw = np.asarray(raw_proprio)
+  if raw.ndim == 1:
+    raw = raw[None]
+  slots.check_proprio(layout, raw)
+  return np.asarray(stats_lib.normalize(raw, stats, 'proprio'))
+
+
+def unnormalized_actions(actions: Array, stats: Mapping[str, Any]) -> np.ndarray:
+  """Normalised actions (float32 readout) -> raw action units (float64, as the official unnormalize_actions)."""
+  from cosmos_jax.data import stats as stats_lib  # pylint: disable=g-import-not-at-top
+  return np.asarray(stats_lib.unnormalize(np.asarray(actions, np.float32), stats, 'actions'))
+
+
+@functools.partial(jax.jit, static_argnames=('net', 'layout', 'num_steps', 'sampler_cfg', 'trace'))
+def jit_action_query(net, params, context, latent, proprio, noise, *, layout, num_steps,
+                     sampler_cfg=sampler_lib.SamplerConfig(), trace=False):
+  """`action_query` compiled (one program per network, layout, step count)."""
+  return action_query(net, params, context, latent, proprio, noise, layout=layout, num_steps=num_steps,
+                      sampler_cfg=sampler_cfg, trace=trace)
+
+
+jit_world_model_query = jax.jit(world_model_query, static_argnames=('net', 'layout', 'num_steps', 'sampler_cfg'))
+jit_value_query = jax.jit(value_query, static_argnames=('net', 'layout', 'num_steps', 'value_of_future_state',
+                                                        'sampler_cfg'))

@@ -422,16 +422,34 @@ def latent_statistics(cfg: VAEConfig) -> tuple[np.ndarray, np.ndarray]:
   return mean_bf16.astype(np.float32), inv_std_bf16.astype(np.float32)
 
 
+def round_to(x: Array, dtype: Any) -> Array:
+  """x rounded to `dtype`, kept even inside fusions.
+
+  XLA's default `xla_allow_excess_precision` lets fused bf16 arithmetic skip intermediate roundings (so a bf16
+  result may carry float32 bits); reduce_precision pins the rounding where the official bf16 path rounds.
+  """
+  x = x.astype(dtype)
+  info = jnp.finfo(dtype)
+  if info.bits < 32:
+    x = jax.lax.reduce_precision(x, exponent_bits=info.nexp, mantissa_bits=info.nmant)
+  return x
+
+
 def normalize_latent(mu: Array, cfg: VAEConfig) -> Array:
-  """z = (mu - mean) * inv_std (a product with the stored reciprocal, as upstream), in cfg.dtype."""
+  """z = (mu - mean) * inv_std (a product with the stored reciprocal, as upstream), each step rounded to cfg.dtype."""
   mean, inv_std = (jnp.asarray(s, cfg.dtype) for s in latent_statistics(cfg))
-  return (mu.astype(cfg.dtype) - mean) * inv_std
+  centred = round_to(round_to(mu, cfg.dtype) - mean, cfg.dtype)
+  return round_to(centred * inv_std, cfg.dtype)
 
 
 def denormalize_latent(z: Array, cfg: VAEConfig) -> Array:
-  """mu = z / inv_std + mean (a division by the stored reciprocal, not z * std: they differ in bf16)."""
+  """mu = z / inv_std + mean (a division by the stored reciprocal, not z * std: they differ in bf16).
+
+  Float division on XLA may be off by one unit in the last float32 place (it is not correctly rounded on CPU).
+  """
   mean, inv_std = (jnp.asarray(s, cfg.dtype) for s in latent_statistics(cfg))
-  return z.astype(cfg.dtype) / inv_std + mean
+  scaled = round_to(round_to(z, cfg.dtype) / inv_std, cfg.dtype)
+  return round_to(scaled + mean, cfg.dtype)
 
 
 def init_params(cfg: VAEConfig, key: Array) -> dict:
@@ -450,20 +468,31 @@ def param_count(params) -> int:
 
 
 @functools.partial(jax.jit, static_argnums=(1,))
-def _encode_moments(params, cfg: VAEConfig, video):
-  return WanVAE(cfg).apply({'params': params}, video.astype(cfg.dtype), method=WanVAE.encode_moments)
+def _encode_mean(params, cfg: VAEConfig, video):
+  moments = WanVAE(cfg).apply({'params': params}, video.astype(cfg.dtype), method=WanVAE.encode_moments)
+  return moments[..., :cfg.z_dim]
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _normalize(mu, cfg: VAEConfig):
+  return normalize_latent(mu, cfg).astype(jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _denormalize(latent, cfg: VAEConfig):
+  return denormalize_latent(latent, cfg)
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _decode_mean(params, cfg: VAEConfig, mu):
+  video = WanVAE(cfg).apply({'params': params}, mu.astype(cfg.dtype), method=WanVAE.decode_unnormalized)
+  return video.astype(jnp.float32)
 
 
 def encode_mean(params, cfg: VAEConfig, video: Array) -> Array:
   """Raw posterior mean mu [B, 1+(T-1)//4, H/8, W/8, z_dim] (float32) of video [B, T, H, W, 3] in [-1, 1]."""
   _check_video(video)
-  return _encode_moments(params, cfg, video)[..., :cfg.z_dim].astype(jnp.float32)
-
-
-@functools.partial(jax.jit, static_argnums=(1,))
-def _encode_normalized(params, cfg: VAEConfig, video):
-  mu = _encode_moments(params, cfg, video)[..., :cfg.z_dim]
-  return normalize_latent(mu, cfg).astype(jnp.float32)
+  return _encode_mean(params, cfg, video).astype(jnp.float32)
 
 
 def encode(params, cfg: VAEConfig, video: Array) -> Array:
@@ -471,33 +500,44 @@ def encode(params, cfg: VAEConfig, video: Array) -> Array:
 
   Posterior mean only, normalised per channel; computed in cfg.dtype and returned as float32 (as the policy's
   `DiffusionModel.encode` does). The diffusion scale sigma_data is 1.0 for the policy, so this is also x0.
+  One compiled encoder program per input shape (shared with `encode_mean`).
   """
   _check_video(video)
-  return _encode_normalized(params, cfg, video)
+  return _normalize(_encode_mean(params, cfg, video), cfg)
 
 
-@functools.partial(jax.jit, static_argnums=(1,))
-def _decode(params, cfg: VAEConfig, latent):
-  mu = denormalize_latent(latent, cfg)
-  video = WanVAE(cfg).apply({'params': params}, mu, method=WanVAE.decode_unnormalized)
-  return video.astype(jnp.float32)
+def decode_mean(params, cfg: VAEConfig, mu: Array) -> Array:
+  """The decoder on an un-normalised latent mu (the official decode with an identity scale); float32 video."""
+  _check_latent(mu, cfg)
+  return _decode_mean(params, cfg, mu)
 
 
 def decode(params, cfg: VAEConfig, latent: Array) -> Array:
   """Inverse of `encode`: latent [B, n, h, w, z_dim] -> video [B, 1+4(n-1), 8h, 8w, 3] (float32, not clamped)."""
   _check_latent(latent, cfg)
-  return _decode(params, cfg, latent)
+  return _decode_mean(params, cfg, _denormalize(latent, cfg))
 
 
 # --------------------------------------------------------------------------------------------------------------
 # The policy's pixel sequence.
 
 
+@functools.lru_cache(maxsize=None)
+def _unit_table(dtype_name: str) -> np.ndarray:
+  dtype = jnp.dtype(dtype_name)
+  # numpy (and ml_dtypes for bf16) round each step exactly like PyTorch does on a tensor of that dtype.
+  return np.arange(256).astype(dtype) / np.asarray(127.5, dtype) - np.asarray(1.0, dtype)
+
+
 def pixels_to_unit(frames: Array, dtype: Any = jnp.float32) -> Array:
-  """uint8 [0, 255] -> [-1, 1] as the policy does it: cast to dtype, / 127.5, - 1, each step rounded in dtype."""
+  """uint8 [0, 255] -> [-1, 1] as the policy does it: cast to dtype, / 127.5, - 1, each step rounded in dtype.
+
+  A 256-entry table rather than arithmetic: XLA compiles float division by a constant to a multiplication by its
+  reciprocal (not correctly rounded), which would move about half the values by one unit in the last place.
+  """
   if frames.dtype != jnp.uint8:
     raise ValueError(f'expected uint8 pixels, got dtype {frames.dtype}')
-  return frames.astype(dtype) / jnp.asarray(127.5, dtype) - jnp.asarray(1.0, dtype)
+  return jnp.asarray(_unit_table(jnp.dtype(dtype).name))[frames]
 
 
 def policy_pixel_sequence(items: Sequence[Array | None], height: int, width: int,

@@ -1,0 +1,320 @@
+"""`python -m cosmos_jax.convert`: released PyTorch checkpoints <-> our orbax params checkpoints.
+
+    # DiT (policy or base model): net. keys (net_ema. with --ema, or when it is the only copy).
+    python -m cosmos_jax.convert dit Cosmos-Policy-ALOHA-Predict2-2B.pt out/aloha \
+        --statistics aloha_dataset_statistics.json --text-store aloha_text/
+    # The Wan2.1 VAE tokenizer.
+    python -m cosmos_jax.convert vae tokenizer.pth out/vae
+    # Back to the official layout (.safetensors, or .pt for the official loader), with the net. prefix for a DiT.
+    python -m cosmos_jax.convert export out/aloha aloha.pt
+
+Conversion streams: the source is read tensor by tensor through a lazy mapping (`torch_io`) into the rule table of
+the model (`rules.py`, the same one the model modules load with), validated against `jax.eval_shape` of our model;
+every missing, unexpected or mis-shaped key is reported in one error. Nothing is written unless everything loads.
+
+Dtypes: by default the parameters keep the stored dtype (the released DiT checkpoints are bfloat16); `--dtype
+float32` upcasts (exact), `--dtype bfloat16` rounds. A stored dtype the model cannot hold (float16, mixed dtypes)
+needs an explicit `--dtype`. The abstract params are built in the chosen dtype, so nothing is cast behind your back.
+
+The output directory (see `checkpoint.py`) holds `params/` (orbax), `config.json` (model kind, model config,
+provenance, assets) and, for a policy, `dataset_statistics.json` and `text_store/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+
+from cosmos_jax.convert import checkpoint
+from cosmos_jax.convert import rules as rules_lib
+from cosmos_jax.convert import torch_io
+from cosmos_jax.nn import dit
+from cosmos_jax.nn import vae
+
+FORMAT = 'cosmos_jax.converted/1'
+STATISTICS_ASSET = 'dataset_statistics.json'
+TEXT_STORE_ASSET = 'text_store'
+PARAM_DTYPES = ('float32', 'bfloat16')
+EXPORT_DTYPES = ('float32', 'bfloat16', 'float16')
+_NUMPY_DTYPES = {'float32': np.dtype(np.float32), 'bfloat16': np.dtype(ml_dtypes.bfloat16),
+                 'float16': np.dtype(np.float16), 'float64': np.dtype(np.float64)}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Per-model adapters: how to build the config, the rule table and the abstract params.
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelKind:
+  name: str
+  rules: Callable[[Any], Sequence[rules_lib.Rule]]
+  abstract_params: Callable[[Any], Any]
+  ignore: tuple[str, ...]  # official keys deliberately dropped
+  prefixes: bool  # whether model-level `net.` / `net_ema.` prefixes apply
+  export_prefix: str
+  with_param_dtype: Callable[[Any, str], Any]
+  config_to_dict: Callable[[Any], dict]
+  config_from_dict: Callable[[Mapping[str, Any]], Any]
+
+
+def _vae_config_to_dict(cfg: vae.VAEConfig) -> dict:
+  out = dataclasses.asdict(cfg)
+  out['dtype'] = np.dtype(cfg.dtype).name
+  for key, value in out.items():
+    if isinstance(value, tuple):
+      out[key] = list(value)
+  return out
+
+
+def _vae_config_from_dict(d: Mapping[str, Any]) -> vae.VAEConfig:
+  fields = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+  fields['dtype'] = getattr(jnp, fields.get('dtype', 'float32'))
+  return vae.VAEConfig(**fields)
+
+
+KINDS = {
+    'dit': ModelKind(
+        name='dit', rules=lambda cfg: dit.DIT_RULES, abstract_params=dit.abstract_params,
+        ignore=tuple(dit.DIT_IGNORED_KEYS), prefixes=True, export_prefix='net.',
+        with_param_dtype=lambda cfg, dtype: dataclasses.replace(cfg, param_dtype=dtype),
+        config_to_dict=dataclasses.asdict, config_from_dict=lambda d: dit.DiTConfig(**d)),
+    'vae': ModelKind(
+        name='vae', rules=vae.vae_rules, abstract_params=vae.abstract_params,
+        ignore=(), prefixes=False, export_prefix='',
+        with_param_dtype=lambda cfg, dtype: dataclasses.replace(cfg, dtype=getattr(jnp, dtype)),
+        config_to_dict=_vae_config_to_dict, config_from_dict=_vae_config_from_dict),
+}
+
+
+def _official_kwargs(path: str, wrapper_key: str) -> dict:
+  """Official constructor kwargs from a JSON file: either the kwargs themselves or a golden-style config.json
+  holding them under `wrapper_key`."""
+  try:
+    raw = json.loads(pathlib.Path(path).read_text(encoding='utf-8'))
+  except FileNotFoundError:
+    raise FileNotFoundError(f'model config file not found: {path}') from None
+  except json.JSONDecodeError as e:
+    raise ValueError(f'{path}: not valid JSON ({e})') from None
+  if not isinstance(raw, dict):
+    raise ValueError(f'{path}: expected a JSON object of constructor arguments')
+  return raw.get(wrapper_key, raw)
+
+
+def dit_config(preset: str = '2B', config_path: str | None = None) -> dit.DiTConfig:
+  if config_path:
+    return dit.DiTConfig.from_official(_official_kwargs(config_path, 'constructor_kwargs'))
+  return dit.DiTConfig.preset(preset)
+
+
+def vae_config(config_path: str | None = None) -> vae.VAEConfig:
+  if config_path:
+    return vae.VAEConfig.from_official(_official_kwargs(config_path, 'constructor_args'))
+  return vae.VAEConfig.wan21()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Conversion.
+
+
+def _dtype_name(dtype: np.dtype) -> str:
+  return np.dtype(dtype).name
+
+
+def resolve_param_dtype(requested: str, stored: Mapping[str, np.dtype], *, where: str) -> str:
+  """The parameter dtype of the converted model: the stored one ('keep'), or the one asked for.
+
+  Raises ValueError for non-float parameters, and for 'keep' with mixed or unsupported stored dtypes.
+  """
+  names = {key: _dtype_name(d) for key, d in stored.items()}
+  non_float = sorted(f'{k} ({n})' for k, n in names.items() if n not in _NUMPY_DTYPES)
+  if non_float:
+    raise ValueError(f'{where}: parameters must be floating point; got {non_float[:10]}')
+  if requested != 'keep':
+    if requested not in PARAM_DTYPES:
+      raise ValueError(f'--dtype must be keep or one of {PARAM_DTYPES}, got {requested!r}')
+    return requested
+  counts: dict[str, int] = {}
+  for n in names.values():
+    counts[n] = counts.get(n, 0) + 1
+  if len(counts) > 1:
+    raise ValueError(f'{where}: parameters are stored in mixed dtypes {counts}; pass --dtype float32 or '
+                     '--dtype bfloat16 to choose one')
+  (only,) = counts or {'float32': 0}
+  if only not in PARAM_DTYPES:
+    raise ValueError(f'{where}: parameters are stored as {only}, which the model does not hold; pass --dtype '
+                     'float32 (exact upcast) or --dtype bfloat16')
+  return only
+
+
+def convert(kind_name: str, source: str | os.PathLike, dest: str | os.PathLike, cfg, *, dtype: str = 'keep',
+            use_ema: bool = False, assets: Mapping[str, str | os.PathLike] | None = None,
+            overwrite: bool = False) -> dict:
+  """Converts an official checkpoint file into a params checkpoint directory; returns the written config dict."""
+  kind = KINDS[kind_name]
+  source = pathlib.Path(source)
+  dest = pathlib.Path(dest)
+  if dest.exists() and not overwrite:  # fail before the (long) read
+    raise FileExistsError(f'{dest} already exists (pass --overwrite to replace it)')
+  with torch_io.open_state_dict(source) as state_dict:
+    view, prefix = (rules_lib.select_prefix(state_dict, use_ema=use_ema) if kind.prefixes else (state_dict, ''))
+    if use_ema and not kind.prefixes:
+      raise ValueError(f'--ema applies to DiT checkpoints only (the {kind_name} file has no net_ema. copy)')
+    expected = rules_lib.official_shapes(kind.rules(cfg), kind.abstract_params(cfg))
+    stored = {k: state_dict.info(prefix + k).dtype for k in expected if k in view}
+    param_dtype = resolve_param_dtype(dtype, stored, where=str(source))
+    cfg = kind.with_param_dtype(cfg, param_dtype)
+    params = rules_lib.load_state_dict(kind.rules(cfg), view, kind.abstract_params(cfg), ignore=kind.ignore,
+                                       where=str(source))
+    ignored = sorted(k for k in view if k not in expected)
+    outside_prefix = len(state_dict) - len(view)
+  config = {
+      'format': FORMAT,
+      'model': kind_name,
+      'config': kind.config_to_dict(cfg),
+      'source': {
+          'file': source.name,
+          'prefix': prefix,
+          'stored_dtypes': sorted({_dtype_name(d) for d in stored.values()}),
+          'param_dtype': param_dtype,
+          'num_tensors': len(expected),
+          'dropped_keys': ignored,
+          'keys_outside_prefix': outside_prefix,
+          'converted_at': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+      },
+      'assets': {name: name for name in (assets or {})},
+  }
+  checkpoint.save_params(dest, params, config, assets, overwrite=overwrite)
+  return config
+
+
+def _policy_assets(statistics: str | None, text_store: str | None) -> dict[str, str]:
+  """Validated policy side files (read safely: JSON, and the safetensors text store; never a pickle)."""
+  from cosmos_jax.data import stats as stats_lib  # pylint: disable=g-import-not-at-top
+  from cosmos_jax.data import text as text_lib  # pylint: disable=g-import-not-at-top
+  assets = {}
+  if statistics:
+    if os.path.isdir(statistics):
+      raise ValueError(f'--statistics must be a JSON file, got the directory {statistics}')
+    stats_lib.load_statistics(statistics)
+    assets[STATISTICS_ASSET] = statistics
+  if text_store:
+    if not os.path.isdir(text_store):
+      hint = (' (an official pickle: import it once with `python -m cosmos_jax.data.text import --pickle FILE '
+              '--out DIR` and pass DIR)' if str(text_store).endswith('.pkl') else '')
+      raise ValueError(f'--text-store must be a text store directory, got {text_store}{hint}')
+    text_lib.TextStore.load(text_store)
+    assets[TEXT_STORE_ASSET] = text_store
+  return assets
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Export.
+
+
+def _check_params_match(params, abstract, where: str) -> None:
+  flat = {'/'.join(str(getattr(p, 'key', p)) for p in path): np.shape(v)
+          for path, v in jax.tree_util.tree_leaves_with_path(params)}
+  want = {'/'.join(str(getattr(p, 'key', p)) for p in path): tuple(v.shape)
+          for path, v in jax.tree_util.tree_leaves_with_path(abstract)}
+  missing = sorted(set(want) - set(flat))
+  unexpected = sorted(set(flat) - set(want))
+  misshaped = sorted(f'{k}: got {flat[k]}, expected {want[k]}' for k in set(want) & set(flat) if flat[k] != want[k])
+  if missing or unexpected or misshaped:
+    raise rules_lib.WeightLoadingError(missing, unexpected, misshaped, where)
+
+
+def export(checkpoint_dir: str | os.PathLike, out_path: str | os.PathLike, *, dtype: str = 'keep',
+           prefix: str | None = None) -> dict[str, tuple[int, ...]]:
+  """A params checkpoint -> an official-layout state_dict file (.safetensors or .pt). Returns name -> shape."""
+  params, config = checkpoint.load_params(checkpoint_dir)
+  if config.get('format') != FORMAT or config.get('model') not in KINDS:
+    raise ValueError(f'{checkpoint_dir}: config.json is not a converted-model config (format {config.get("format")!r}, '
+                     f'model {config.get("model")!r}; expected {FORMAT!r} and one of {sorted(KINDS)})')
+  kind = KINDS[config['model']]
+  cfg = kind.config_from_dict(config['config'])
+  _check_params_match(params, kind.abstract_params(cfg), str(checkpoint_dir))
+  if dtype != 'keep' and dtype not in EXPORT_DTYPES:
+    raise ValueError(f'--dtype must be keep or one of {EXPORT_DTYPES}, got {dtype!r}')
+  state_dict = rules_lib.export_state_dict(kind.rules(cfg), params,
+                                           prefix=kind.export_prefix if prefix is None else prefix,
+                                           dtype=None if dtype == 'keep' else _NUMPY_DTYPES[dtype])
+  torch_io.save_state_dict(state_dict, out_path)
+  return {k: tuple(v.shape) for k, v in state_dict.items()}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Command line.
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog='python -m cosmos_jax.convert', description=__doc__.split('\n\n')[0])
+  sub = parser.add_subparsers(dest='command', required=True)
+
+  def common(p):
+    p.add_argument('source', help='official checkpoint: .pt/.pth (torch.load weights_only) or .safetensors')
+    p.add_argument('dest', help='output directory (must not exist unless --overwrite)')
+    p.add_argument('--dtype', default='keep', choices=('keep',) + PARAM_DTYPES,
+                   help='parameter dtype: keep the stored one (default), or cast')
+    p.add_argument('--config', help='JSON of the official constructor arguments (or a golden config.json)')
+    p.add_argument('--overwrite', action='store_true')
+
+  p = sub.add_parser('dit', help='Cosmos-Predict2 / Cosmos-Policy DiT checkpoint')
+  common(p)
+  p.add_argument('--preset', default='2B', help=f'DiT preset when --config is not given ({sorted(dit.PRESETS)})')
+  p.add_argument('--ema', action='store_true', help='use the net_ema. copy')
+  p.add_argument('--statistics', help='dataset_statistics.json to copy in (policy checkpoints)')
+  p.add_argument('--text-store', help='text store directory (cosmos_jax.data.text) to copy in')
+
+  p = sub.add_parser('vae', help='Wan2.1 VAE (tokenizer.pth)')
+  common(p)
+
+  p = sub.add_parser('export', help='params checkpoint -> official state_dict file')
+  p.add_argument('checkpoint', help='a directory written by `dit` or `vae`')
+  p.add_argument('out', help='output file: .safetensors, or .pt/.pth for the official loader')
+  p.add_argument('--dtype', default='keep', choices=('keep',) + EXPORT_DTYPES)
+  p.add_argument('--prefix', default=None, help="key prefix (default: 'net.' for a DiT, none for the VAE)")
+  return parser
+
+
+def run(argv: Sequence[str] | None = None) -> dict:
+  """Parses `argv` and runs the command; raises on bad input (see `main` for the exit-code wrapper)."""
+  args = build_parser().parse_args(argv)
+  if args.command == 'export':
+    shapes = export(args.checkpoint, args.out, dtype=args.dtype, prefix=args.prefix)
+    print(f'wrote {len(shapes)} tensors to {args.out}')
+    return {'tensors': len(shapes)}
+  start = time.perf_counter()
+  if args.command == 'dit':
+    cfg = dit_config(args.preset, args.config)
+    assets = _policy_assets(args.statistics, args.text_store)
+    result = convert('dit', args.source, args.dest, cfg, dtype=args.dtype, use_ema=args.ema, assets=assets,
+                     overwrite=args.overwrite)
+  else:
+    result = convert('vae', args.source, args.dest, vae_config(args.config), dtype=args.dtype,
+                     overwrite=args.overwrite)
+  src = result['source']
+  print(f'converted {src["num_tensors"]} tensors ({"/".join(src["stored_dtypes"])} -> {src["param_dtype"]}, '
+        f'prefix {src["prefix"]!r}, dropped {len(src["dropped_keys"])}) from {args.source} to {args.dest} '
+        f'in {time.perf_counter() - start:.1f} s')
+  return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  try:
+    run(argv)
+  except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  return 0

@@ -1,0 +1,156 @@
+"""Training observability: a progress line (step, loss, step time, ETA), TensorBoard scalars (loss, per-slot L1
+diagnostics, lr, grad norm, step time, TFLOP/s, MFU) and PNG grids of current vs predicted future frames."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from cosmos_jax.nn import dit as dit_lib
+
+# Dense bf16 peak TFLOP/s per chip, by substring of `jax.Device.device_kind` (first match wins).
+DEVICE_PEAK_TFLOPS = (
+    ('H200', 989.0), ('H100', 989.0), ('A100', 312.0), ('L40S', 362.0),
+    ('TPU v6', 918.0), ('TPU v5p', 459.0), ('TPU v5 lite', 197.0), ('TPU v5e', 197.0), ('TPU v4', 275.0),
+)
+
+
+def device_peak_tflops(device: jax.Device | None = None) -> float:
+  """Peak bf16 TFLOP/s of one device, or NaN when unknown (e.g. CPU: MFU is then not reported)."""
+  kind = (device or jax.devices()[0]).device_kind
+  for name, peak in DEVICE_PEAK_TFLOPS:
+    if name.lower() in kind.lower():
+      return peak
+  return float('nan')
+
+
+def train_flops_per_step(cfg, global_batch: int, data) -> float:
+  """Model FLOPs of one optimiser step: 3× the DiT forward (forward + backward) over the global batch.
+
+  The frozen VAE encode is not counted (it is not part of the trained model; MFU convention)."""
+  t, h, w = data.latent_shape()
+  return 3.0 * dit_lib.forward_flops(cfg.dit, global_batch, t, h, w, data.text_tokens())
+
+
+class Logger:
+  """Writes a progress line to stdout and scalars/images to TensorBoard (process 0 only)."""
+
+  def __init__(self, workdir: str, *, total_steps: int, enabled: bool = True, flops_per_step: float = float('nan'),
+               device_peak_tflops: float = 0.0):
+    self.enabled = enabled
+    self.total_steps = total_steps
+    self.flops_per_step = flops_per_step
+    peak = device_peak_tflops or _default_peak_tflops()
+    self.peak_flops = peak * 1e12 * jax.device_count()
+    self._times: list[float] = []
+    self._writer = None
+    self.workdir = workdir
+    if enabled:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._writer = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+
+  def scalars(self, step: int, metrics: dict[str, Any], *, step_time: float, lr: float) -> None:
+    if not self.enabled:
+      return
+    self._times.append(step_time)
+    tflops = self.flops_per_step / step_time / 1e12
+    values = {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
+    values.update(lr=lr, step_time_s=step_time, tflops_per_s=tflops)
+    if np.isfinite(self.peak_flops):
+      values['mfu'] = self.flops_per_step / step_time / self.peak_flops
+    for name, value in values.items():
+      self._writer.add_scalar(f'train/{name}', value, step)
+    recent = self._times[-20:] if len(self._times) > 1 else self._times
+    eta = (self.total_steps - step) * float(np.median(recent))
+    done = int(30 * step / max(self.total_steps, 1))
+    bar = '#' * done + '.' * (30 - done)
+    extra = f" mfu {values['mfu']:.1%}" if 'mfu' in values else ''
+    print(f'[{bar}] step {step}/{self.total_steps} loss {values["loss"]:.4f} '
+          f'step {step_time * 1e3:.0f} ms {tflops:.3g} TFLOP/s{extra} eta {_format_seconds(eta)}',
+          file=sys.stdout, flush=True)
+
+  def scalars_only(self, step: int, values: dict[str, float]) -> None:
+    if self.enabled:
+      for name, value in values.items():
+        self._writer.add_scalar(f'train/{name}', value, step)
+
+  def image(self, step: int, name: str, grid: np.ndarray) -> str | None:
+    """Logs an HWC uint8 image to TensorBoard and writes it as PNG under workdir/images/. Returns the path."""
+    if not self.enabled:
+      return None
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    self._writer.add_image(name, grid, step, dataformats='HWC')
+    path = os.path.join(self.workdir, 'images', f'{name.replace("/", "_")}_{step:08d}.png')
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(grid).save(path)
+    return path
+
+  def close(self) -> None:
+    if self._writer is not None:
+      self._writer.close()
+
+
+def _default_peak_tflops() -> float:
+  return device_peak_tflops()
+
+
+def _format_seconds(seconds: float) -> str:
+  if not np.isfinite(seconds):
+    return '?'
+  return time.strftime('%H:%M:%S', time.gmtime(max(seconds, 0)))
+
+
+def image_grid(rows: list[list[np.ndarray]]) -> np.ndarray:
+  """Tiles rows of HWC uint8 images (same size) into one image with a 2-px white gutter."""
+  h, w, _ = rows[0][0].shape
+  cols = max(len(r) for r in rows)
+  gutter = 2
+  grid = np.full((len(rows) * (h + gutter) - gutter, cols * (w + gutter) - gutter, 3), 255, np.uint8)
+  for i, row in enumerate(rows):
+    for j, img in enumerate(row):
+      grid[i * (h + gutter):i * (h + gutter) + h, j * (w + gutter):j * (w + gutter) + w] = img
+  return grid
+
+
+def predict_for_logging(params, vae_params, batch: dict, cfg, num_steps: int, seed: int = 0) -> dict[str, np.ndarray]:
+  """A policy query on the first sample of `batch` (the same code path as inference): predicted future images
+  and value beside the current and true future images. Returns {'grid': HWC uint8, 'value': float}."""
+  return jax.device_get(_predict_jit(params, vae_params, {k: batch[k][:1] for k in ('video', 't5_text_embeddings',
+                                                                                      'proprio')},
+                                     cfg=cfg, num_steps=num_steps, seed=seed))
+
+
+def _predict(params, vae_params, batch, *, cfg, num_steps, seed):
+  # Local imports: the policy layer imports nothing from train, and logging is off the hot path.
+  from cosmos_jax.nn import vae as vae_lib  # pylint: disable=g-import-not-at-top
+  from cosmos_jax.policy import diffusion, inference, sampler  # pylint: disable=g-import-not-at-top
+  from cosmos_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
+
+  layout = cfg.layout
+  frames = batch['video']
+  # Inference sees only the current images: the future and placeholder slots are black.
+  current_only = jnp.zeros_like(frames).at[:, :layout.num_conditional].set(frames[:, :layout.num_conditional])
+  video = vae_lib.pixels_to_unit(state_lib.slot_frames_to_video(current_only), cfg.vae.dtype)
+  latent = vae_lib.encode(vae_params, cfg.vae, video).astype(jnp.float32)
+  noise = sampler.jax_noise(jax.random.key(seed), latent.shape)
+  result = inference.action_query(diffusion.DiTNet(cfg.dit), params, batch['t5_text_embeddings'], latent,
+                                  batch['proprio'], noise, layout=layout, num_steps=num_steps)
+  predicted = inference.future_images(vae_params, cfg.vae, result['sample'], result['orig_latent'], layout)
+  return {'current': [frames[0, k] for k in layout.current_image_slots],
+          'true_future': [frames[0, k] for k in layout.future_image_slots],
+          'predicted_future': [predicted[layout.slots[k]][0] for k in layout.future_image_slots],
+          'value': result['value'][0]}
+
+
+_predict_jit = jax.jit(_predict, static_argnames=('cfg', 'num_steps', 'seed'))
+
+
+def prediction_grid(prediction: dict) -> np.ndarray:
+  """Rows: current images, true future images, predicted future images (one column per camera)."""
+  rows = [prediction['current'], prediction['true_future'], prediction['predicted_future']]
+  return image_grid([[np.asarray(img) for img in row] for row in rows])

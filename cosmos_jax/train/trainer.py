@@ -1,0 +1,154 @@
+"""The training loop behind `python -m cosmos_jax.train`: build, restore or initialise, step, log, checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from cosmos_jax.nn import dit as dit_lib
+from cosmos_jax.nn import vae as vae_lib
+from cosmos_jax.policy import diffusion
+from cosmos_jax.policy import layout as layout_lib
+from cosmos_jax.train import checkpoint as checkpoint_lib
+from cosmos_jax.train import data as train_data
+from cosmos_jax.train import metrics as metrics_lib
+from cosmos_jax.train import optim
+from cosmos_jax.train import sharding as sharding_lib
+from cosmos_jax.train import state as state_lib
+
+
+def model_configs(config: ml_collections.ConfigDict) -> tuple[dit_lib.DiTConfig, vae_lib.VAEConfig]:
+  m = config.model
+  dit_cfg = dit_lib.DiTConfig.preset(m.dit_preset, dtype=m.dtype, param_dtype=m.param_dtype, attention=m.attention,
+                                     remat_policy=m.remat_policy, **m.dit_overrides.to_dict())
+  vae_dtype = jnp.dtype(m.vae_dtype)
+  vae_cfg = vae_lib.VAEConfig(base_dim=m.vae_base_dim, dtype=vae_dtype,
+                              latent_stats='bf16' if vae_dtype == jnp.bfloat16 else 'fp32')
+  return dit_cfg, vae_cfg
+
+
+def step_config(config: ml_collections.ConfigDict) -> state_lib.StepConfig:
+  dit_cfg, vae_cfg = model_configs(config)
+  return state_lib.StepConfig(dit=dit_cfg, vae=vae_cfg, layout=layout_lib.get_layout(config.layout),
+                              diffusion=diffusion.DiffusionConfig(**config.diffusion.to_dict()),
+                              ema_decay=float(config.optim.ema_decay))
+
+
+def _check_path(path: str, what: str) -> str:
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{what} {path!r} does not exist (the official trainer would silently train from '
+                            'scratch here; cosmos_jax refuses: fix the path, or set init.from_scratch=True)')
+  return path
+
+
+def _load_converted(path: str, what: str):
+  from cosmos_jax.convert import checkpoint as convert_ckpt  # pylint: disable=g-import-not-at-top
+  params, _ = convert_ckpt.load_params(_check_path(path, what))
+  return params
+
+
+def initial_params(config, dit_cfg: dit_lib.DiTConfig, vae_cfg: vae_lib.VAEConfig) -> tuple[Any, Any]:
+  """(DiT params, VAE params) from converted checkpoints, or fresh when `init.from_scratch`."""
+  init = config.init
+  key = jax.random.key(config.seed)
+  if init.dit_checkpoint:
+    dit_params = _load_converted(init.dit_checkpoint, 'init.dit_checkpoint')
+  elif init.from_scratch:
+    dit_params = jax.jit(lambda k: dit_lib.init_params(dit_cfg, k))(jax.random.fold_in(key, 0))
+  else:
+    raise ValueError('no DiT initialisation: set init.dit_checkpoint to a converted checkpoint '
+                     '(python -m cosmos_jax.convert dit ...) or init.from_scratch=True')
+  if init.vae_checkpoint:
+    vae_params = _load_converted(init.vae_checkpoint, 'init.vae_checkpoint')
+  elif init.from_scratch:
+    vae_params = jax.jit(lambda k: vae_lib.init_params(vae_cfg, k))(jax.random.fold_in(key, 1))
+  else:
+    raise ValueError('no VAE weights: set init.vae_checkpoint to a converted Wan2.1 VAE '
+                     '(python -m cosmos_jax.convert vae ...) or init.from_scratch=True')
+  vae_params = jax.tree.map(lambda p: jnp.asarray(p, vae_cfg.dtype), vae_params)
+  return dit_params, vae_params
+
+
+@dataclasses.dataclass
+class RunResult:
+  losses: dict[int, float]
+  final_step: int
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = False,
+          stop_after: int | None = None) -> RunResult:
+  """Trains to `config.total_steps` (or `stop_after` steps in this call). Returns the per-step losses seen."""
+  os.makedirs(workdir, exist_ok=True)
+  process = jax.process_index()
+  mesh = sharding_lib.make_mesh(config.mesh.data, min(config.mesh.fsdp, jax.device_count()))
+  cfg = step_config(config)
+  tx = optim.make_optimizer(config.optim)
+
+  data = train_data.make_training_data(config, cfg.layout, process_index=process, process_count=jax.process_count())
+  manager = checkpoint_lib.CheckpointManager(
+      os.path.join(workdir, 'checkpoints'), max_to_keep=config.checkpoint.max_to_keep,
+      keep_period=config.checkpoint.keep_period or None, save_interval_steps=config.checkpoint.every_steps,
+      async_save=config.checkpoint.async_save)
+
+  dit_params, vae_params = initial_params(config, cfg.dit, cfg.vae)
+  abstract_state = jax.eval_shape(
+      lambda p: state_lib.init_state(p, tx, config.seed, ema=cfg.ema_decay > 0), dit_params)
+  abstract_batch = data.abstract_global_batch()
+  step_fn, state_shardings = state_lib.jit_train_step(cfg, tx, mesh, abstract_state,
+                                                      jax.eval_shape(lambda p: p, vae_params), abstract_batch)
+  vae_params = jax.device_put(vae_params, sharding_lib.tree_shardings(vae_params, mesh))
+
+  start = manager.latest_step() if resume else None
+  if resume and start is None:
+    print(f'--resume: no checkpoint in {manager.directory}; starting at step 0', flush=True)
+  if start is not None:
+    target = checkpoint_lib.abstract_with_shardings(abstract_state, state_shardings)
+    state, _ = manager.restore(start, target, data_iter=data.iterator)
+    print(f'resumed from step {start}', flush=True)
+  else:
+    if not resume and manager.latest_step() is not None:
+      raise FileExistsError(f'{manager.directory} already holds checkpoints (latest step {manager.latest_step()}); '
+                            'pass --resume to continue, or choose another --workdir')
+    init = jax.jit(lambda p: state_lib.init_state(p, tx, config.seed, ema=cfg.ema_decay > 0),
+                   out_shardings=state_shardings)
+    state = init(dit_params)
+  del dit_params
+
+  meta = dict(config=json.loads(config.to_json_best_effort()), statistics=data.statistics_json(),
+              experiment=config.experiment)
+  logger = metrics_lib.Logger(workdir, total_steps=config.total_steps, enabled=process == 0,
+                              flops_per_step=metrics_lib.train_flops_per_step(cfg, data.global_batch_size, data),
+                              device_peak_tflops=config.log.device_peak_tflops)
+  losses: dict[int, float] = {}
+  step = int(state.step)
+  end = config.total_steps if stop_after is None else min(config.total_steps, step + stop_after)
+  try:
+    while step < end:
+      batch = data.next_global_batch(mesh)
+      t0 = time.perf_counter()
+      state, metrics = step_fn(state, vae_params, batch)
+      metrics = jax.device_get(metrics)
+      step_time = time.perf_counter() - t0
+      step = int(state.step)
+      losses[step] = float(metrics['loss'])
+      logger.scalars(step, metrics, step_time=step_time,
+                     lr=float(optim.learning_rate_schedule(config.optim)(step - 1)))
+      if config.log.image_every_steps and step % config.log.image_every_steps == 0:
+        prediction = metrics_lib.predict_for_logging(state.params, vae_params, batch, cfg, config.log.sample_steps)
+        logger.image(step, 'predictions/current_true_predicted', metrics_lib.prediction_grid(prediction))
+        logger.scalars_only(step, {'predicted_value': float(prediction['value'])})
+      if manager.should_save(step) or step == end:
+        manager.save(step, state, data_iter=data.iterator, meta={**meta, 'step': step}, force=step == end)
+  finally:
+    manager.wait_until_finished()
+    manager.close()
+    logger.close()
+  return RunResult(losses=losses, final_step=step)

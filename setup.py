@@ -9,6 +9,9 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["cosmos_jax", "cosmos_jax.*"]),
+    # The bundled ALOHA-format sample (default data of the tiny configs), see cosmos_jax/data/make_sample.py.
+    package_data={"cosmos_jax.data": ["sample_aloha/*.json", "sample_aloha/text_store/*",
+                                      "sample_aloha/*/train/*.hdf5", "sample_aloha/*/train/*.mp4"]},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.4.35",
@@ -32,5 +35,8 @@ setuptools.setup(
         # Reading and writing PyTorch checkpoints. Pinned: an unpinned torch pulls a multi-GB CUDA build.
         "torch": ["torch==2.13.0", "safetensors>=0.4"],
         "test": ["pytest>=8", "pytest-xdist>=3.5"],
+        # gym-aloha MuJoCo simulator: regenerating the bundled sample (python -m cosmos_jax.data.make_sample).
+        # Headless rendering needs MUJOCO_GL=egl and the distribution packages libegl1 + libegl-mesa0.
+        "sim": ["gym-aloha>=0.1.5"],
     },
 )

@@ -214,3 +214,14 @@ def load_dataset(data_dir: str, config=None, *, split: str = 'train', stats_path
           raise
   stats = load_statistics_or_compute(data_dir, demos, stats_path)
   return sample_lib.PolicyDataset(demos, stats, config, rollouts=rollouts, tasks=tasks)
+
+
+# The bundled gym-aloha sample (3 episodes x 60 steps, "transfer cube"; see make_sample.py). Its text store holds
+# a STAND-IN embedding, not T5.
+SAMPLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'sample_aloha')
+SAMPLE_TEXT_STORE = os.path.join(SAMPLE_DIR, 'text_store')
+
+
+def load_sample_dataset(config=None):
+  """`PolicyDataset` over the bundled sample (default data of the tiny configs)."""
+  return load_dataset(SAMPLE_DIR, config)

@@ -200,47 +200,47 @@ def adjust_saturation(image: np.ndarray, factor: float) -> np.ndarray:
   return _blend(image, _grayscale(image), factor)
 
 
-def _rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
-  r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-  maxc = rgb.max(axis=-1)
-  minc = rgb.min(axis=-1)
+def _rgb_to_hsv(r: np.ndarray, g: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """torchvision `_rgb2hsv` on float32 planes in [0, 1] (same operations, same order)."""
+  f32 = np.float32
+  maxc = np.maximum(np.maximum(r, g), b)
+  minc = np.minimum(np.minimum(r, g), b)
   equal = maxc == minc
   cr = maxc - minc
-  ones = np.ones_like(maxc)
-  s = cr / np.where(equal, ones, maxc)
-  cr_divisor = np.where(equal, ones, cr)
+  s = cr / np.where(equal, f32(1.0), maxc)
+  cr_divisor = np.where(equal, f32(1.0), cr)
   rc = (maxc - r) / cr_divisor
   gc = (maxc - g) / cr_divisor
   bc = (maxc - b) / cr_divisor
-  f32 = np.float32
-  hr = (maxc == r).astype(f32) * (bc - gc)
-  hg = ((maxc == g) & (maxc != r)).astype(f32) * ((f32(2.0) + rc) - bc)
-  hb = ((maxc != g) & (maxc != r)).astype(f32) * ((f32(4.0) + gc) - rc)
+  is_r = maxc == r
+  is_g = (maxc == g) & ~is_r
+  is_b = (maxc != g) & ~is_r
+  hr = is_r.astype(f32) * (bc - gc)
+  hg = is_g.astype(f32) * ((f32(2.0) + rc) - bc)
+  hb = is_b.astype(f32) * ((f32(4.0) + gc) - rc)
   h = (hr + hg) + hb
-  h = np.fmod(h / f32(6.0) + f32(1.0), f32(1.0))
-  return np.stack([h, s, maxc], axis=-1)
+  return np.fmod(h / f32(6.0) + f32(1.0), f32(1.0)), s, maxc
 
 
-def _hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
+def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """torchvision `_hsv2rgb`; its one-hot einsum selection (1*x + 0*y, exact) is a plain choose here."""
   f32 = np.float32
-  h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
   i = np.floor(h * f32(6.0))
   f = h * f32(6.0) - i
   i = i.astype(np.int32) % 6
   p = np.clip(v * (f32(1.0) - s), 0.0, 1.0)
   q = np.clip(v * (f32(1.0) - s * f), 0.0, 1.0)
   t = np.clip(v * (f32(1.0) - s * (f32(1.0) - f)), 0.0, 1.0)
-  table = np.stack([np.stack(c, axis=-1) for c in ((v, q, p, p, t, v), (t, v, v, q, p, p), (p, p, t, v, v, q))],
-                   axis=-2)  # (..., 3, 6)
-  return np.take_along_axis(table, np.broadcast_to(i[..., None, None], i.shape + (3, 1)), axis=-1)[..., 0]
+  return tuple(np.choose(i, c) for c in ((v, q, p, p, t, v), (t, v, v, q, p, p), (p, p, t, v, v, q)))
 
 
 def adjust_hue(image: np.ndarray, factor: float) -> np.ndarray:
   if not -0.5 <= factor <= 0.5:
     raise ValueError(f'hue factor {factor} is not in [-0.5, 0.5]')
-  hsv = _rgb_to_hsv(image.astype(np.float32) / np.float32(255.0))
-  hue = np.mod(hsv[..., 0] + np.float32(factor), np.float32(1.0))
-  rgb = _hsv_to_rgb(np.stack([hue, hsv[..., 1], hsv[..., 2]], axis=-1))
+  planes = np.moveaxis(image, -1, 0).astype(np.float32) / np.float32(255.0)  # contiguous (3, ..., H, W)
+  h, s, v = _rgb_to_hsv(planes[0], planes[1], planes[2])
+  h = np.mod(h + np.float32(factor), np.float32(1.0))
+  rgb = np.stack(_hsv_to_rgb(h, s, v), axis=-1)
   return (rgb * np.float32(255.0 + 1.0 - 1e-3)).astype(np.uint8)
 
 

@@ -208,7 +208,9 @@ def torch_to_numpy(tensor) -> np.ndarray:
 
 def numpy_to_torch(array: np.ndarray):
   torch = _torch()
-  array = np.ascontiguousarray(array)
+  array = np.asarray(array)
+  if not array.flags.c_contiguous:  # (np.ascontiguousarray would turn a 0-d array into 1-d)
+    array = array.copy(order='C')
   if array.dtype == ml_dtypes.bfloat16:
     return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)
   return torch.from_numpy(array)

@@ -1,0 +1,50 @@
+"""Synthetic official-layout checkpoints for the converter tests and benchmark (random values, real names/shapes)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+DIT_2B_MANIFEST = REPO / 'third_party' / 'cosmos_predict2_2b_dit_manifest.json'
+
+# Transformer Engine RMSNorms emit `<module>._extra_state` in real checkpoints (dit_spec section 7); the meta-device
+# manifest does not list them.
+_TE_NORM_SUFFIXES = ('q_norm.weight', 'k_norm.weight')
+
+
+def official_2b_entries() -> list[dict]:
+  return json.loads(DIT_2B_MANIFEST.read_text())['entries']
+
+
+def write_official_dit(path: pathlib.Path, entries: list[dict], *, dtype: str = 'bfloat16', prefix: str = 'net.',
+                       extra_state: bool = True, seed: int = 0) -> int:
+  """Writes a `.pt` like a released Cosmos-Policy checkpoint: `net.`-prefixed parameters in `dtype` (random normal
+  values scaled by 0.02), the official buffers, and TE `_extra_state` byte tensors. Returns the file size."""
+  import torch  # pylint: disable=g-import-not-at-top
+
+  generator = torch.Generator().manual_seed(seed)
+  torch_dtype = getattr(torch, dtype)
+  state = {}
+  for entry in entries:
+    name, shape = entry['name'], tuple(entry['shape'])
+    if entry['kind'] == 'parameter':
+      state[prefix + name] = (torch.randn(shape, generator=generator) * 0.02).to(torch_dtype)
+      if extra_state and (name.endswith(_TE_NORM_SUFFIXES) or name == 't_embedding_norm.weight'):
+        state[prefix + name.rsplit('.', 1)[0] + '._extra_state'] = torch.zeros(0, dtype=torch.uint8)
+    else:  # buffers, stored in their own dtype
+      state[prefix + name] = torch.zeros(shape, dtype=getattr(torch, entry['dtype']))
+  torch.save(state, path)
+  del state
+  return path.stat().st_size
+
+
+def manifest_param_shapes() -> dict[str, tuple[int, ...]]:
+  return {e['name']: tuple(e['shape']) for e in official_2b_entries() if e['kind'] == 'parameter'}
+
+
+def numpy_of(tensor) -> np.ndarray:
+  from cosmos_jax.convert import torch_io  # pylint: disable=g-import-not-at-top
+  return torch_io.torch_to_numpy(tensor)

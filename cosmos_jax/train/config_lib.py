@@ -7,9 +7,14 @@ variant swaps in the golden-vector-sized DiT and VAE and the bundled ALOHA sampl
 
 from __future__ import annotations
 
+import pathlib
+
 import ml_collections
 
 ConfigDict = ml_collections.ConfigDict
+
+# The bundled ALOHA-simulator sample (and tiny VAE): the default data of the tiny configs.
+BUNDLED_SAMPLE_DIR = pathlib.Path(__file__).resolve().parents[1] / 'data' / 'sample_aloha'
 
 
 def schedule(cycle: int, warm_up: int) -> ConfigDict:
@@ -98,7 +103,9 @@ def make_tiny(c: ConfigDict) -> ConfigDict:
   c.model.remat_policy = 'none'
   c.model.vae_base_dim = 8
   c.model.vae_dtype = 'float32'
-  c.init.from_scratch = True  # no converted tiny checkpoint is shipped; the tiny run trains from scratch
+  c.init.from_scratch = True  # no converted tiny DiT is shipped; the tiny run trains the DiT from scratch
+  # The official-code width-8 Wan2.1 VAE (random weights) bundled with the sample; see its README.
+  c.init.vae_checkpoint = str(BUNDLED_SAMPLE_DIR / 'tiny_vae' / 'wan21_vae_width8.safetensors')
   c.data.image_size = 64
   c.data.num_workers = 0
   c.mesh.fsdp = 1

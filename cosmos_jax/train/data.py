@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import functools
 import os
-import pathlib
-
 import grain
 import jax
 import jax.numpy as jnp
@@ -22,11 +20,11 @@ from cosmos_jax.data import aloha
 from cosmos_jax.data import sample as sample_lib
 from cosmos_jax.data import text as text_lib
 from cosmos_jax.policy import layout as layout_lib
+from cosmos_jax.train import config_lib
 from cosmos_jax.train import sharding as sharding_lib
 from cosmos_jax.train import state as state_lib
 
-# The bundled ALOHA-simulator sample (default data of the tiny configs).
-BUNDLED_SAMPLE_DIR = pathlib.Path(aloha.__file__).resolve().parent / 'sample_aloha'
+BUNDLED_SAMPLE_DIR = config_lib.BUNDLED_SAMPLE_DIR
 
 # Data layouts (camera roles) by policy layout name.
 _DATA_LAYOUTS = {'aloha': sample_lib.ALOHA_LAYOUT, 'libero': sample_lib.LIBERO_LAYOUT,

@@ -49,6 +49,15 @@ def _check_path(path: str, what: str) -> str:
   return path
 
 
+def _load_vae(path: str, vae_cfg: vae_lib.VAEConfig):
+  """A converted orbax checkpoint, or an official state_dict (.safetensors / .pth / .pt) read directly."""
+  if path.endswith(('.safetensors', '.pth', '.pt')):
+    from cosmos_jax.convert import torch_io  # pylint: disable=g-import-not-at-top
+    with torch_io.open_state_dict(_check_path(path, 'init.vae_checkpoint')) as state_dict:
+      return vae_lib.load_official(dataclasses.replace(vae_cfg, dtype=jnp.float32), state_dict)
+  return _load_converted(path, 'init.vae_checkpoint')
+
+
 def _load_converted(path: str, what: str):
   from cosmos_jax.convert import checkpoint as convert_ckpt  # pylint: disable=g-import-not-at-top
   params, _ = convert_ckpt.load_params(_check_path(path, what))
@@ -56,7 +65,8 @@ def _load_converted(path: str, what: str):
 
 
 def initial_params(config, dit_cfg: dit_lib.DiTConfig, vae_cfg: vae_lib.VAEConfig) -> tuple[Any, Any]:
-  """(DiT params, VAE params) from converted checkpoints, or fresh when `init.from_scratch`."""
+  """(DiT params, VAE params): the DiT from a converted checkpoint or fresh (`init.from_scratch`), the frozen VAE
+  always from a checkpoint."""
   init = config.init
   key = jax.random.key(config.seed)
   if init.dit_checkpoint:
@@ -66,13 +76,11 @@ def initial_params(config, dit_cfg: dit_lib.DiTConfig, vae_cfg: vae_lib.VAEConfi
   else:
     raise ValueError('no DiT initialisation: set init.dit_checkpoint to a converted checkpoint '
                      '(python -m cosmos_jax.convert dit ...) or init.from_scratch=True')
-  if init.vae_checkpoint:
-    vae_params = _load_converted(init.vae_checkpoint, 'init.vae_checkpoint')
-  elif init.from_scratch:
-    vae_params = jax.jit(lambda k: vae_lib.init_params(vae_cfg, k))(jax.random.fold_in(key, 1))
-  else:
+  if not init.vae_checkpoint:
+    # The tokenizer is frozen: it is never trained here, so it always comes from a checkpoint.
     raise ValueError('no VAE weights: set init.vae_checkpoint to a converted Wan2.1 VAE '
-                     '(python -m cosmos_jax.convert vae ...) or init.from_scratch=True')
+                     '(python -m cosmos_jax.convert vae ...) or an official state_dict file')
+  vae_params = _load_vae(init.vae_checkpoint, vae_cfg)
   vae_params = jax.tree.map(lambda p: jnp.asarray(p, vae_cfg.dtype), vae_params)
   return dit_params, vae_params
 

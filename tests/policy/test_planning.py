@@ -143,7 +143,8 @@ with jax.default_matmul_precision('highest'):
   sharded = planning.make_planner(policy_net, planning_net, fx.LAYOUT, cfg, mesh=mesh)(
       policy_params, planning_params, context, latent, proprio, noise)
 print(json.dumps({
-    'scores_spec': str(sharded['scores'].sharding.spec),
+    'scores_sharded_over_data': sharded['scores'].sharding.spec == PartitionSpec('data'),
+    'actions_sharded_over_data': tuple(sharded['actions'].sharding.spec)[:1] == ('data',),
     'values_shards': len(sharded['values'].addressable_shards),
     'values_shard_shape': list(sharded['values'].addressable_shards[0].data.shape),
     'max_value_diff': float(np.abs(np.asarray(sharded['values']) - np.asarray(single['values'])).max()),
@@ -161,7 +162,7 @@ def test_sharded_candidates_on_eight_cpu_devices():
                         timeout=900)
   assert proc.returncode == 0, proc.stderr[-4000:]
   result = json.loads(proc.stdout.strip().splitlines()[-1])
-  assert result['scores_spec'] == "PartitionSpec('data',)", result
+  assert result['scores_sharded_over_data'] and result['actions_sharded_over_data'], result
   assert result['values_shards'] == 8 and result['values_shard_shape'] == [1, 6], result
   assert result['max_value_diff'] <= 2e-6 and result['max_action_diff'] <= 2e-5, result
   assert result['chosen'][0] == result['chosen'][1], result

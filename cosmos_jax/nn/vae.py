@@ -16,7 +16,13 @@ official chunked result (any chunk size) and gives one static program per input 
 Frame rule: T = 1 + 4k pixel frames <-> 1 + k latent frames; H and W multiples of 8.
 
 The policy runs everything in bfloat16 (weights, activations, input, normalisation constants); `VAEConfig.policy()`
-is that mode. Convolutions and matmuls accumulate in float32 and round once, as the PyTorch bf16 kernels do.
+is that mode. Convolutions and matmuls accumulate in float32 and round once, as the PyTorch bf16 kernels do. XLA may
+keep float32 precision through fused bf16 elementwise chains (`xla_allow_excess_precision`, on by default); the
+latent normalisation pins its bf16 roundings with `round_to`, so latents are bf16 values as in the policy. CPU bf16
+is a tolerance reference, not a bit target (vae_spec.md pitfall 6).
+
+Memory: the whole-sequence form keeps every frame's activations; the 41x224x224 ALOHA sequence at real width needs
+about 3.4 GB of XLA temporaries in float32 (benchmarks/vae.py reports it).
 """
 
 from __future__ import annotations

@@ -105,6 +105,11 @@ def test_golden_parity(folder, case):
     z = vae.encode(params, cfg, video)
     recon = vae.decode(params, cfg, z)
     recon_from_mu = vae.decode_mean(params, cfg, mu)  # the official decode with an identity scale
+    # One compiled program per shape: encode_mean and encode share the encoder; a repeat call compiles nothing.
+    programs = vae._encode_mean._cache_size(), vae._decode_mean._cache_size()
+    vae.encode(params, cfg, video)
+    vae.decode(params, cfg, z)
+    assert (vae._encode_mean._cache_size(), vae._decode_mean._cache_size()) == programs
     parity.assert_close(mu, to_ours(golden['mu']), name=f'{case} mu')
     parity.assert_close(z, to_ours(golden['z_norm']), name=f'{case} z_norm')
     parity.assert_close(recon, to_ours(golden['recon']), name=f'{case} recon')

@@ -404,6 +404,9 @@ def pixel_frames(num_latent_frames: int) -> int:
 def _check_video(video: Array) -> None:
   if video.ndim != 5 or video.shape[-1] != 3:
     raise ValueError(f'video must be channels-last [B, T, H, W, 3], got shape {tuple(video.shape)}')
+  if not jnp.issubdtype(video.dtype, jnp.floating):
+    raise ValueError(f'video must be floating point in [-1, 1], got dtype {video.dtype} '
+                     '(convert uint8 pixels with pixels_to_unit)')
   latent_frames(video.shape[1])
   height, width = video.shape[2:4]
   if height % SPATIAL_COMPRESSION or width % SPATIAL_COMPRESSION:

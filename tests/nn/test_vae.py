@@ -283,6 +283,8 @@ def test_shape_errors():
     jax.eval_shape(encode, abstract, video=jax.ShapeDtypeStruct((1, 5, 20, 16, 3), jnp.float32))
   with pytest.raises(ValueError, match=r'channels-last \[B, T, H, W, 3\]'):
     jax.eval_shape(encode, abstract, video=jax.ShapeDtypeStruct((1, 3, 5, 16, 16), jnp.float32))
+  with pytest.raises(ValueError, match='floating point in \\[-1, 1\\], got dtype uint8'):
+    jax.eval_shape(encode, abstract, video=jax.ShapeDtypeStruct((1, 5, 16, 16, 3), jnp.uint8))
   with pytest.raises(ValueError, match=r'\[B, T, H, W, 16\]'):
     jax.eval_shape(functools.partial(vae.decode, cfg=cfg), abstract,
                    latent=jax.ShapeDtypeStruct((1, 16, 2, 2, 2), jnp.float32))

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 
@@ -45,6 +48,26 @@ def manifest_param_shapes() -> dict[str, tuple[int, ...]]:
   return {e['name']: tuple(e['shape']) for e in official_2b_entries() if e['kind'] == 'parameter'}
 
 
-def numpy_of(tensor) -> np.ndarray:
-  from cosmos_jax.convert import torch_io  # pylint: disable=g-import-not-at-top
-  return torch_io.torch_to_numpy(tensor)
+
+_MEASURE_CHILD = r"""
+import json, resource, sys, time
+from cosmos_jax.convert import cli
+imports_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+cli.run(sys.argv[1:])
+seconds = time.perf_counter() - start
+peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print('MEASURED ' + json.dumps({'seconds': seconds, 'peak_rss_bytes': peak_kb * 1024,
+                                'rss_after_imports_bytes': imports_kb * 1024}))
+"""
+
+
+def measure_cli(args: list[str]) -> dict:
+  """Runs `python -m cosmos_jax.convert ARGS` logic in a fresh process; returns its wall time and peak RSS."""
+  env = {**os.environ, 'JAX_PLATFORMS': os.environ.get('JAX_PLATFORMS', 'cpu')}
+  proc = subprocess.run([sys.executable, '-c', _MEASURE_CHILD, *args], cwd=REPO, env=env, capture_output=True,
+                        text=True, check=False)
+  if proc.returncode:
+    raise RuntimeError(f'conversion failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}')
+  line = [l for l in proc.stdout.splitlines() if l.startswith('MEASURED ')][-1]
+  return {**json.loads(line[len('MEASURED '):]), 'stdout': proc.stdout.strip()}

@@ -112,10 +112,13 @@ def _official_kwargs(path: str, wrapper_key: str) -> dict:
   return raw.get(wrapper_key, raw)
 
 
-def dit_config(preset: str = '2B', config_path: str | None = None) -> dit.DiTConfig:
+def dit_config(preset: str | None = None, config_path: str | None = None) -> dit.DiTConfig:
+  """From official constructor kwargs (a JSON file) or a preset name; the default is the 2B preset."""
+  if config_path and preset:
+    raise ValueError(f'give either --preset ({preset}) or --config ({config_path}), not both')
   if config_path:
     return dit.DiTConfig.from_official(_official_kwargs(config_path, 'constructor_kwargs'))
-  return dit.DiTConfig.preset(preset)
+  return dit.DiTConfig.preset(preset or '2B')
 
 
 def vae_config(config_path: str | None = None) -> vae.VAEConfig:
@@ -219,6 +222,21 @@ def _policy_assets(statistics: str | None, text_store: str | None) -> dict[str, 
   return assets
 
 
+def load_converted(path: str | os.PathLike) -> tuple[dict, Any, dict]:
+  """(params as numpy, model config (DiTConfig / VAEConfig), the full config.json dict) of a converted checkpoint.
+
+  The params' dtypes are the config's parameter dtype; their shapes are checked against the model's.
+  """
+  params, config = checkpoint.load_params(path)
+  if config.get('format') != FORMAT or config.get('model') not in KINDS:
+    raise ValueError(f'{path}: config.json is not a converted-model config (format {config.get("format")!r}, '
+                     f'model {config.get("model")!r}; expected {FORMAT!r} and one of {sorted(KINDS)})')
+  kind = KINDS[config['model']]
+  cfg = kind.config_from_dict(config['config'])
+  _check_params_match(params, kind.abstract_params(cfg), str(path))
+  return params, cfg, config
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Export.
 
@@ -238,15 +256,10 @@ def _check_params_match(params, abstract, where: str) -> None:
 def export(checkpoint_dir: str | os.PathLike, out_path: str | os.PathLike, *, dtype: str = 'keep',
            prefix: str | None = None) -> dict[str, tuple[int, ...]]:
   """A params checkpoint -> an official-layout state_dict file (.safetensors or .pt). Returns name -> shape."""
-  params, config = checkpoint.load_params(checkpoint_dir)
-  if config.get('format') != FORMAT or config.get('model') not in KINDS:
-    raise ValueError(f'{checkpoint_dir}: config.json is not a converted-model config (format {config.get("format")!r}, '
-                     f'model {config.get("model")!r}; expected {FORMAT!r} and one of {sorted(KINDS)})')
-  kind = KINDS[config['model']]
-  cfg = kind.config_from_dict(config['config'])
-  _check_params_match(params, kind.abstract_params(cfg), str(checkpoint_dir))
   if dtype != 'keep' and dtype not in EXPORT_DTYPES:
     raise ValueError(f'--dtype must be keep or one of {EXPORT_DTYPES}, got {dtype!r}')
+  params, cfg, config = load_converted(checkpoint_dir)
+  kind = KINDS[config['model']]
   state_dict = rules_lib.export_state_dict(kind.rules(cfg), params,
                                            prefix=kind.export_prefix if prefix is None else prefix,
                                            dtype=None if dtype == 'keep' else _NUMPY_DTYPES[dtype])
@@ -272,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser('dit', help='Cosmos-Predict2 / Cosmos-Policy DiT checkpoint')
   common(p)
-  p.add_argument('--preset', default='2B', help=f'DiT preset when --config is not given ({sorted(dit.PRESETS)})')
+  p.add_argument('--preset', default=None,
+                 help=f'DiT preset instead of --config: one of {sorted(dit.PRESETS)} (default 2B)')
   p.add_argument('--ema', action='store_true', help='use the net_ema. copy')
   p.add_argument('--statistics', help='dataset_statistics.json to copy in (policy checkpoints)')
   p.add_argument('--text-store', help='text store directory (cosmos_jax.data.text) to copy in')

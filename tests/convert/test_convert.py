@@ -106,11 +106,10 @@ def test_convert_dit_golden_round_trip(folder, source_format, tmp_path):
   assert result['source']['prefix'] == ('' if source_format == 'safetensors' else 'net.')
   assert result['source']['param_dtype'] == 'float32'
 
-  params, config = checkpoint.load_params(dest)
-  cfg = cli.KINDS['dit'].config_from_dict(config['config'])
+  params, cfg, config = cli.load_converted(dest)
+  assert config['model'] == 'dit'
   assert cfg == dit.DiTConfig.from_official(parity.load_config(folder)['constructor_kwargs'])
-  jax.tree.map(lambda p, a: (p.shape, p.dtype) == (a.shape, a.dtype) or pytest.fail(f'{p.shape} {a}'),
-               params, dit.abstract_params(cfg))
+  assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {np.dtype(np.float32)}
   dit_forward_matches_golden(folder, params, cfg)
 
   for suffix in ('.safetensors', '.pt'):
@@ -138,8 +137,7 @@ def test_convert_vae_golden_round_trip(folder, tmp_path):
   cli.run(['vae', str(folder / 'state_dict.safetensors'), str(dest), '--config', str(folder / 'config.json'),
            '--dtype', 'float32'])
 
-  params, config = checkpoint.load_params(dest)
-  cfg = cli.KINDS['vae'].config_from_dict(config['config'])
+  params, cfg, _ = cli.load_converted(dest)
   assert cfg == vae.VAEConfig.from_official(parity.load_config(folder)['constructor_args'])
   # The converted tree is exactly what the model's own loader builds (which tests/nn/test_vae.py checks on every
   # case), and the smallest case runs end to end from the converted checkpoint (each case costs a compile).
@@ -359,6 +357,9 @@ def test_convert_wrong_model_config_lists_the_shapes(tiny, tmp_path):
   folder, _, _ = tiny
   with pytest.raises(rules.WeightLoadingError, match=r'x_embedder.proj.1.weight: got \(64, 72\), expected \(2048, 72\)'):
     cli.run(['dit', str(folder / 'state_dict.safetensors'), str(tmp_path / 'out'), '--preset', '2B'])
+  with pytest.raises(ValueError, match='either --preset .* or --config'):
+    convert_dit(folder, folder / 'state_dict.safetensors', tmp_path / 'out', '--preset', 'tiny')
+  assert not (tmp_path / 'out').exists()
 
 
 def test_convert_destination_and_source_errors(tiny, tmp_path):
@@ -401,3 +402,12 @@ def test_export_checks_params_against_the_config(tiny, tmp_path):
 def test_main_prints_the_error_and_returns_2(tmp_path, capsys):
   assert cli.main(['dit', str(tmp_path / 'absent.pt'), str(tmp_path / 'out')]) == 2
   assert 'error: checkpoint file not found' in capsys.readouterr().err
+
+
+def test_module_entry_point_exit_code(tmp_path):
+  import subprocess
+  import sys
+  proc = subprocess.run([sys.executable, '-m', 'cosmos_jax.convert', 'vae', str(tmp_path / 'tokenizer.pth'),
+                         str(tmp_path / 'out')], capture_output=True, text=True, check=False,
+                        env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  assert proc.returncode == 2 and 'error: checkpoint file not found' in proc.stderr, proc.stderr

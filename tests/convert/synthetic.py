@@ -8,7 +8,6 @@ import pathlib
 import subprocess
 import sys
 
-import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 DIT_2B_MANIFEST = REPO / 'third_party' / 'cosmos_predict2_2b_dit_manifest.json'
@@ -42,11 +41,6 @@ def write_official_dit(path: pathlib.Path, entries: list[dict], *, dtype: str = 
   torch.save(state, path)
   del state
   return path.stat().st_size
-
-
-def manifest_param_shapes() -> dict[str, tuple[int, ...]]:
-  return {e['name']: tuple(e['shape']) for e in official_2b_entries() if e['kind'] == 'parameter'}
-
 
 
 _MEASURE_CHILD = r"""

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from cosmos_jax.nn import dit as dit_lib
@@ -64,7 +65,8 @@ class Logger:
     if np.isfinite(self.peak_flops):
       values['mfu'] = self.flops_per_step / step_time / self.peak_flops
     for name, value in values.items():
-      self._writer.add_scalar(f'train/{name}', value, step)
+      if np.isfinite(value):  # per-slot diagnostics are NaN when the batch has no sample of their type
+        self._writer.add_scalar(f'train/{name}', value, step)
     recent = self._times[-20:] if len(self._times) > 1 else self._times
     eta = (self.total_steps - step) * float(np.median(recent))
     done = int(30 * step / max(self.total_steps, 1))

@@ -92,7 +92,7 @@ def train_step(state: TrainState, vae_params, batch: dict, *, cfg: StepConfig,
   ema = state.ema_params
   if ema is not None:
     ema = optim.ema_update(ema, params, cfg.ema_decay)
-  metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads), 'param_norm': optax.global_norm(params)}
+  metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads), 'param_norm': optax.tree.norm(params)}
   metrics.update({k: v for k, v in aux.items() if jnp.ndim(v) == 0})
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema), metrics
 

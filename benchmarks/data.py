@@ -20,16 +20,16 @@ import time
 from cosmos_jax.data import aloha, pipeline, sample as sample_lib
 
 
-def measure(dataset, batch_size: int, workers: int, batches: int, warmup: int) -> dict:
-  loader = pipeline.make_loader(dataset, batch_size=batch_size, seed=0, worker_count=workers)
-  iterator = iter(loader)
+def measure(dataset, batch_size: int, workers: int, batches: int, warmup: int, threads: int) -> dict:
+  iterator = pipeline.make_loader(dataset, batch_size, seed=0, process_index=0, process_count=1,
+                                  read_threads=threads, worker_count=workers)
   for _ in range(warmup):  # worker start-up and first batches excluded
     next(iterator)
   start = time.perf_counter()
   for _ in range(batches):
     next(iterator)
   seconds = time.perf_counter() - start
-  return {'workers': workers, 'batch_size': batch_size, 'batches': batches, 'seconds': seconds,
+  return {'workers': workers, 'read_threads': threads, 'batch_size': batch_size, 'batches': batches, 'seconds': seconds,
           'samples_per_second': batches * batch_size / seconds}
 
 
@@ -41,13 +41,15 @@ def main() -> None:
   parser.add_argument('--batch_size', type=int, default=8)
   parser.add_argument('--batches', type=int, default=8)
   parser.add_argument('--warmup', type=int, default=2)
+  parser.add_argument('--read_threads', type=int, default=4, help='sample-building threads per process/worker')
   args = parser.parse_args()
 
   config = sample_lib.SampleConfig(image_size=224, augment=True)
   start = time.perf_counter()
   dataset = aloha.load_dataset(args.data_dir, config)
   load_seconds = time.perf_counter() - start
-  rows = [measure(dataset, args.batch_size, int(w), args.batches, args.warmup) for w in args.workers.split(',')]
+  rows = [measure(dataset, args.batch_size, int(w), args.batches, args.warmup, args.read_threads)
+          for w in args.workers.split(',')]
 
   print(f'ALOHA layout, 3 cameras, 224x224, augmentation on; {os.cpu_count()} CPU cores; data {args.data_dir}')
   print(f'dataset load (decode + resize all episodes): {load_seconds:.2f} s')

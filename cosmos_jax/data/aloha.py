@@ -25,10 +25,12 @@ import numpy as np
 
 from cosmos_jax.data import decode
 from cosmos_jax.data.episodes import Episode, check_episode, require_keys
+from cosmos_jax.policy import layout as layout_lib
 
-CAMERAS = ('cam_high', 'cam_left_wrist', 'cam_right_wrist')
-# Camera -> slot role (policy_spec 2.3): left wrist, right wrist, then the primary (cam_high).
-CAMERA_ROLES = {'cam_left_wrist': 'wrist_image', 'cam_right_wrist': 'wrist_image2', 'cam_high': 'image'}
+LAYOUT = layout_lib.LAYOUTS['aloha']
+# Dataset camera -> slot role (policy_spec 2.3), from the policy layout: left wrist, right wrist, primary (cam_high).
+CAMERAS = LAYOUT.camera_sources
+CAMERA_ROLES = dict(zip(LAYOUT.camera_sources, LAYOUT.cameras))
 PROPRIO_KEY = 'observations/qpos'
 ACTION_KEY = 'action'
 

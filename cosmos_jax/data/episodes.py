@@ -3,7 +3,8 @@
 An `Episode` holds raw (un-normalised) proprio and actions, the task string, success/terminal reward and, per
 camera role, either decoded frames at the training size or a loader that decodes them on demand (MP4 episodes of
 the released datasets are far too large to keep decoded in RAM). Camera roles name the slot a camera feeds:
-`wrist_image`, `wrist_image2`, `image` (primary), `image2` (secondary); see `sample.SlotLayout`.
+`wrist_image`, `wrist_image2`, `image` (primary), `image2` (secondary): the `cameras` of the policy layout
+(cosmos_jax.policy.layout.LAYOUTS), whose `camera_sources` name the dataset cameras.
 """
 
 from __future__ import annotations

@@ -1,62 +1,44 @@
-"""grain input pipeline: global shuffle, per-process sharding, worker processes, checkpointable iterator state.
+"""The grain input pipeline: process-count-invariant global batches, worker processes, checkpointable state.
 
-    dataset = aloha.load_dataset(data_dir, SampleConfig(...))
-    loader = make_loader(dataset, batch_size=8, seed=0, worker_count=2)
-    it = iter(loader)                      # batches of numpy arrays
-    state = it.get_state(); it.set_state(state)   # (bytes) checkpoint / restore with the train state
+    dataset = datasets.load_dataset('aloha', data_dir, SampleConfig(...))
+    it = make_loader(dataset, global_batch_size=8, seed=0, worker_count=2)   # this process's share of each batch
+    batch = next(it)                                                          # dict of numpy arrays
+    state = it.get_state(); it.set_state(state)     # checkpoint / restore (orbax: grain.PyGrainCheckpointSave)
 
-The data source is the epoch index space of a `PolicyDataset` ([demos | success | failure], see mixture.py).
-`grain.IndexSampler` shuffles it globally with `seed` (a fresh permutation every epoch) and shards it by
-`jax.process_index()`; each record is built by a `RandomMapTransform` whose numpy Generator grain derives from
-(seed, record index), so the world-model/value coin and the augmentation draw do not depend on worker count.
+Global batch k is positions [k·G, (k+1)·G) of an endless sequence of epochs; epoch e is a permutation of the
+dataset's epoch index space ([demos | success | failure], see mixture.py) seeded by (seed, e). Process p of P
+builds positions [k·G + p·G/P, k·G + (p+1)·G/P). Every sample's randomness (the world-model/value coin and the
+augmentation draw) is seeded by (seed, global position). So the global batches are the same for any process
+count, any worker count and after a restore: one process with 4 devices and two processes with 2 devices each
+train on identical data. (The official DistributedSampler also reshuffles every epoch, but with torch's RNG and a
+rank-strided split; only the mixture statistics, not the exact order, are reproduced here.)
 
-Batch layout (leading axis = per-process batch): `video` (B, state_t, S, S, 3) uint8 (one frame per slot, see
+Worker processes (`worker_count > 0`) use grain's `mp_prefetch`: worker w builds local batches w, w + n, ... and
+grain interleaves them back in order, so the batch sequence is identical to the in-process one.
+
+Batch layout (leading axis = local batch G/P): `video` (B, state_t, S, S, 3) uint8 (one frame per slot, see
 sample.py), float32 `actions` (B, chunk, A), `proprio`/`future_proprio` (B, P), `value_function_return` (B,),
-int32 mode masks `rollout_data_mask`, `world_model_sample_mask`, `value_function_sample_mask`, ..., int32 slot
-indices `*_latent_idx` and `text_index` (row of `text_table(store, dataset)`), or with `text_store=` the
-(B, 512, 1024) bf16 `t5_text_embeddings` themselves.
+int32 masks `rollout_data_mask`, `world_model_sample_mask`, `value_function_sample_mask`, ..., int32 slot
+indices `*_latent_idx`, `text_index` (row of `text_table(store, dataset)`) and int64 `index` (epoch index) and
+`position` (global position); with `text_store=` also the (B, 512, 1024) bf16 `t5_text_embeddings`. `keys=`
+keeps only the named entries (less to ship from worker processes).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Mapping, Sequence
 
-import grain.python as grain
+import grain
 import numpy as np
 
 from cosmos_jax.data.sample import PolicyDataset
 from cosmos_jax.data.text import TextStore
 
-
-class EpochIndexSource(grain.RandomAccessDataSource):
-  """Records are the epoch indices themselves; the sample is built in the (random) map."""
-
-  def __init__(self, length: int):
-    self._length = int(length)
-
-  def __len__(self) -> int:
-    return self._length
-
-  def __getitem__(self, index: int) -> int:
-    return int(index)
-
-  def __repr__(self) -> str:
-    # grain compares the source repr when restoring an iterator state; keep it free of object addresses.
-    return f'EpochIndexSource(length={self._length})'
-
-
-class BuildSample(grain.RandomMapTransform):
-  """Epoch index -> training sample (coin + augmentation driven by grain's per-record Generator)."""
-
-  def __init__(self, dataset: PolicyDataset, text_store: TextStore | None = None):
-    self.dataset = dataset
-    self.text_table = text_table(text_store, dataset) if text_store is not None else None
-
-  def random_map(self, element: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    sample = self.dataset.sample(element, rng)
-    if self.text_table is not None:
-      sample['t5_text_embeddings'] = self.text_table[int(sample['text_index'])]
-    return sample
+# Records in an "endless" run (grain map datasets have a length; 2**62 positions never run out).
+ENDLESS_POSITIONS = 2**62
+# Stream id of the per-sample Generator seed (seed, stream, position), apart from the epoch permutations (seed, e).
+_SAMPLE_STREAM = 1
 
 
 def text_table(store: TextStore, dataset: PolicyDataset) -> np.ndarray:
@@ -64,21 +46,89 @@ def text_table(store: TextStore, dataset: PolicyDataset) -> np.ndarray:
   return store.table(dataset.tasks)
 
 
-def make_loader(dataset: PolicyDataset, batch_size: int, *, seed: int = 0, worker_count: int = 0,
-                num_epochs: int | None = None, shuffle: bool = True, text_store: TextStore | None = None,
-                shard_options: grain.ShardOptions | None = None, worker_buffer_size: int = 2) -> grain.DataLoader:
-  """A grain DataLoader of per-process batches (drop_remainder, like the official drop_last)."""
-  if batch_size <= 0:
-    raise ValueError(f'batch_size must be positive, got {batch_size}')
+class _BuildSample(grain.transforms.Map):
+  """Process-local record index -> the sample at its global position (picklable for worker processes)."""
+
+  def __init__(self, dataset: PolicyDataset, *, seed: int, shuffle: bool, global_batch_size: int,
+               process_index: int, process_count: int, table: np.ndarray | None, keys: Sequence[str] | None):
+    self.dataset, self.seed, self.shuffle, self.table = dataset, seed, shuffle, table
+    self.keys = tuple(keys) if keys is not None else None
+    self.global_batch_size = global_batch_size
+    self.local_batch_size = global_batch_size // process_count
+    self.process_index = process_index
+
+  @functools.lru_cache(maxsize=2)
+  def _permutation(self, epoch: int) -> np.ndarray:
+    return np.random.default_rng([self.seed, epoch]).permutation(len(self.dataset))
+
+  def global_position(self, local_index: int) -> int:
+    b = self.local_batch_size
+    return (local_index // b) * self.global_batch_size + self.process_index * b + local_index % b
+
+  def epoch_index(self, position: int) -> int:
+    epoch, offset = divmod(position, len(self.dataset))
+    return int(self._permutation(epoch)[offset]) if self.shuffle else offset
+
+  def map(self, local_index: int) -> dict[str, np.ndarray]:
+    position = self.global_position(int(local_index))
+    sample = self.dataset.sample(self.epoch_index(position),
+                                 np.random.default_rng([self.seed, _SAMPLE_STREAM, position]))
+    sample['position'] = np.int64(position)
+    if self.table is not None:
+      sample['t5_text_embeddings'] = self.table[int(sample['text_index'])]
+    if self.keys is None:
+      return sample
+    missing = [k for k in self.keys if k not in sample]
+    if missing:
+      raise KeyError(f'keys {missing} are not in the samples; they have {sorted(sample)}')
+    return {k: sample[k] for k in self.keys}
+
+
+def make_dataset(dataset: PolicyDataset, global_batch_size: int, *, seed: int = 0, shuffle: bool = True,
+                 process_index: int | None = None, process_count: int | None = None,
+                 num_batches: int | None = None, text_store: TextStore | None = None,
+                 keys: Sequence[str] | None = None, read_threads: int = 4, prefetch_batches: int = 2,
+                 worker_count: int = 0, worker_buffer_size: int = 2) -> grain.IterDataset:
+  """The grain dataset of this process's local batches (see the module docstring).
+
+  `process_index`/`process_count` default to jax's. `num_batches` bounds the run (None: endless). `shuffle=False`
+  walks the epoch index space in order (evaluation). Batches drop nothing: every one is full (the official
+  DataLoader's drop_last is moot for an endless epoch sequence). Each process (or worker) builds samples with
+  `read_threads` threads, at most `prefetch_batches` local batches ahead (grain's default, 500 samples ahead,
+  would hold ~0.8 GB of 224-px ALOHA samples).
+  """
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if global_batch_size <= 0:
+    raise ValueError(f'global_batch_size must be positive, got {global_batch_size}')
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'process_index {process_index} is outside [0, {process_count})')
+  if global_batch_size % process_count:
+    raise ValueError(f'global_batch_size {global_batch_size} is not divisible by the {process_count} processes')
+  if read_threads <= 0 or prefetch_batches <= 0:
+    raise ValueError(f'read_threads ({read_threads}) and prefetch_batches ({prefetch_batches}) must be positive')
+  if num_batches is not None and num_batches <= 0:
+    raise ValueError(f'num_batches must be positive or None, got {num_batches}')
+  local = global_batch_size // process_count
+  records = ENDLESS_POSITIONS // global_batch_size * local if num_batches is None else num_batches * local
+  build = _BuildSample(dataset, seed=seed, shuffle=shuffle, global_batch_size=global_batch_size,
+                       process_index=process_index, process_count=process_count,
+                       table=text_table(text_store, dataset) if text_store is not None else None, keys=keys)
+  read = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch_batches * local)
+  ds = grain.MapDataset.range(records).map(build).batch(local, drop_remainder=True).to_iter_dataset(read)
   if worker_count > 0:
     _ensure_absl_flags_parsed()
-  shard_options = shard_options or grain.ShardByJaxProcess(drop_remainder=True)
-  sampler = grain.IndexSampler(num_records=len(dataset), shard_options=shard_options, shuffle=shuffle,
-                               num_epochs=num_epochs, seed=seed)
-  return grain.DataLoader(
-      data_source=EpochIndexSource(len(dataset)), sampler=sampler,
-      operations=[BuildSample(dataset, text_store), grain.Batch(batch_size, drop_remainder=True)],
-      worker_count=worker_count, worker_buffer_size=worker_buffer_size)
+    ds = ds.mp_prefetch(grain.multiprocessing.MultiprocessingOptions(
+        num_workers=worker_count, per_worker_buffer_size=worker_buffer_size))
+  return ds
+
+
+def make_loader(dataset: PolicyDataset, global_batch_size: int, **kwargs) -> grain.DatasetIterator:
+  """`iter(make_dataset(...))`: the checkpointable iterator of local batches (get_state / set_state)."""
+  return iter(make_dataset(dataset, global_batch_size, **kwargs))
 
 
 def _ensure_absl_flags_parsed() -> None:
@@ -91,7 +141,7 @@ def _ensure_absl_flags_parsed() -> None:
 
 
 def to_global_batch(batch: Mapping[str, np.ndarray], sharding) -> dict:
-  """Per-process numpy batch -> global jax.Arrays laid out by `sharding` (e.g. NamedSharding(mesh, P(('data',
+  """Local numpy batch -> global jax.Arrays laid out by `sharding` (e.g. NamedSharding(mesh, P(('data',
   'fsdp')))), via `jax.make_array_from_process_local_data`; ready for a jitted, sharded train step."""
   import jax  # pylint: disable=g-import-not-at-top
 

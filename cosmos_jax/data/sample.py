@@ -20,47 +20,18 @@ import numpy as np
 from cosmos_jax.data import mixture, transforms
 from cosmos_jax.data import stats as stats_lib
 from cosmos_jax.data.episodes import Episode, EpisodeFrameCache
+from cosmos_jax.policy import layout as layout_lib
 
-INDEX_NAMES = (
-    'current_proprio_latent_idx', 'current_wrist_image_latent_idx', 'current_wrist_image2_latent_idx',
-    'current_image_latent_idx', 'current_image2_latent_idx', 'action_latent_idx', 'future_proprio_latent_idx',
-    'future_wrist_image_latent_idx', 'future_wrist_image2_latent_idx', 'future_image_latent_idx',
-    'future_image2_latent_idx', 'value_latent_idx')
-
-
-@dataclasses.dataclass(frozen=True)
-class SlotLayout:
-  """Camera roles in slot order; the full layout is [blank, proprio, cams.., action, future proprio, cams.., value]."""
-
-  camera_roles: tuple[str, ...]
-
-  @property
-  def num_slots(self) -> int:
-    return 2 * len(self.camera_roles) + 5
-
-  def indices(self) -> dict[str, int]:
-    n = len(self.camera_roles)
-    out = {name: -1 for name in INDEX_NAMES}
-    out['current_proprio_latent_idx'] = 1
-    for k, role in enumerate(self.camera_roles):
-      out[f'current_{role}_latent_idx'] = 2 + k
-      out[f'future_{role}_latent_idx'] = 4 + n + k
-    out['action_latent_idx'] = 2 + n
-    out['future_proprio_latent_idx'] = 3 + n
-    out['value_latent_idx'] = 4 + 2 * n
-    return out
-
-
-ALOHA_LAYOUT = SlotLayout(('wrist_image', 'wrist_image2', 'image'))
-LIBERO_LAYOUT = SlotLayout(('wrist_image', 'image'))
-ROBOCASA_LAYOUT = SlotLayout(('wrist_image', 'image', 'image2'))
+# Slot layouts come from the policy's one table (cosmos_jax.policy.layout.LAYOUTS): a layout's `cameras` are the
+# camera roles (the keys of `Episode.frames`), `camera_sources` the dataset cameras feeding them.
+INDEX_NAMES = tuple(layout_lib.LAYOUTS['aloha'].latent_indices())
 
 
 @dataclasses.dataclass(frozen=True)
 class SampleConfig:
   """Dataset knobs with the official ALOHA main values as defaults (policy_spec 1, 6.4)."""
 
-  layout: SlotLayout = ALOHA_LAYOUT
+  layout: layout_lib.SlotLayout = layout_lib.LAYOUTS['aloha']
   chunk_size: int = 50
   gamma: float = 0.998
   image_size: int = 224
@@ -70,6 +41,12 @@ class SampleConfig:
   success_rollout_sampling_prob: float = 0.5
   treat_demos_as_success_rollouts: bool = True
   p_world_model: float = 0.5
+
+  @classmethod
+  def for_layout(cls, name: str, **changes) -> 'SampleConfig':
+    """The defaults of benchmark `name` ('aloha', 'libero', 'robocasa'): its layout, chunk size and gamma."""
+    layout = layout_lib.get_layout(name)
+    return cls(**{'layout': layout, 'chunk_size': layout.chunk_size, 'gamma': layout.gamma, **changes})
 
 
 def expand_video(video: np.ndarray, num_duplicates: int = 4) -> np.ndarray:
@@ -173,17 +150,16 @@ class PolicyDataset:
 
     frames = self._cache.frames(prepared.key, episode)
     layout = cfg.layout
-    n = len(layout.camera_roles)
-    size = frames[layout.camera_roles[0]].shape[1]
-    camera_frames = np.stack([frames[r][step] for r in layout.camera_roles] +
-                             [frames[r][future] for r in layout.camera_roles])
+    n = len(layout.cameras)
+    size = frames[layout.cameras[0]].shape[1]
+    camera_frames = np.stack([frames[r][step] for r in layout.cameras] + [frames[r][future] for r in layout.cameras])
     if cfg.augment:
       if augment_params is None:
         if rng is None:
           raise ValueError('PolicyDataset.sample: augmentation needs an rng (or augment_params=)')
         augment_params = transforms.draw_augment_params(rng, size, cfg.stronger_augment)
       camera_frames = transforms.augment(camera_frames, augment_params)
-    video = np.zeros((layout.num_slots, size, size, 3), np.uint8)
+    video = np.zeros((layout.state_t, size, size, 3), np.uint8)
     video[2:2 + n] = camera_frames[:n]
     video[4 + n:4 + 2 * n] = camera_frames[n:]
 
@@ -205,5 +181,5 @@ class PolicyDataset:
         'step': np.int32(step),
         'future_step': np.int32(future),
     }
-    out.update({name: np.int32(value) for name, value in layout.indices().items()})
+    out.update({name: np.int32(value) for name, value in layout.latent_indices().items()})
     return out

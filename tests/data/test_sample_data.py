@@ -16,7 +16,7 @@ def test_bundled_sample_end_to_end_into_a_training_batch():
   assert len(dataset) == 360  # 180 demo steps + the same steps as success rollouts (ALOHA main mixture)
   store = text.TextStore.load(aloha.SAMPLE_TEXT_STORE)
   assert 'NOT T5' in store.kind
-  batch = next(iter(pipeline.make_loader(dataset, batch_size=4, seed=0, text_store=store)))
+  batch = next(pipeline.make_loader(dataset, 4, seed=0, process_index=0, process_count=1, text_store=store))
   assert batch['video'].shape == (4, 11, 224, 224, 3) and batch['video'].dtype == np.uint8
   assert batch['actions'].shape == (4, 50, 14) and batch['actions'].dtype == np.float32
   assert batch['t5_text_embeddings'].shape == (4, 512, 1024)

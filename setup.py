@@ -37,9 +37,11 @@ setuptools.setup(
     extras_require={
         # Reading and writing PyTorch checkpoints. Pinned: an unpinned torch pulls a multi-GB CUDA build.
         "torch": ["torch==2.13.0", "safetensors>=0.4"],
-        "test": ["pytest>=8", "pytest-xdist>=3.5"],
-        # gym-aloha MuJoCo simulator: regenerating the bundled sample (python -m cosmos_jax.data.make_sample).
-        # Headless rendering needs MUJOCO_GL=egl and the distribution packages libegl1 + libegl-mesa0.
+        # gym-aloha: the closed-loop evaluation test (tests/eval/test_aloha_sim.py) runs the simulator.
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "gym-aloha>=0.1.5"],
+        # gym-aloha MuJoCo simulator: regenerating the bundled sample (python -m cosmos_jax.data.make_sample) and
+        # closed-loop evaluation (python -m cosmos_jax.eval.aloha_sim). Headless rendering needs MUJOCO_GL=egl and
+        # the distribution packages libegl1 + libegl-mesa0 + libgl1-mesa-dri (Mesa's software driver).
         "sim": ["gym-aloha>=0.1.5"],
     },
 )

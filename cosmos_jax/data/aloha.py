@@ -126,13 +126,13 @@ def read_demo(path: str, image_size: int = 224, *, lazy: bool = False) -> Episod
                  frames=frames, frame_loader=None if frames is not None else loader)
 
 
-JPEG_KEYS = ('primary_images_jpeg', 'wrist_left_images_jpeg', 'wrist_right_images_jpeg', 'wrist_images_jpeg')
+# In the official preference order for the primary camera (a rollout without `primary_images_jpeg` falls back to
+# the next key present).
+JPEG_KEYS = ('primary_images_jpeg', 'wrist_images_jpeg', 'wrist_left_images_jpeg', 'wrist_right_images_jpeg')
 
 
 def _load_jpeg_frames(path: str, keys: dict[str, str], image_size: int) -> dict[str, np.ndarray]:
-  with h5py.File(path, 'r') as f:
-    return {role: decode.resize_square(np.stack([decode.decode_jpeg(x) for x in f[key]]), image_size)
-            for role, key in keys.items()}
+  return {role: decode.resize_square(decode.read_jpeg_sequence(path, key), image_size) for role, key in keys.items()}
 
 
 def read_rollout(path: str, image_size: int = 224, *, lazy: bool = True) -> Episode:
@@ -161,7 +161,7 @@ def read_rollout(path: str, image_size: int = 224, *, lazy: bool = True) -> Epis
         raise ValueError(f'{path}: the ALOHA layout needs both wrist cameras; found JPEG keys {jpeg_present} '
                          '(expected wrist_left_images_jpeg and wrist_right_images_jpeg)')
       keys = {'image': primary, 'wrist_image': left, 'wrist_image2': right}
-      counts = {key: len(f[key]) for key in set(keys.values())}
+      counts = {key: len(f[key]) for key in dict.fromkeys(keys.values())}
       loader = functools.partial(_load_jpeg_frames, path, keys, image_size)
       frames = None
     elif 'images' in obs and all(cam in obs['images'] for cam in CAMERAS):

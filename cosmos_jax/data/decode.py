@@ -48,6 +48,28 @@ def decode_jpeg(data) -> np.ndarray:
     return np.asarray(image.convert('RGB') if image.mode != 'RGB' else image, dtype=np.uint8).copy()
 
 
+def read_jpeg_sequence(path: str, key: str) -> np.ndarray:
+  """Every frame of an HDF5 dataset of JPEG byte arrays (vlen uint8, one element per step) -> (T, H, W, 3) uint8.
+  A frame that does not decode is a ValueError naming the file, key and frame."""
+  import h5py  # pylint: disable=g-import-not-at-top
+
+  with h5py.File(path, 'r') as f:
+    if key not in f:
+      raise ValueError(f'{path}: missing key {key!r}')
+    frames = []
+    for i, data in enumerate(f[key]):
+      try:
+        frames.append(decode_jpeg(data))
+      except Exception as e:  # PIL raises several types for corrupt data
+        raise ValueError(f'{path}: {key}[{i}] is not a decodable JPEG ({type(e).__name__}: {e})') from e
+  if not frames:
+    raise ValueError(f'{path}: {key} holds no frames')
+  shapes = {frame.shape for frame in frames}
+  if len(shapes) != 1:
+    raise ValueError(f'{path}: {key} frames have different sizes {sorted(shapes)}')
+  return np.stack(frames)
+
+
 def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
   """(H, W, 3) uint8 -> JPEG bytes with PIL (quality 95, as the official LIBERO/RoboCasa preprocessing)."""
   buffer = io.BytesIO()

@@ -88,8 +88,10 @@ class PolicyDataset:
     prepared_demos = [self._prepare(e) for e in demos]
     rollout_list = [self._prepare(e) for e in rollouts]
     success = ([p for p in prepared_demos] if config.treat_demos_as_success_rollouts else [])
-    success += [p for p in rollout_list if p.episode.success and p.episode.terminal_reward > 0]
-    failure = [p for p in rollout_list if not (p.episode.success and p.episode.terminal_reward > 0)]
+    # Sections split on the `success` flag alone, as the official step mapping does; the value curve comes from
+    # the terminal reward (success_score), so a success with score 0 is a success item with returns of -1.
+    success += [p for p in rollout_list if p.episode.success]
+    failure = [p for p in rollout_list if not p.episode.success]
     self.sections = (prepared_demos, success, failure)
     self.step_tables = tuple(mixture.step_index(p.episode.num_steps for p in s) if s else np.zeros((0, 2), np.int64)
                              for s in self.sections)

@@ -61,6 +61,10 @@ DEFAULT_SEED = 195  # every shipped ALOHA command
 DEFAULT_PROPRIO_MARGIN = 1.0
 
 
+class InvalidObservation(ValueError):
+  """A request that fails validation (the servers answer it with a client error and keep serving)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Observation:
   """A validated request: images uint8 [S, S, 3] per layout camera stem, raw proprio float64 [P], the task."""
@@ -73,10 +77,9 @@ class Observation:
 
 def _perturbed(params, seed: int, scale: float = 0.05):
   """Random-init DiT params with every leaf perturbed: the official init zeroes the output layer, which would
-  make the tiny model's output independent of its input."""
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.key(seed), len(leaves))
-  return jax.tree.unflatten(tree, [p + scale * jax.random.normal(k, p.shape, p.dtype) for p, k in zip(leaves, keys)])
+  make the tiny model's output independent of its input. Host numpy noise (no per-shape compilation)."""
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda p: np.asarray(p) + (scale * rng.standard_normal(p.shape)).astype(p.dtype), params)
 
 
 class PolicyRunner:
@@ -237,28 +240,28 @@ class PolicyRunner:
   def validate(self, observation: Mapping[str, Any]) -> Observation:
     """Checks every field of a request; raises ValueError naming the first problem found."""
     if not isinstance(observation, Mapping):
-      raise ValueError(f'the request must be a JSON object of observation fields, got {type(observation).__name__}')
+      raise InvalidObservation(f'the request must be a JSON object of observation fields, got {type(observation).__name__}')
     required = tuple(ALOHA_IMAGE_FIELDS) + ('proprio', 'task_description')
     missing = [f for f in required if f not in observation]
     if missing:
-      raise ValueError(f'missing field(s) {missing}; a request needs {list(required)} (optional: '
+      raise InvalidObservation(f'missing field(s) {missing}; a request needs {list(required)} (optional: '
                        f"'return_all_query_results')")
     known = set(required) | {'return_all_query_results'} | set(IGNORED_FIELDS)
     unknown = sorted(str(k) for k in observation if k not in known)
     if unknown:
-      raise ValueError(f'unknown field(s) {unknown}; known fields: {sorted(known)}')
+      raise InvalidObservation(f'unknown field(s) {unknown}; known fields: {sorted(known)}')
     images = {ALOHA_IMAGE_FIELDS[f]: self._check_image(f, observation[f]) for f in ALOHA_IMAGE_FIELDS}
     proprio = self._check_proprio(observation['proprio'])
     task = observation['task_description']
     if not isinstance(task, str):
-      raise ValueError(f"'task_description' must be a string, got {type(task).__name__}")
+      raise InvalidObservation(f"'task_description' must be a string, got {type(task).__name__}")
     if task not in self.text_store.embeddings:
-      raise ValueError(f'unknown task {task!r}: no text embedding for it; known tasks: {list(self.text_store.tasks)}')
+      raise InvalidObservation(f'unknown task {task!r}: no text embedding for it; known tasks: {list(self.text_store.tasks)}')
     return_all = observation.get('return_all_query_results', False)
     if isinstance(return_all, np.ndarray) and return_all.shape == () and return_all.dtype == np.bool_:
       return_all = bool(return_all)
     if not isinstance(return_all, (bool, np.bool_)):
-      raise ValueError(f"'return_all_query_results' must be a boolean, got {return_all!r}")
+      raise InvalidObservation(f"'return_all_query_results' must be a boolean, got {return_all!r}")
     return Observation(images, proprio, task, bool(return_all))
 
   def _check_image(self, field: str, value: Any) -> np.ndarray:
@@ -269,20 +272,20 @@ class PolicyRunner:
       try:
         array = np.asarray(value)
       except ValueError as e:
-        raise ValueError(f'{field!r}: a ragged nested list, not a {expected} image ({e})') from None
+        raise InvalidObservation(f'{field!r}: a ragged nested list, not a {expected} image ({e})') from None
     else:
-      raise ValueError(f'{field!r} must be a uint8 array {expected}, got {type(value).__name__}')
+      raise InvalidObservation(f'{field!r} must be a uint8 array {expected}, got {type(value).__name__}')
     if array.shape != expected:
-      raise ValueError(f'{field!r} must have shape {expected} (H, W, RGB), got {array.shape}')
+      raise InvalidObservation(f'{field!r} must have shape {expected} (H, W, RGB), got {array.shape}')
     if array.dtype == np.uint8:
       return array
     # Plain nested lists are accepted as the official server accepts them, but only when the values are exactly
     # representable as uint8: a float image or an out-of-range value is refused, not silently wrapped.
     if not (np.issubdtype(array.dtype, np.integer) and isinstance(value, (list, tuple))):
-      raise ValueError(f'{field!r} must have dtype uint8, got {array.dtype}')
+      raise InvalidObservation(f'{field!r} must have dtype uint8, got {array.dtype}')
     lo, hi = int(array.min()), int(array.max())
     if lo < 0 or hi > 255:
-      raise ValueError(f'{field!r} values must lie in [0, 255], got range [{lo}, {hi}]')
+      raise InvalidObservation(f'{field!r} values must lie in [0, 255], got range [{lo}, {hi}]')
     return array.astype(np.uint8)
 
   def _check_proprio(self, value: Any) -> np.ndarray:
@@ -291,17 +294,17 @@ class PolicyRunner:
       try:
         value = np.asarray(value)
       except ValueError as e:
-        raise ValueError(f"'proprio': a ragged list ({e})") from None
+        raise InvalidObservation(f"'proprio': a ragged list ({e})") from None
     if not isinstance(value, np.ndarray):
-      raise ValueError(f"'proprio' must be a float array of shape ({dim},), got {type(value).__name__}")
+      raise InvalidObservation(f"'proprio' must be a float array of shape ({dim},), got {type(value).__name__}")
     if value.shape != (dim,):
-      raise ValueError(f"'proprio' must have shape ({dim},) (raw ALOHA qpos), got {value.shape}")
+      raise InvalidObservation(f"'proprio' must have shape ({dim},) (raw ALOHA qpos), got {value.shape}")
     if not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)):
-      raise ValueError(f"'proprio' must be a float array, got dtype {value.dtype}")
+      raise InvalidObservation(f"'proprio' must be a float array, got dtype {value.dtype}")
     proprio = value.astype(np.float64)
     bad = np.flatnonzero(~np.isfinite(proprio))
     if bad.size:
-      raise ValueError(f"'proprio' has non-finite values at index {bad.tolist()}: {proprio[bad].tolist()}")
+      raise InvalidObservation(f"'proprio' has non-finite values at index {bad.tolist()}: {proprio[bad].tolist()}")
     if self.proprio_margin is not None:
       normalized = stats_lib.normalize(proprio, self.statistics, 'proprio')
       limit = 1.0 + 2.0 * self.proprio_margin
@@ -309,7 +312,7 @@ class PolicyRunner:
       if out.size:
         lo, hi = self.statistics['proprio_min'], self.statistics['proprio_max']
         details = ', '.join(f'[{i}] = {proprio[i]:.4g} (training range [{lo[i]:.4g}, {hi[i]:.4g}])' for i in out)
-        raise ValueError(f"'proprio' is far outside the training range (more than {self.proprio_margin} range "
+        raise InvalidObservation(f"'proprio' is far outside the training range (more than {self.proprio_margin} range "
                          f'widths): {details}')
     return proprio
 
@@ -350,7 +353,7 @@ class PolicyRunner:
     timing['preprocess_s'] = t1 - t0
     latent = jax.block_until_ready(self._encode(self.vae_params, images))
     t2 = time.perf_counter()
-    timing['encode_s'] = t2 - t1
+    timing['vae_encode_s'] = t2 - t1
     noise = self._cached_noise(latent.shape if self.planning is None else (1,) + latent.shape[1:])
     if self.planning is None:
       result = self._act_single(context, latent, proprio, noise, obs.return_all_query_results, timing)
@@ -372,7 +375,7 @@ class PolicyRunner:
     actions = inference.unnormalized_actions(out['actions'], self.statistics)[0]
     value = float(out['value'][0])
     futures = self._images_out(out['sample'], latent) if self.decode_future_images else None
-    timing['decode_s'] = time.perf_counter() - t1
+    timing['vae_decode_s'] = time.perf_counter() - t1
     result = {'actions': actions, 'future_image_predictions': futures, 'value_prediction': value,
               'value_predictions': value}
     if return_all:
@@ -416,7 +419,7 @@ class PolicyRunner:
       if self.planning.search_depth == 1:
         # The planner keeps only the first depth's future samples, so the per-depth images exist for depth 1.
         result['all_future_image_predictions_by_depth'] = [[f] for f in all_futures]
-    timing['decode_s'] = time.perf_counter() - t1
+    timing['vae_decode_s'] = time.perf_counter() - t1
     return result
 
   def warmup(self, task: str | None = None) -> float:

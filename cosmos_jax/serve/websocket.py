@@ -1,0 +1,103 @@
+"""Websocket server with msgpack (the openpi wire format, so openpi-style clients work), on `websockets`.
+
+Protocol: on connect the server sends the policy metadata (one binary msgpack frame). Then, per request, the
+client sends one binary frame (a msgpack map of the observation fields, arrays as {data, dtype, shape}) and the
+server answers with one binary frame (the response map, as `PolicyRunner.act`, plus `timing` with
+`request_decode_s` and the previous response's `prev_response_encode_s` / `prev_total_s`), or, when the request
+is refused, with one TEXT frame "error: <message>". The connection stays open after an error (openpi closes it), so a client can correct
+the request and go on. A message over the payload limit closes the connection with code 1009 (message too big);
+the server keeps accepting connections. `GET /healthz` answers "OK" without upgrading.
+"""
+
+from __future__ import annotations
+
+import http
+import logging
+import time
+import traceback
+
+import websockets
+from websockets.asyncio import server as ws_server
+
+from cosmos_jax.serve import codec
+from cosmos_jax.serve import runner as runner_lib
+from cosmos_jax.serve import service as service_lib
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 8000
+
+
+def _health_check(connection: ws_server.ServerConnection, request) -> object | None:
+  if request.path == '/healthz':
+    return connection.respond(http.HTTPStatus.OK, 'OK\n')
+  return None
+
+
+class WebsocketServer:
+  """The websocket server on (host, port); port 0 picks a free one (see `port` after `start`)."""
+
+  def __init__(self, service: service_lib.PolicyService, host: str = '0.0.0.0', port: int = DEFAULT_PORT):
+    self.service = service
+    self.host = host
+    self.port = port
+    self._server: ws_server.Server | None = None
+
+  async def _handler(self, connection: ws_server.ServerConnection) -> None:
+    peer = connection.remote_address
+    log.info('websocket connection from %s', peer)
+    await connection.send(codec.packb(self.service.metadata()))
+    previous: dict[str, float] = {}
+    while True:
+      try:
+        message = await connection.recv()
+      except websockets.ConnectionClosed as e:
+        log.info('websocket connection from %s closed (%s)', peer, e.rcvd or 'no close frame')
+        return
+      start = time.perf_counter()
+      try:
+        if isinstance(message, str):
+          raise codec.CodecError('expected a binary msgpack frame, got a text frame')
+        observation = codec.unpackb(message)
+        decoded = time.perf_counter()
+        result = await self.service.act(observation)
+      except (codec.CodecError, runner_lib.InvalidObservation, service_lib.QueueFullError) as e:
+        service_lib.log_request('websocket', {'request_decode_s': time.perf_counter() - start}, 'refused')
+        await connection.send(f'error: {e}')
+        continue
+      except Exception as e:  # pylint: disable=broad-except
+        log.error('inference failed:\n%s', traceback.format_exc())
+        await connection.send(f'error: inference failed: {type(e).__name__}: {e}')
+        continue
+      result['timing'] = {'request_decode_s': decoded - start, **result['timing'], **previous}
+      encode_start = time.perf_counter()
+      data = codec.packb(result)
+      encode_s = time.perf_counter() - encode_start
+      await connection.send(data)
+      service_lib.log_request('websocket', {**result['timing'], 'response_encode_s': encode_s})
+      previous = {'prev_response_encode_s': encode_s, 'prev_total_s': time.perf_counter() - start}
+
+  async def start(self) -> int:
+    self._server = await ws_server.serve(self._handler, self.host, self.port, compression=None,
+                                         max_size=self.service.max_payload_bytes, process_request=_health_check)
+    self.port = next(iter(self._server.sockets)).getsockname()[1]
+    log.info('websocket policy server on ws://%s:%d', self.host, self.port)
+    return self.port
+
+  async def stop(self) -> None:
+    if self._server is not None:
+      self._server.close()
+      await self._server.wait_closed()
+      self._server = None
+
+  def serve_forever(self) -> None:
+    import asyncio  # pylint: disable=g-import-not-at-top
+
+    async def main():
+      await self.start()
+      try:
+        await self._server.serve_forever()
+      finally:
+        await self.stop()
+
+    asyncio.run(main())

@@ -37,8 +37,13 @@ setuptools.setup(
     extras_require={
         # Reading and writing PyTorch checkpoints. Pinned: an unpinned torch pulls a multi-GB CUDA build.
         "torch": ["torch==2.13.0", "safetensors>=0.4"],
-        # gym-aloha: the closed-loop evaluation test (tests/eval/test_aloha_sim.py) runs the simulator.
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "gym-aloha>=0.1.5"],
+        # Policy servers (python -m cosmos_jax.serve): HTTP for the official ALOHA client, websocket + msgpack.
+        "serve": ["aiohttp>=3.9", "websockets>=14", "msgpack>=1.0"],
+        # gym-aloha: the closed-loop evaluation test (tests/eval/test_aloha_sim.py) runs the simulator. The serve
+        # extra is included so CI runs the server tests; json_numpy + requests are what the official ALOHA client
+        # speaks (tests/serve drives our server with them).
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "gym-aloha>=0.1.5", "aiohttp>=3.9", "websockets>=14",
+                 "msgpack>=1.0", "json_numpy>=2.0", "requests>=2.31"],
         # gym-aloha MuJoCo simulator: regenerating the bundled sample (python -m cosmos_jax.data.make_sample) and
         # closed-loop evaluation (python -m cosmos_jax.eval.aloha_sim). Headless rendering needs MUJOCO_GL=egl and
         # the distribution packages libegl1 + libegl-mesa0 + libgl1-mesa-dri (Mesa's software driver).

@@ -240,7 +240,8 @@ class PolicyRunner:
   def validate(self, observation: Mapping[str, Any]) -> Observation:
     """Checks every field of a request; raises ValueError naming the first problem found."""
     if not isinstance(observation, Mapping):
-      raise InvalidObservation(f'the request must be a JSON object of observation fields, got {type(observation).__name__}')
+      raise InvalidObservation('the request must be a JSON object of observation fields, got '
+                               f'{type(observation).__name__}')
     required = tuple(ALOHA_IMAGE_FIELDS) + ('proprio', 'task_description')
     missing = [f for f in required if f not in observation]
     if missing:
@@ -256,7 +257,8 @@ class PolicyRunner:
     if not isinstance(task, str):
       raise InvalidObservation(f"'task_description' must be a string, got {type(task).__name__}")
     if task not in self.text_store.embeddings:
-      raise InvalidObservation(f'unknown task {task!r}: no text embedding for it; known tasks: {list(self.text_store.tasks)}')
+      raise InvalidObservation(f'unknown task {task!r}: no text embedding for it; known tasks: '
+                               f'{list(self.text_store.tasks)}')
     return_all = observation.get('return_all_query_results', False)
     if isinstance(return_all, np.ndarray) and return_all.shape == () and return_all.dtype == np.bool_:
       return_all = bool(return_all)

@@ -4,9 +4,9 @@ Protocol: on connect the server sends the policy metadata (one binary msgpack fr
 client sends one binary frame (a msgpack map of the observation fields, arrays as {data, dtype, shape}) and the
 server answers with one binary frame (the response map, as `PolicyRunner.act`, plus `timing` with
 `request_decode_s` and the previous response's `prev_response_encode_s` / `prev_total_s`), or, when the request
-is refused, with one TEXT frame "error: <message>". The connection stays open after an error (openpi closes it), so a client can correct
-the request and go on. A message over the payload limit closes the connection with code 1009 (message too big);
-the server keeps accepting connections. `GET /healthz` answers "OK" without upgrading.
+is refused, with one TEXT frame "error: <message>". The connection stays open after an error (openpi closes it),
+so a client can correct the request and go on. A message over the payload limit closes the connection with code
+1009 (message too big); the server keeps accepting connections. `GET /healthz` answers "OK" without upgrading.
 """
 
 from __future__ import annotations

@@ -204,7 +204,8 @@ class EpisodeResult:
   values: np.ndarray  # (Q,) predicted value at each query (NaN if the policy gave none)
   future_images: list  # (Q,) predicted future cam_high (H, W, 3) uint8, or None
   max_reward: float
-  query_seconds: list
+  query_seconds: list  # (Q,) seconds per policy call, as seen by the client
+  policy_timings: list  # per query, the policy's own stage timings when its response has `timing`
   render_seconds: float
   sim_seconds: float
   wall_seconds: float
@@ -237,7 +238,7 @@ def run_episode(sim: AlohaSim, policy: Policy, *, task_description: str, seed: i
   sim.reset(seed)
   frames = {cam: [] for cam in SIM_CAMERAS}
   qpos, qvel, actions, rewards = [], [], [], []
-  query_steps, values, future_images, query_seconds = [], [], [], []
+  query_steps, values, future_images, query_seconds, policy_timings = [], [], [], [], []
   render_seconds = sim_seconds = 0.0
   queue = collections.deque()
   for t in range(max_steps):
@@ -250,8 +251,11 @@ def run_episode(sim: AlohaSim, policy: Policy, *, task_description: str, seed: i
     if not queue:
       observation = policy_observation(step_frames, state, task_description, image_size)
       tick = time.perf_counter()
-      chunk, value, future = parse_response(policy(observation))
+      response = policy(observation)
       query_seconds.append(time.perf_counter() - tick)
+      chunk, value, future = parse_response(response)
+      if isinstance(response.get('timing'), Mapping):  # PolicyRunner's per-stage seconds
+        policy_timings.append({k: float(v) for k, v in response['timing'].items()})
       if chunk.shape[0] < num_open_loop_steps:
         raise ValueError(f'policy returned {chunk.shape[0]} actions, fewer than num_open_loop_steps='
                          f'{num_open_loop_steps}')
@@ -274,7 +278,7 @@ def run_episode(sim: AlohaSim, policy: Policy, *, task_description: str, seed: i
       qpos=np.asarray(qpos, np.float64), qvel=np.asarray(qvel, np.float64), actions=np.asarray(actions, np.float64),
       rewards=np.asarray(rewards, np.float64), query_steps=np.asarray(query_steps, np.int64),
       values=np.asarray(values, np.float64), future_images=future_images, max_reward=sim.max_reward,
-      query_seconds=query_seconds, render_seconds=render_seconds, sim_seconds=sim_seconds,
+      query_seconds=query_seconds, policy_timings=policy_timings, render_seconds=render_seconds, sim_seconds=sim_seconds,
       wall_seconds=time.perf_counter() - start)
 
 
@@ -439,6 +443,7 @@ def episode_summary(episode: EpisodeResult, index: int, files: Mapping[str, str]
       'timings': {
           'wall_seconds': episode.wall_seconds,
           'query_seconds': episode.query_seconds,
+          'policy_timings': episode.policy_timings,
           'render_seconds': episode.render_seconds,
           'sim_seconds': episode.sim_seconds,
       },
@@ -513,7 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--task_description', default=None,
                       help='text sent to the policy (must be in its text store); default: the task\'s own')
   parser.add_argument('--episodes', type=int, default=10)
-  parser.add_argument('--max_steps', type=int, default=400, help='control steps per episode')
+  parser.add_argument('--max_steps', type=int, default=400,
+                      help='control steps per episode (400 as ACT\'s sim tasks; gym-aloha registers 300)')
   parser.add_argument('--num_open_loop_steps', type=int, default=50, help='actions executed per policy query')
   parser.add_argument('--seed', type=int, default=0, help='episode i uses seed + i for the object poses')
   parser.add_argument('--control_hz', type=float, default=GYM_ALOHA_CONTROL_HZ,

@@ -63,6 +63,7 @@ def test_short_closed_loop_episode_with_the_tiny_policy(tmp_path, monkeypatch):
   assert episode['values'] == pytest.approx([r['value_prediction'] for r in responses])
   assert all(0.0 <= v <= 1.0 for v in episode['values'])
   assert summary['timings']['num_queries'] == 2
+  assert [t['total_s'] for t in episode['timings']['policy_timings']] == [r['timing']['total_s'] for r in responses]
 
   # The rollout, read back by the training reader: executed actions are the first 4 of each returned chunk,
   # qpos at each query is the proprio sent.
@@ -112,8 +113,8 @@ def _episode(num_steps: int, success: bool, size: int = 32) -> aloha_sim.Episode
       task_description='transfer cube', seed=5, frames=frames, qpos=rng.normal(size=(num_steps, 14)),
       qvel=rng.normal(size=(num_steps, 14)), actions=rng.normal(size=(num_steps, 14)), rewards=rewards,
       query_steps=np.arange(0, num_steps, 4), values=rng.uniform(size=(num_steps + 3) // 4),
-      future_images=[None] * ((num_steps + 3) // 4), max_reward=4.0, query_seconds=[0.0], render_seconds=0.0,
-      sim_seconds=0.0, wall_seconds=0.0)
+      future_images=[None] * ((num_steps + 3) // 4), max_reward=4.0, query_seconds=[0.0], policy_timings=[],
+      render_seconds=0.0, sim_seconds=0.0, wall_seconds=0.0)
 
 
 @pytest.mark.parametrize('success', [True, False])

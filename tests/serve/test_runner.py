@@ -1,0 +1,133 @@
+"""PolicyRunner: validation of every request field, the response against the policy functions composed by hand,
+and best-of-N planning responses."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cosmos_jax.data import stats as stats_lib
+from cosmos_jax.data import transforms
+from cosmos_jax.nn import vae
+from cosmos_jax.policy import inference
+from cosmos_jax.policy import planning
+from cosmos_jax.policy import sampler
+from cosmos_jax.serve import runner as runner_lib
+from tests.serve.conftest import IMAGE_SIZE, TASK, make_observation
+
+S = IMAGE_SIZE
+
+
+def _with(obs, **changes):
+  out = dict(obs)
+  for key, value in changes.items():
+    if value is KeyError:
+      del out[key]
+    else:
+      out[key] = value
+  return out
+
+
+def _far_proprio(runner):
+  lo, hi = runner.statistics['proprio_min'], runner.statistics['proprio_max']
+  proprio = 0.5 * (lo + hi)
+  proprio[3] = hi[3] + 5 * (hi[3] - lo[3])
+  return proprio
+
+
+INVALID = [
+    ('missing field', lambda r, o: _with(o, right_wrist_image=KeyError), r"missing field\(s\) \['right_wrist_image'\]"),
+    ('missing task', lambda r, o: _with(o, task_description=KeyError), r"missing field\(s\) \['task_description'\]"),
+    ('unknown field', lambda r, o: _with(o, wrist_image=o['primary_image']), r"unknown field\(s\) \['wrist_image'\]"),
+    ('image shape', lambda r, o: _with(o, primary_image=np.zeros((S, S, 4), np.uint8)),
+     rf"'primary_image' must have shape \({S}, {S}, 3\).*got \({S}, {S}, 4\)"),
+    ('image CHW', lambda r, o: _with(o, left_wrist_image=np.zeros((3, S, S), np.uint8)), 'must have shape'),
+    ('image float dtype', lambda r, o: _with(o, primary_image=np.zeros((S, S, 3), np.float32)),
+     "'primary_image' must have dtype uint8, got float32"),
+    ('image list out of range', lambda r, o: _with(o, primary_image=np.full((S, S, 3), 256).tolist()),
+     r'values must lie in \[0, 255\], got range \[256, 256\]'),
+    ('image not an array', lambda r, o: _with(o, primary_image='pixels'), 'must be a uint8 array'),
+    ('proprio shape', lambda r, o: _with(o, proprio=np.zeros(7, np.float32)), r"'proprio' must have shape \(14,\)"),
+    ('proprio NaN', lambda r, o: _with(o, proprio=np.where(np.arange(14) == 2, np.nan, o['proprio'])),
+     r"'proprio' has non-finite values at index \[2\]"),
+    ('proprio inf', lambda r, o: _with(o, proprio=np.full(14, np.inf)), 'non-finite'),
+    ('proprio bool', lambda r, o: _with(o, proprio=np.ones(14, bool)), "'proprio' must be a float array"),
+    ('proprio far out of range', lambda r, o: _with(o, proprio=_far_proprio(r)),
+     r"far outside the training range .*\[3\]"),
+    ('unknown task', lambda r, o: _with(o, task_description='fold shirt'),
+     r"unknown task 'fold shirt'.*known tasks: \['transfer cube'\]"),
+    ('task not a string', lambda r, o: _with(o, task_description=3), "'task_description' must be a string"),
+    ('return_all not bool', lambda r, o: _with(o, return_all_query_results='yes'), 'must be a boolean'),
+    ('not a mapping', lambda r, o: [o], 'must be a JSON object'),
+]
+
+
+@pytest.mark.parametrize('make,match', [c[1:] for c in INVALID], ids=[c[0] for c in INVALID])
+def test_invalid_observations_are_refused_with_a_clear_message(tiny_runner, make, match):
+  with pytest.raises(runner_lib.InvalidObservation, match=match):
+    tiny_runner.validate(make(tiny_runner, make_observation(tiny_runner)))
+
+
+def test_lists_are_accepted_like_the_official_server(tiny_runner):
+  obs = make_observation(tiny_runner)
+  as_lists = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in obs.items()}
+  validated = tiny_runner.validate({**as_lists, 'return_all_query_results': np.bool_(True)})
+  np.testing.assert_array_equal(validated.camera_images['image'], obs['primary_image'])
+  assert validated.camera_images['image'].dtype == np.uint8 and validated.return_all_query_results
+  np.testing.assert_array_equal(validated.proprio, obs['proprio'].astype(np.float64))
+
+
+def test_act_is_the_policy_functions_composed(tiny_runner):
+  obs = make_observation(tiny_runner, seed=3)
+  out = tiny_runner.act(obs)
+  # By hand: the official camera order (left wrist, right wrist, primary), test-time crop, one causal encode,
+  # normalised proprio, seed 195, un-normalised float64 actions, the same sample's value and future images.
+  layout = tiny_runner.layout
+  images = {'wrist_image': obs['left_wrist_image'], 'wrist_image2': obs['right_wrist_image'],
+            'image': obs['primary_image']}
+  images = {k: jnp.asarray(transforms.test_time_transform(v[None])) for k, v in images.items()}
+  latent = vae.encode_policy_sequence(tiny_runner.vae_params, tiny_runner.vae_cfg,
+                                      inference.policy_video_items(layout, images), S, S)
+  proprio = stats_lib.normalize(obs['proprio'].astype(np.float64)[None], tiny_runner.statistics, 'proprio')
+  context = jnp.asarray(tiny_runner.text_store.lookup(TASK).astype(np.float32)[None])
+  query = inference.jit_action_query(tiny_runner.net, tiny_runner.dit_params, context, latent, jnp.asarray(proprio),
+                                     jnp.asarray(sampler.parity_noise(195, latent.shape)), layout=layout,
+                                     num_steps=tiny_runner.action_steps)
+  actions = stats_lib.unnormalize(np.asarray(query['actions'][0]), tiny_runner.statistics, 'actions')
+  assert out['actions'].shape == (50, 14) and out['actions'].dtype == np.float64
+  np.testing.assert_allclose(out['actions'], actions, rtol=1e-6, atol=1e-6)
+  assert out['value_prediction'] == out['value_predictions'] == pytest.approx(float(query['value'][0]), abs=1e-6)
+  futures = inference.future_images(tiny_runner.vae_params, tiny_runner.vae_cfg, query['sample'], latent, layout)
+  assert sorted(out['future_image_predictions']) == ['future_image', 'future_wrist_image', 'future_wrist_image2']
+  for name, image in out['future_image_predictions'].items():
+    assert image.shape == (S, S, 3) and image.dtype == np.uint8
+    assert np.abs(image.astype(int) - np.asarray(futures[name][0]).astype(int)).max() <= 1, name
+  assert set(out['timing']) >= {'validate_s', 'vae_encode_s', 'policy_s', 'vae_decode_s', 'total_s'}
+  assert 'all_actions' not in out
+
+
+def test_metadata(tiny_runner):
+  meta = tiny_runner.metadata()
+  assert meta['tasks'] == [TASK] and meta['chunk_size'] == 50 and meta['action_dim'] == 14
+  assert meta['image_fields']['primary_image'] == [S, S, 3] and meta['planning'] is None
+
+
+def test_planning_response():
+  cfg = planning.PlanningConfig(num_candidates=2, action_steps=2, future_steps=(1,), value_steps=(1,),
+                                aggregation='average')
+  runner = runner_lib.PolicyRunner.tiny(seed=1, image_size=S, planning=cfg, with_planning_model=True)
+  assert runner.metadata()['planning']['num_candidates'] == 2
+  out = runner.act({**make_observation(runner, seed=5), 'return_all_query_results': True})
+  scores = np.asarray(out['all_value_predictions'])
+  best = int(np.argmax(scores))
+  chosen = best if scores[best] > scores[0] else 0  # official: keep candidate 0 unless strictly beaten
+  assert out['chosen_candidate'] == chosen and out['value_prediction'] == out['value_predictions'] == scores[chosen]
+  assert len(out['all_actions']) == 2 and all(a.shape == (50, 14) for a in out['all_actions'])
+  np.testing.assert_array_equal(out['actions'], out['all_actions'][chosen])
+  assert not np.allclose(out['all_actions'][0], out['all_actions'][1])  # different seeds, different candidates
+  assert len(out['all_future_image_predictions']) == 2
+  for name, image in out['future_image_predictions'].items():
+    assert image.shape == (S, S, 3) and image.dtype == np.uint8
+    np.testing.assert_array_equal(image, out['all_future_image_predictions'][chosen][name])
+  assert np.asarray(out['all_value_predictions_by_depth']).shape == (2, 1)
+  assert len(out['all_actions_by_depth']) == 2 and out['all_actions_by_depth'][chosen][0].shape == (50, 14)
+  assert 'planning_s' in out['timing']

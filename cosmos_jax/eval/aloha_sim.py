@@ -535,7 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help='in-process tiny random-weight policy on the bundled sample assets (smoke tests)')
   source.add_argument('--dit_dir', help='in-process policy: converted DiT checkpoint directory '
                                         '(PolicyRunner.from_checkpoints; needs --vae_dir)')
-  source.add_argument('--server', metavar='URL', help='served policy, e.g. http://127.0.0.1:8777')
+  source.add_argument('--server', metavar='URL',
+                      help='served policy (python -m cosmos_jax.serve): http://HOST:8777 (official /act protocol) '
+                           'or ws://HOST:PORT (websocket)')
   parser.add_argument('--vae_dir', help='converted VAE checkpoint directory (with --dit_dir)')
   parser.add_argument('--planning_dir', help='converted planning-model DiT (with --dit_dir): best-of-N planning')
   parser.add_argument('--statistics', help='dataset_statistics.json (default: the one stored with --dit_dir)')
@@ -544,12 +546,22 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def server_policy(url: str) -> Policy:
+  """A served policy: `http://host:port[/act]` (the official json_numpy protocol, cosmos_jax.serve.client.
+  HTTPClient) or `ws://host:port` (the websocket/msgpack server)."""
+  from cosmos_jax.serve import client  # pylint: disable=g-import-not-at-top
+
+  if url.startswith(('http://', 'https://')):
+    return client.HTTPClient(url if url.rstrip('/').endswith('/act') else url.rstrip('/') + '/act').act
+  if url.startswith(('ws://', 'wss://')):
+    return client.WebsocketClient(url).infer
+  raise ValueError(f'--server must be an http://, https://, ws:// or wss:// URL, got {url!r}')
+
+
 def make_policy(args) -> tuple[Policy, str]:
   """(callable, name) for the policy source chosen on the command line."""
   if args.server:
-    from cosmos_jax.serve import client  # pylint: disable=g-import-not-at-top
-
-    return client.PolicyClient(args.server).act, f'server:{args.server}'
+    return server_policy(args.server), f'server {args.server}'
   from cosmos_jax.serve import runner  # pylint: disable=g-import-not-at-top
 
   if args.tiny:

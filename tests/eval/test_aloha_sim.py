@@ -21,13 +21,21 @@ from cosmos_jax.eval import aloha_sim
 SIZE = 64  # the smallest policy image size whose latent slot holds the 700 ALOHA action values (VAE stride 8)
 
 
-def test_short_closed_loop_episode_with_the_tiny_policy(tmp_path, monkeypatch):
-  """The evaluation command end to end: MP4, value plot, summary.json and a rollout that read_rollout reads."""
-  requests, responses = [], []
+def _eval_argv(out, *policy):
+  return [*policy, '--task', 'transfer_cube', '--episodes', '1', '--max_steps', '8', '--num_open_loop_steps', '4',
+          '--out', str(out), '--image_size', str(SIZE), '--preprocess_size', str(SIZE),
+          '--render_height', str(SIZE), '--render_width', str(SIZE)]
+
+
+@pytest.fixture(scope='module')
+def tiny_run(tmp_path_factory):
+  """The evaluation command with --tiny (the real PolicyRunner.tiny), every request and response recorded."""
+  requests, responses, runners = [], [], []
   make_policy = aloha_sim.make_policy
 
   def recording_make_policy(args):
-    act, name = make_policy(args)  # the real PolicyRunner.tiny
+    act, name = make_policy(args)
+    runners.append(act.__self__)
 
     def recorded(observation):
       requests.append(observation)
@@ -36,12 +44,16 @@ def test_short_closed_loop_episode_with_the_tiny_policy(tmp_path, monkeypatch):
 
     return recorded, name
 
-  monkeypatch.setattr(aloha_sim, 'make_policy', recording_make_policy)
-  out = tmp_path / 'eval'
-  summary = aloha_sim.main(['--tiny', '--task', 'transfer_cube', '--episodes', '1', '--max_steps', '8',
-                            '--num_open_loop_steps', '4', '--out', str(out), '--image_size', str(SIZE),
-                            '--preprocess_size', str(SIZE), '--render_height', str(SIZE),
-                            '--render_width', str(SIZE)])
+  out = tmp_path_factory.mktemp('eval_tiny')
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(aloha_sim, 'make_policy', recording_make_policy)
+    summary = aloha_sim.main(_eval_argv(out, '--tiny'))
+  return out, summary, requests, responses, runners[0]
+
+
+def test_short_closed_loop_episode_with_the_tiny_policy(tiny_run):
+  """The evaluation command end to end: MP4, value plot, summary.json and a rollout that read_rollout reads."""
+  out, summary, requests, responses, _ = tiny_run
 
   # The client loop: a query whenever the queue is empty, 4 actions executed per query.
   assert len(requests) == 2
@@ -98,6 +110,31 @@ def test_short_closed_loop_episode_with_the_tiny_policy(tmp_path, monkeypatch):
   plot = np.asarray(Image.open(out / episode['value_plot']).convert('RGB'))
   assert plot.shape == (360, 720, 3)
   assert np.all(plot == (30, 80, 200), axis=-1).sum() > 20
+
+
+def test_served_policy_gives_the_same_episode(tiny_run, tmp_path):
+  """The same tiny runner behind the HTTP server (official json_numpy /act protocol): --server reproduces the
+  in-process episode exactly (deterministic simulator, renderer and policy noise)."""
+  from cosmos_jax.serve import http, service  # pylint: disable=g-import-not-at-top
+
+  out, summary, _, _, runner = tiny_run
+  loop = service.BackgroundLoop()
+  server = http.HTTPServer(service.PolicyService(runner), host='127.0.0.1', port=0)
+  try:
+    port = loop.run(server.start())
+    served = aloha_sim.main(_eval_argv(tmp_path, '--server', f'http://127.0.0.1:{port}'))
+  finally:
+    loop.run(server.stop())
+    loop.stop()
+  assert served['policy'] == f'server http://127.0.0.1:{port}'
+  (local,), (remote,) = summary['per_episode'], served['per_episode']
+  assert remote['values'] == local['values'] and remote['query_steps'] == local['query_steps']
+  a = aloha.read_rollout(str(out / local['rollout']), SIZE, lazy=False)
+  b = aloha.read_rollout(str(tmp_path / remote['rollout']), SIZE, lazy=False)
+  np.testing.assert_array_equal(b.actions, a.actions)
+  np.testing.assert_array_equal(b.proprio, a.proprio)
+  for role in a.frames:
+    np.testing.assert_array_equal(b.frames[role], a.frames[role])
 
 
 def _episode(num_steps: int, success: bool, size: int = 32) -> aloha_sim.EpisodeResult:

@@ -23,9 +23,11 @@ import os
 import h5py
 import numpy as np
 
-from cosmos_jax.data import decode
+from cosmos_jax.data import decode, readers
 from cosmos_jax.data.episodes import Episode, check_episode, require_keys
 from cosmos_jax.policy import layout as layout_lib
+
+find_episode_files = readers.find_episode_files
 
 LAYOUT = layout_lib.LAYOUTS['aloha']
 # Dataset camera -> slot role (policy_spec 2.3), from the policy layout: left wrist, right wrist, primary (cam_high).
@@ -54,21 +56,6 @@ def task_from_path(path: str) -> str:
       return task
   raise ValueError(f'{path}: cannot derive the task from folder name {folder!r}; known folder substrings: '
                    f'{[needle for needle, _ in TASKS_BY_FOLDER]}')
-
-
-def find_episode_files(data_dir: str, split: str | None = 'train') -> list[str]:
-  """Sorted `*.h5/*.hdf5/*.he5` under `data_dir` (following symlinks) with a path component equal to `split`."""
-  if not os.path.isdir(data_dir):
-    raise FileNotFoundError(f'data directory {data_dir} does not exist')
-  files = []
-  for root, _, names in os.walk(data_dir, followlinks=True):
-    for name in names:
-      if name.lower().endswith(('.h5', '.hdf5', '.he5')):
-        path = os.path.join(root, name)
-        parts = os.path.normpath(os.path.relpath(path, data_dir)).split(os.sep)
-        if split is None or split in parts:
-          files.append(path)
-  return sorted(files)
 
 
 def _read_string(dataset) -> str:
@@ -183,39 +170,20 @@ def read_rollout(path: str, image_size: int = 224, *, lazy: bool = True) -> Epis
                  terminal_reward=terminal_reward, frames=frames, frame_loader=loader)
 
 
-def load_statistics_or_compute(data_dir: str, demos, stats_path: str | None = None):
-  """The official behaviour: read `<data_dir>/dataset_statistics.json`, or compute it from the demos and write it."""
-  from cosmos_jax.data import stats as stats_lib  # pylint: disable=g-import-not-at-top
-
-  path = stats_path or os.path.join(data_dir, stats_lib.STATISTICS_FILENAME)
-  if not os.path.exists(path):
-    stats_lib.save_statistics(stats_lib.compute_statistics(
-        {'actions': e.actions, 'proprio': e.proprio} for e in demos), path)
-  return stats_lib.load_statistics(path)
-
-
 def load_dataset(data_dir: str, config=None, *, split: str = 'train', stats_path: str | None = None,
                  rollout_dir: str | None = None, tasks=None, lazy: bool = False,
                  skip_mismatched_rollouts: bool = False):
   """`PolicyDataset` over the ALOHA demonstrations under `data_dir` (and rollouts under `rollout_dir`)."""
   from cosmos_jax.data import sample as sample_lib  # pylint: disable=g-import-not-at-top
-  from cosmos_jax.data.episodes import EpisodeLengthError  # pylint: disable=g-import-not-at-top
 
-  config = config or sample_lib.SampleConfig()
+  config = config or sample_lib.SampleConfig.for_layout('aloha')
   files = find_episode_files(data_dir, split)
   if not files:
     raise FileNotFoundError(f'no HDF5 episodes with a {split!r} path component under {data_dir}')
   demos = [read_demo(f, config.image_size, lazy=lazy) for f in files]
-  rollouts = []
-  if rollout_dir:
-    for f in find_episode_files(rollout_dir, None):
-      try:
-        rollouts.append(read_rollout(f, config.image_size, lazy=True))
-      except EpisodeLengthError:
-        if not skip_mismatched_rollouts:
-          raise
-  stats = load_statistics_or_compute(data_dir, demos, stats_path)
-  return sample_lib.PolicyDataset(demos, stats, config, rollouts=rollouts, tasks=tasks)
+  rollouts = readers.read_rollouts(rollout_dir, lambda f: read_rollout(f, config.image_size, lazy=True),
+                                   skip_mismatched=skip_mismatched_rollouts) if rollout_dir else []
+  return readers.build_dataset(data_dir, demos, config, rollouts=rollouts, stats_path=stats_path, tasks=tasks)
 
 
 # The bundled gym-aloha sample (3 episodes x 60 steps, "transfer cube"; see make_sample.py). Its text store holds

@@ -6,12 +6,14 @@ sample construction, mixture and pipeline.
 
 from __future__ import annotations
 
-from cosmos_jax.data import aloha
+from cosmos_jax.data import aloha, libero, robocasa
 from cosmos_jax.data import sample as sample_lib
 
 # Benchmark (policy layout name) -> loader(data_dir, config, *, stats_path, rollout_dir, ...) -> PolicyDataset.
 LOADERS = {
     'aloha': aloha.load_dataset,
+    'libero': libero.load_dataset,
+    'robocasa': robocasa.load_dataset,
 }
 
 

@@ -44,9 +44,11 @@ class SampleConfig:
 
   @classmethod
   def for_layout(cls, name: str, **changes) -> 'SampleConfig':
-    """The defaults of benchmark `name` ('aloha', 'libero', 'robocasa'): its layout, chunk size and gamma."""
+    """The main-run defaults of benchmark `name` ('aloha', 'libero', 'robocasa'): its layout, chunk size and
+    gamma; only ALOHA copies the demos as success rollouts (LIBERO and RoboCasa train on their rollout sets)."""
     layout = layout_lib.get_layout(name)
-    return cls(**{'layout': layout, 'chunk_size': layout.chunk_size, 'gamma': layout.gamma, **changes})
+    return cls(**{'layout': layout, 'chunk_size': layout.chunk_size, 'gamma': layout.gamma,
+                  'treat_demos_as_success_rollouts': name == 'aloha', **changes})
 
 
 def expand_video(video: np.ndarray, num_duplicates: int = 4) -> np.ndarray:

@@ -32,8 +32,8 @@ class TrainingData:
     dataset_dir = d.dataset_dir or str(BUNDLED_SAMPLE_DIR)
     if not os.path.isdir(dataset_dir):
       raise FileNotFoundError(f'data.dataset_dir {dataset_dir!r} is not a directory')
-    sample_cfg = sample_lib.SampleConfig(layout=layout, chunk_size=layout.chunk_size, gamma=layout.gamma,
-                                         image_size=d.image_size, augment=d.augment)
+    sample_cfg = sample_lib.SampleConfig.for_layout(layout.name, layout=layout, chunk_size=layout.chunk_size,
+                                                    gamma=layout.gamma, image_size=d.image_size, augment=d.augment)
     self.dataset = datasets.load_dataset(layout.name, dataset_dir, sample_cfg, stats_path=d.statistics or None,
                                          rollout_dir=d.rollouts_dir or None)
     store_dir = d.text_store or os.path.join(dataset_dir, 'text_store')

@@ -1,0 +1,122 @@
+"""LIBERO demonstrations and rollouts in the released on-disk formats (policy_spec 11.3).
+
+Demonstrations (`LIBERO-Cosmos-Policy/success_only/<suite>/<task>_demo.hdf5`, robomimic layout): per file, groups
+`data/demo_<k>` (taken in numeric k order) with `obs/agentview_rgb` (primary) and `obs/eye_in_hand_rgb` (wrist),
+raw (T, H, W, 3) uint8 or `*_jpeg` bytes, `actions` (T, 7) and `robot_states` (T, 9). The task string comes from
+the file name (`task_from_filename`). Every HDF5 file under the data directory is a demo file (no split folder).
+
+Rollouts (`LIBERO-Cosmos-Policy/all_episodes/`): one episode per file, top-level `primary_images` and
+`wrist_images` (or `*_jpeg`), `actions`, `proprio`, attrs `task_description` and `success` (terminal reward 1 or
+0; LIBERO has no success score).
+
+Differences from the official reader, on purpose: files are sorted, and a frame/action/proprio count mismatch, a
+missing key or a file name without the `_demo.hdf5` suffix is an error naming the file (the official code does not
+check them and would index past the end or build a wrong task string).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import h5py
+import numpy as np
+
+from cosmos_jax.data import readers
+from cosmos_jax.data.episodes import Episode, check_episode, require_keys
+from cosmos_jax.policy import layout as layout_lib
+
+LAYOUT = layout_lib.LAYOUTS['libero']
+# Dataset camera -> slot role, from the policy layout: eye_in_hand_rgb -> wrist_image, agentview_rgb -> image.
+CAMERA_ROLES = dict(zip(LAYOUT.camera_sources, LAYOUT.cameras))
+# Rollout files name the cameras by role.
+ROLLOUT_CAMERAS = {'image': 'primary_images', 'wrist_image': 'wrist_images'}
+DEMO_SUFFIX = '_demo.hdf5'
+
+
+def task_from_filename(path: str) -> str:
+  """`KITCHEN_SCENE3_turn_on_the_stove_demo.hdf5` -> 'turn on the stove': drop the `_demo.hdf5` suffix, split on
+  '_', and keep the words after the last one containing 'SCENE' (all words if none does)."""
+  name = os.path.basename(path)
+  if not name.endswith(DEMO_SUFFIX):
+    raise ValueError(f'{path}: LIBERO demo file names end with {DEMO_SUFFIX!r} (the task string is derived from '
+                     'the name)')
+  words = name[:-len(DEMO_SUFFIX)].split('_')
+  scene = [i for i, w in enumerate(words) if 'SCENE' in w]
+  words = words[scene[-1] + 1:] if scene else words
+  task = ' '.join(words)
+  if not task:
+    raise ValueError(f'{path}: no task words in the file name after the SCENE word')
+  return task
+
+
+def demo_keys(path: str, data_group) -> list[str]:
+  """`demo_<k>` group names in numeric k order (the official sort); other names are an error."""
+  keys = list(data_group.keys())
+  bad = [k for k in keys if not (k.startswith('demo_') and k[5:].isdigit())]
+  if bad:
+    raise ValueError(f'{path}: unexpected groups {bad} under {data_group.name!r} (expected demo_<k>)')
+  if not keys:
+    raise ValueError(f'{path}: no demo_<k> groups under {data_group.name!r}')
+  return sorted(keys, key=lambda k: int(k[5:]))
+
+
+def _episode(path, command, proprio, actions, keys, counts, image_size, lazy, *, action_key, proprio_key,
+             success=True, terminal_reward=1.0) -> Episode:
+  check_episode(path, proprio, actions, counts, proprio_key=proprio_key, action_key=action_key)
+  loader = functools.partial(readers.load_image_datasets, path, keys, image_size)
+  return Episode(path=path, command=command, proprio=proprio, actions=actions, success=success,
+                 terminal_reward=terminal_reward, frames=None if lazy else loader(),
+                 frame_loader=loader if lazy else None)
+
+
+def read_demos(path: str, image_size: int = 224, *, lazy: bool = False) -> list[Episode]:
+  """The demonstrations of one LIBERO demo file, in demo_<k> order (each `Episode.path` is the file; messages
+  name the demo group through the full HDF5 keys)."""
+  command = task_from_filename(path)
+  episodes = []
+  with h5py.File(path, 'r') as f:
+    require_keys(path, f, ['data'])
+    for key in demo_keys(path, f['data']):
+      demo = f['data'][key]
+      require_keys(path, demo, ['obs', 'actions', 'robot_states'])
+      keys, counts = {}, {}
+      for source, role in CAMERA_ROLES.items():
+        keys[role], count = readers.image_dataset(path, demo['obs'], source)
+        counts[keys[role]] = count
+      actions = np.asarray(demo['actions'][:], np.float32)
+      proprio = np.asarray(demo['robot_states'][:], np.float32)
+      episodes.append(_episode(path, command, proprio, actions, keys, counts, image_size, lazy,
+                               action_key=f'{demo.name}/actions', proprio_key=f'{demo.name}/robot_states'))
+  return episodes
+
+
+def read_rollout(path: str, image_size: int = 224, *, lazy: bool = True) -> Episode:
+  """One LIBERO rollout (top-level images, `actions`, `proprio`; attrs task_description, success)."""
+  with h5py.File(path, 'r') as f:
+    require_keys(path, f, ['actions', 'proprio'])
+    command = readers.read_attr_string(path, f.attrs, 'task_description', required=True)
+    success = bool(f.attrs.get('success', False))
+    keys, counts = {}, {}
+    for role, name in ROLLOUT_CAMERAS.items():
+      keys[role], count = readers.image_dataset(path, f, name)
+      counts[keys[role]] = count
+    actions = np.asarray(f['actions'][:], np.float32)
+    proprio = np.asarray(f['proprio'][:], np.float32)
+  return _episode(path, command, proprio, actions, keys, counts, image_size, lazy, action_key='actions',
+                  proprio_key='proprio', success=success, terminal_reward=1.0 if success else 0.0)
+
+
+def load_dataset(data_dir: str, config=None, *, stats_path: str | None = None, rollout_dir: str | None = None,
+                 tasks=None, lazy: bool = False, skip_mismatched_rollouts: bool = False):
+  """`PolicyDataset` over the LIBERO demos under `data_dir` (and rollouts under `rollout_dir`)."""
+  from cosmos_jax.data import sample as sample_lib  # pylint: disable=g-import-not-at-top
+
+  config = config or sample_lib.SampleConfig.for_layout('libero')
+  files = readers.find_episode_files(data_dir, None)
+  if not files:
+    raise FileNotFoundError(f'no HDF5 demo files under {data_dir}')
+  demos = [e for path in files for e in read_demos(path, config.image_size, lazy=lazy)]
+  rollouts = readers.read_rollouts(rollout_dir, lambda f: read_rollout(f, config.image_size, lazy=True),
+                                   skip_mismatched=skip_mismatched_rollouts) if rollout_dir else []
+  return readers.build_dataset(data_dir, demos, config, rollouts=rollouts, stats_path=stats_path, tasks=tasks)

@@ -1,0 +1,108 @@
+"""What every benchmark reader shares: finding episode files, HDF5 image datasets stored raw or as JPEG bytes,
+the statistics file, and assembling demos and rollouts into a `PolicyDataset`.
+
+Image datasets: the official writers store a camera either raw, `<name>` (T, H, W, 3) uint8, or JPEG-compressed,
+`<name>_jpeg` (T,) vlen uint8 (one JPEG per step, quality 95). Raw wins when both exist, as in the official LIBERO
+and RoboCasa readers. Frames are resized to the training size with PIL's default filter (official
+`resize_images`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+
+import h5py
+import numpy as np
+
+from cosmos_jax.data import decode
+from cosmos_jax.data import stats as stats_lib
+from cosmos_jax.data.episodes import Episode, EpisodeLengthError
+
+HDF5_SUFFIXES = ('.h5', '.hdf5', '.he5')
+
+
+def find_episode_files(data_dir: str, split: str | None = 'train') -> list[str]:
+  """Sorted `*.h5/*.hdf5/*.he5` under `data_dir` (following symlinks), with a path component equal to `split`
+  unless `split` is None. Sorted, unlike the official `os.walk` order, so every host sees the same order."""
+  if not os.path.isdir(data_dir):
+    raise FileNotFoundError(f'data directory {data_dir} does not exist')
+  files = []
+  for root, _, names in os.walk(data_dir, followlinks=True):
+    for name in names:
+      if name.lower().endswith(HDF5_SUFFIXES):
+        path = os.path.join(root, name)
+        parts = os.path.normpath(os.path.relpath(path, data_dir)).split(os.sep)
+        if split is None or split in parts:
+          files.append(path)
+  return sorted(files)
+
+
+def image_dataset(path: str, group, name: str) -> tuple[str, int]:
+  """(full HDF5 key, frame count) of camera `name` in `group`: raw `name`, else JPEG `name_jpeg`."""
+  for key in (name, f'{name}_jpeg'):
+    if key in group:
+      return group[key].name, len(group[key])
+  raise ValueError(f'{path}: missing key {name!r} (raw frames) or {name + "_jpeg"!r} (JPEG bytes) in HDF5 group '
+                   f'{group.name!r}')
+
+
+def load_image_datasets(path: str, keys: Mapping[str, str], image_size: int) -> dict[str, np.ndarray]:
+  """{role: full HDF5 key} -> {role: (T, image_size, image_size, 3) uint8}, decoding `*_jpeg` datasets."""
+  frames = {}
+  for role, key in keys.items():
+    if key.endswith('_jpeg'):
+      images = decode.read_jpeg_sequence(path, key)
+    else:
+      with h5py.File(path, 'r') as f:
+        images = np.asarray(f[key][:])
+      if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise ValueError(f'{path}: {key} must be (T, H, W, 3) uint8 frames, got shape {images.shape} '
+                         f'dtype {images.dtype}')
+    frames[role] = decode.resize_square(images, image_size)
+  return frames
+
+
+def read_attr_string(path: str, attrs, name: str, *, required: bool) -> str:
+  """A string attribute (bytes or str); '' when absent and not required."""
+  if name not in attrs:
+    if required:
+      raise ValueError(f'{path}: missing attribute {name!r}')
+    return ''
+  value = attrs[name]
+  return value.decode('utf-8') if isinstance(value, bytes) else str(value)
+
+
+def load_statistics_or_compute(data_dir: str, demos: Sequence[Episode], stats_path: str | None = None):
+  """The official behaviour: read `<data_dir>/dataset_statistics.json`, or compute it from the demos and write it."""
+  path = stats_path or os.path.join(data_dir, stats_lib.STATISTICS_FILENAME)
+  if not os.path.exists(path):
+    stats_lib.save_statistics(stats_lib.compute_statistics(
+        {'actions': e.actions, 'proprio': e.proprio} for e in demos), path)
+  return stats_lib.load_statistics(path)
+
+
+def read_rollouts(rollout_dir: str, read: Callable[[str], Episode], *,
+                  skip_mismatched: bool = False) -> list[Episode]:
+  """Every HDF5 rollout under `rollout_dir` (no split filter, as the official readers); frame/action count
+  mismatches are errors unless `skip_mismatched` (the official ALOHA reader skips them with a warning)."""
+  files = find_episode_files(rollout_dir, None)
+  if not files:
+    raise FileNotFoundError(f'no HDF5 rollouts under {rollout_dir}')
+  rollouts = []
+  for path in files:
+    try:
+      rollouts.append(read(path))
+    except EpisodeLengthError:
+      if not skip_mismatched:
+        raise
+  return rollouts
+
+
+def build_dataset(data_dir: str, demos: Sequence[Episode], config, *, rollouts: Sequence[Episode] = (),
+                  stats_path: str | None = None, tasks=None):
+  """Statistics from the demos (or the file), then the `PolicyDataset` over demos and rollouts."""
+  from cosmos_jax.data import sample as sample_lib  # pylint: disable=g-import-not-at-top
+
+  stats = load_statistics_or_compute(data_dir, demos, stats_path)
+  return sample_lib.PolicyDataset(demos, stats, config, rollouts=rollouts, tasks=tasks)

@@ -1,0 +1,99 @@
+"""RoboCasa demonstrations and rollouts in the released on-disk formats (policy_spec 11.3).
+
+Demonstrations (robomimic layout): per file, groups `data/demo_<k>` (numeric k order) with
+`obs/robot0_agentview_left_rgb` (primary), `obs/robot0_agentview_right_rgb` (secondary) and
+`obs/robot0_eye_in_hand_rgb` (wrist), raw or `*_jpeg`; `actions` (T, 12) of which the first 7 are used (the rest
+drive the mobile base); `robot_states` (T, 9); the task string is the demo group's attr `task_description`.
+Every HDF5 file under the data directory is a demo file.
+
+Rollouts: one episode per file, top-level `primary_images`, `secondary_images`, `wrist_images` (or `*_jpeg`),
+`actions` (first 7 used), `proprio`; attrs `task_description` and `success` (terminal reward 1 or 0).
+
+Differences from the official reader, on purpose: files are sorted, and count mismatches or missing keys are
+errors naming the file and key (the official code does not check them).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import h5py
+import numpy as np
+
+from cosmos_jax.data import readers
+from cosmos_jax.data.episodes import Episode, check_episode, require_keys
+from cosmos_jax.data.libero import demo_keys
+from cosmos_jax.policy import layout as layout_lib
+
+LAYOUT = layout_lib.LAYOUTS['robocasa']
+# Dataset camera -> slot role, from the policy layout; the demo datasets add '_rgb' to the camera names.
+CAMERA_ROLES = {f'{source}_rgb': role for source, role in zip(LAYOUT.camera_sources, LAYOUT.cameras)}
+ROLLOUT_CAMERAS = {'image': 'primary_images', 'image2': 'secondary_images', 'wrist_image': 'wrist_images'}
+ACTION_DIM = LAYOUT.action_dim  # first 7 of the 12 stored dimensions
+
+
+def _actions(path: str, dataset) -> np.ndarray:
+  actions = np.asarray(dataset[:], np.float32)
+  if actions.ndim != 2 or actions.shape[1] < ACTION_DIM:
+    raise ValueError(f'{path}: {dataset.name!r} must be (T, >= {ACTION_DIM}) (the first {ACTION_DIM} dimensions are '
+                     f'used), got shape {actions.shape}')
+  return actions[:, :ACTION_DIM]
+
+
+def _episode(path, command, proprio, actions, keys, counts, image_size, lazy, *, action_key, proprio_key,
+             success=True) -> Episode:
+  check_episode(path, proprio, actions, counts, proprio_key=proprio_key, action_key=action_key)
+  loader = functools.partial(readers.load_image_datasets, path, keys, image_size)
+  return Episode(path=path, command=command, proprio=proprio, actions=actions, success=success,
+                 terminal_reward=1.0 if success else 0.0, frames=None if lazy else loader(),
+                 frame_loader=loader if lazy else None)
+
+
+def read_demos(path: str, image_size: int = 224, *, lazy: bool = False) -> list[Episode]:
+  """The demonstrations of one RoboCasa demo file, in demo_<k> order."""
+  episodes = []
+  with h5py.File(path, 'r') as f:
+    require_keys(path, f, ['data'])
+    for key in demo_keys(path, f['data']):
+      demo = f['data'][key]
+      require_keys(path, demo, ['obs', 'actions', 'robot_states'])
+      command = readers.read_attr_string(path, demo.attrs, 'task_description', required=True)
+      keys, counts = {}, {}
+      for source, role in CAMERA_ROLES.items():
+        keys[role], count = readers.image_dataset(path, demo['obs'], source)
+        counts[keys[role]] = count
+      episodes.append(_episode(path, command, np.asarray(demo['robot_states'][:], np.float32),
+                               _actions(path, demo['actions']), keys, counts, image_size, lazy,
+                               action_key=f'{demo.name}/actions', proprio_key=f'{demo.name}/robot_states'))
+  return episodes
+
+
+def read_rollout(path: str, image_size: int = 224, *, lazy: bool = True) -> Episode:
+  """One RoboCasa rollout (top-level images, `actions`, `proprio`; attrs task_description, success)."""
+  with h5py.File(path, 'r') as f:
+    require_keys(path, f, ['actions', 'proprio'])
+    command = readers.read_attr_string(path, f.attrs, 'task_description', required=True)
+    success = bool(f.attrs.get('success', False))
+    keys, counts = {}, {}
+    for role, name in ROLLOUT_CAMERAS.items():
+      keys[role], count = readers.image_dataset(path, f, name)
+      counts[keys[role]] = count
+    actions = _actions(path, f['actions'])
+    proprio = np.asarray(f['proprio'][:], np.float32)
+  return _episode(path, command, proprio, actions, keys, counts, image_size, lazy, action_key='actions',
+                  proprio_key='proprio', success=success)
+
+
+def load_dataset(data_dir: str, config=None, *, stats_path: str | None = None, rollout_dir: str | None = None,
+                 tasks=None, lazy: bool = False, skip_mismatched_rollouts: bool = False):
+  """`PolicyDataset` over the RoboCasa demos under `data_dir` (and rollouts under `rollout_dir`)."""
+  from cosmos_jax.data import sample as sample_lib  # pylint: disable=g-import-not-at-top
+
+  config = config or sample_lib.SampleConfig.for_layout('robocasa')
+  files = readers.find_episode_files(data_dir, None)
+  if not files:
+    raise FileNotFoundError(f'no HDF5 demo files under {data_dir}')
+  demos = [e for path in files for e in read_demos(path, config.image_size, lazy=lazy)]
+  rollouts = readers.read_rollouts(rollout_dir, lambda f: read_rollout(f, config.image_size, lazy=True),
+                                   skip_mismatched=skip_mismatched_rollouts) if rollout_dir else []
+  return readers.build_dataset(data_dir, demos, config, rollouts=rollouts, stats_path=stats_path, tasks=tasks)

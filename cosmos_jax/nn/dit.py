@@ -361,7 +361,6 @@ class _Block(nn.Module):
   @nn.compact
   def __call__(self, x, emb_norm, adaln_lora, context, angles):
     cfg, d = self.cfg, self.cfg.model_channels
-    dt, pdt = _dtype(cfg.dtype), _dtype(cfg.param_dtype)
     b, t, h, w, _ = x.shape
     sh1, sc1, g1 = _AdaLNModulation(cfg, 3, name='adaln_modulation_self_attn')(emb_norm, adaln_lora)
     sh2, sc2, g2 = _AdaLNModulation(cfg, 3, name='adaln_modulation_cross_attn')(emb_norm, adaln_lora)

@@ -3,6 +3,7 @@ diagnostics, lr, grad norm, step time, TFLOP/s, MFU) and PNG grids of current vs
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -50,8 +51,11 @@ class Logger:
     self.peak_flops = peak * 1e12 * jax.device_count()
     self._times: list[float] = []
     self._writer = None
+    self._jsonl = None
     self.workdir = workdir
     if enabled:
+      # Every scalar of every step, exact (repr floats), appended across resumed runs.
+      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._writer = SummaryWriter(os.path.join(workdir, 'tensorboard'))
 
@@ -67,6 +71,8 @@ class Logger:
     for name, value in values.items():
       if np.isfinite(value):  # per-slot diagnostics are NaN when the batch has no sample of their type
         self._writer.add_scalar(f'train/{name}', value, step)
+    self._jsonl.write(json.dumps({'step': step, **values}) + '\n')
+    self._jsonl.flush()
     recent = self._times[-20:] if len(self._times) > 1 else self._times
     eta = (self.total_steps - step) * float(np.median(recent))
     done = int(30 * step / max(self.total_steps, 1))
@@ -95,6 +101,8 @@ class Logger:
   def close(self) -> None:
     if self._writer is not None:
       self._writer.close()
+    if self._jsonl is not None:
+      self._jsonl.close()
 
 
 def _default_peak_tflops() -> float:

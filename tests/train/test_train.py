@@ -77,15 +77,19 @@ def _cli(workdir, *extra):
           '--config.checkpoint.async_save=False', '--config.log.image_every_steps=0', *extra]
 
 
-def _losses(stdout: str) -> dict[int, str]:
-  return {int(m.group(1)): m.group(2) for m in re.finditer(r'step (\d+)/\d+ loss (\S+)', stdout)}
+def _losses(workdir) -> dict[int, float]:
+  """Exact per-step losses from the run's metrics.jsonl (the last entry per step wins)."""
+  import json  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
+    return {row['step']: row['loss'] for row in map(json.loads, f)}
 
 
 @pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted_cli_run(tmp_path, compilation_cache):
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'JAX_COMPILATION_CACHE_DIR': compilation_cache}
   full = subprocess.run(_cli(tmp_path / 'a'), cwd=REPO, env=env, capture_output=True, text=True, check=True)
-  expected = _losses(full.stdout)
+  assert re.search(r'step 4/4 loss \S+ step \d+ ms', full.stdout), full.stdout  # the progress line
+  expected = _losses(tmp_path / 'a')
   assert sorted(expected) == [1, 2, 3, 4], full.stdout + full.stderr
 
   proc = subprocess.Popen(_cli(tmp_path / 'b'), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -97,9 +101,37 @@ def test_sigkill_then_resume_matches_uninterrupted_cli_run(tmp_path, compilation
   assert marker.exists(), 'no checkpoint at step 2 before the run ended'
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  resumed = subprocess.run(_cli(tmp_path / 'b', '--resume'), cwd=REPO, env=env, capture_output=True, text=True,
-                           check=True)
-  got = _losses(resumed.stdout)
-  start = min(got)
-  assert start >= 3 and max(got) == 4, resumed.stdout
-  assert {k: expected[k] for k in got} == got
+  killed_at = max(_losses(tmp_path / 'b'))
+  subprocess.run(_cli(tmp_path / 'b', '--resume'), cwd=REPO, env=env, capture_output=True, text=True, check=True)
+  got = _losses(tmp_path / 'b')
+  assert sorted(got) == [1, 2, 3, 4] and killed_at < 4, (killed_at, got)
+  assert got == expected, f'killed at step {killed_at} and resumed: {got} != uninterrupted {expected}'
+
+
+
+def _free_port() -> int:
+  import socket  # pylint: disable=g-import-not-at-top
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_process_with_four_devices(tmp_path, compilation_cache):
+  """Two jax.distributed processes × 2 CPU devices reproduce one process × 4 devices, loss for loss."""
+  base = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'JAX_COMPILATION_CACHE_DIR': compilation_cache}
+  flags = ['--config.batch_size=4', '--config.total_steps=3', '--config.mesh.fsdp=2']
+  single = subprocess.run(_cli(tmp_path / 'one', *flags), cwd=REPO, capture_output=True, text=True, check=True,
+                          env={**base, 'XLA_FLAGS': '--xla_force_host_platform_device_count=4'})
+  expected = _losses(tmp_path / 'one')
+  assert sorted(expected) == [1, 2, 3], single.stdout + single.stderr
+
+  port = _free_port()
+  env = {**base, 'XLA_FLAGS': '--xla_force_host_platform_device_count=2'}
+  procs = [subprocess.Popen(_cli(tmp_path / 'two', *flags, f'--coordinator=127.0.0.1:{port}', '--num_processes=2',
+                                 f'--process_id={i}'), cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  outputs = [p.communicate(timeout=900)[0] for p in procs]
+  assert all(p.returncode == 0 for p in procs), '\n'.join(outputs)
+  got = _losses(tmp_path / 'two')
+  assert got == expected, f'two processes {got} != one process {expected}\n{outputs[0]}'

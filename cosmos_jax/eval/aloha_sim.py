@@ -73,6 +73,10 @@ ACTION_DIM = 14
 CAMERA_SIZE = (480, 640)  # (height, width) of the ALOHA cameras
 PREPROCESS_SIZE = 256  # offline preprocessing size of the ALOHA training videos (policy_spec 2.1)
 GYM_ALOHA_CONTROL_HZ = 50
+# The official client pauses the real robot when an arm joint target exceeds the current joint position by more
+# than this (signed difference, joints 0-5 and 7-12); the simulator needs no pause, the count is reported.
+MAX_JOINT_DIFFERENCE = 0.15
+ARM_JOINTS = np.r_[0:6, 7:13]
 
 Policy = Callable[[dict], Mapping]
 
@@ -225,6 +229,12 @@ class EpisodeResult:
   @property
   def episode_return(self) -> float:
     return float(self.rewards.sum())
+
+  @property
+  def safety_pause_steps(self) -> int:
+    """Steps at which the official real-robot client would have paused (see MAX_JOINT_DIFFERENCE)."""
+    jump = self.actions[:, ARM_JOINTS] - self.qpos[:, ARM_JOINTS]
+    return int(np.any(jump > MAX_JOINT_DIFFERENCE, axis=1).sum())
 
 
 def run_episode(sim: AlohaSim, policy: Policy, *, task_description: str, seed: int, max_steps: int,
@@ -438,6 +448,7 @@ def episode_summary(episode: EpisodeResult, index: int, files: Mapping[str, str]
       'highest_reward': episode.highest_reward,
       'length': episode.length,
       'num_queries': len(episode.query_steps),
+      'safety_pause_steps': episode.safety_pause_steps,
       'query_steps': episode.query_steps.tolist(),
       'values': [_finite_or_none(v) for v in episode.values],
       'timings': {

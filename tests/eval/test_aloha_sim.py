@@ -84,6 +84,9 @@ def test_short_closed_loop_episode_with_the_tiny_policy(tiny_run):
   assert rollout.success is False and rollout.terminal_reward == 0.0
   expected_actions = np.concatenate([np.asarray(r['actions'])[:4] for r in responses]).astype(np.float32)
   np.testing.assert_array_equal(rollout.actions, expected_actions)
+  arms = np.r_[0:6, 7:13]
+  assert episode['safety_pause_steps'] == int(np.any(rollout.actions[:, arms] - rollout.proprio[:, arms] > 0.15,
+                                                     axis=1).sum())
   np.testing.assert_array_equal(rollout.proprio[[0, 4]],
                                 np.stack([r['proprio'] for r in requests]).astype(np.float32))
   for role, field in (('image', 'primary_image'), ('wrist_image', 'left_wrist_image'),
@@ -236,6 +239,49 @@ def test_simulator_steps_and_seeds():
     aloha_sim.AlohaSim('transfer_cube', control_hz=30)
   with pytest.raises(ValueError, match='unknown task'):
     aloha_sim.AlohaSim('fold_shirt')
+
+
+class _RewardAt(aloha_sim.AlohaSim):
+  """The real simulator with its reward replaced by a schedule (a learned policy is needed for real success)."""
+
+  def __init__(self, schedule):
+    super().__init__('transfer_cube')
+    self.schedule, self.steps = schedule, 0
+
+  def reset(self, seed):
+    super().reset(seed)
+    self.steps = 0
+
+  def step(self, action):
+    super().step(action)
+    self.steps += 1
+    return float(self.schedule[self.steps - 1])
+
+
+def test_episode_ends_at_the_maximum_reward_and_counts_as_success(tmp_path):
+  sim = _RewardAt([0, 1, 2, 4, 0, 0])
+  sim.reset(0)
+  rest = sim.qpos()
+  chunk = np.tile(rest, (6, 1))
+  chunk[2, 0] += 0.3  # a jump the official real-robot client would pause on
+  queries = []
+
+  def hold(observation):
+    queries.append(observation['proprio'])
+    return {'actions': chunk, 'value_prediction': 0.9}
+
+  episode = aloha_sim.run_episode(sim, hold, task_description='transfer cube', seed=0, max_steps=6,
+                                  num_open_loop_steps=6, render_size=(32, 32), preprocess_size=32, image_size=32)
+  assert episode.length == 4 and episode.success and episode.highest_reward == 4.0
+  assert episode.episode_return == 7.0 and len(queries) == 1 and episode.safety_pause_steps == 1
+  np.testing.assert_array_equal(episode.actions, chunk[:4])
+  read = aloha.read_rollout(aloha_sim.save_rollout(str(tmp_path / 'episode_0.hdf5'), episode), 32)
+  assert read.success and read.terminal_reward == 1.0 and read.num_steps == 4
+  failed = aloha_sim.run_episode(_RewardAt([0, 3, 3, 3]), hold, task_description='transfer cube', seed=0,
+                                 max_steps=4, num_open_loop_steps=2, render_size=(32, 32), preprocess_size=32,
+                                 image_size=32)
+  assert failed.length == 4 and not failed.success and failed.highest_reward == 3.0
+  np.testing.assert_array_equal(failed.query_steps, [0, 2])
 
 
 def test_parse_response():

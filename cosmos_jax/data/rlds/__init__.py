@@ -1,0 +1,1 @@
+"""RLDS (TFDS) export and import of ALOHA-format episodes; see aloha_builder.py."""

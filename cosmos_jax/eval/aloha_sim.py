@@ -32,14 +32,20 @@ y/n), `sim`; `action` (T, 14) the executed targets, `observations/qpos` (T, 14) 
 (`qvel` from the simulator, `effort` zeros, `relative_action` as the official writer computes it), and the frames as
 JPEG bytes (PIL quality 95) `primary_images_jpeg`, `wrist_left_images_jpeg`, `wrist_right_images_jpeg` at the
 256x256 preprocessing size, so reading them at 224 repeats the policy's own 256 -> 224 step. Extra datasets
-`query_steps`, `value_predictions` and `rewards` are ignored by the reader.
+`query_steps`, `value_predictions` and `rewards` are ignored by the reader. (The official real-robot client stores
+raw-size MP4s under `observations/video_paths` instead; the reader accepts both layouts, JPEG keeps one file per
+episode.)
+
+summary.json also counts, per episode, the steps at which the official real-robot client would have paused for
+safety (an arm joint target more than 0.15 rad above the current position): a policy that evaluates well here but
+jumps like that would stall on the robot.
 
 Simulator notes: the tasks, assets and rewards are gym-aloha's, but the dm_control environment is built here with a
 task whose observation is only qpos/qvel: gym-aloha's own observation renders three 480x640 images per step that
 this loop would throw away (on a CPU renderer that triples the cost). gym-aloha steps at 50 Hz (its scripted demos
 are 50 Hz); real ALOHA data and the official client run at 25 Hz, so `control_hz=25` executes each action for two
 of gym-aloha's control periods' worth of physics. Headless rendering needs MUJOCO_GL=egl (set by default here) and
-the EGL libraries (Debian: libegl1 libegl-mesa0).
+the EGL libraries (Debian: libegl1 libegl-mesa0 libgl1-mesa-dri, the last for Mesa's software rasteriser).
 """
 
 from __future__ import annotations
@@ -288,8 +294,8 @@ def run_episode(sim: AlohaSim, policy: Policy, *, task_description: str, seed: i
       qpos=np.asarray(qpos, np.float64), qvel=np.asarray(qvel, np.float64), actions=np.asarray(actions, np.float64),
       rewards=np.asarray(rewards, np.float64), query_steps=np.asarray(query_steps, np.int64),
       values=np.asarray(values, np.float64), future_images=future_images, max_reward=sim.max_reward,
-      query_seconds=query_seconds, policy_timings=policy_timings, render_seconds=render_seconds, sim_seconds=sim_seconds,
-      wall_seconds=time.perf_counter() - start)
+      query_seconds=query_seconds, policy_timings=policy_timings, render_seconds=render_seconds,
+      sim_seconds=sim_seconds, wall_seconds=time.perf_counter() - start)
 
 
 def _future_primary(future) -> np.ndarray | None:

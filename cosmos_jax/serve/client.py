@@ -38,7 +38,10 @@ class WebsocketClient:
     self.uri = host if host.startswith('ws') else f'ws://{host}'
     if port is not None:
       self.uri += f':{port}'
-    self._connection = ws_client.connect(self.uri, compression=None, max_size=None, open_timeout=open_timeout)
+    connection = ws_client.connect(self.uri, compression=None, max_size=None, open_timeout=open_timeout)
+    # The connection outlives this call (closed by `close`); entering it is what websockets >= 17.1 asks of a
+    # connection used outside a `with` block, and a no-op returning itself before that.
+    self._connection = connection.__enter__()
     self.metadata = self._receive()
 
   def _receive(self) -> Any:

@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
   model = parser.add_argument_group('model')
   model.add_argument('--tiny', action='store_true', help='a random tiny policy on the bundled sample assets')
   model.add_argument('--tiny-image-size', type=int, default=224, help='image size the tiny policy expects')
+  model.add_argument('--tiny-seed', type=int, default=0, help='seed of the tiny policy\'s random weights')
   model.add_argument('--dit', help='converted policy DiT (python -m cosmos_jax.convert dit ...)')
   model.add_argument('--vae', help='converted Wan2.1 VAE (python -m cosmos_jax.convert vae ...)')
   model.add_argument('--statistics', help='dataset_statistics.json (default: the one stored with --dit)')
@@ -82,19 +83,20 @@ def planning_config(args: argparse.Namespace):
 def make_runner(args: argparse.Namespace):
   from cosmos_jax.serve import runner as runner_lib  # pylint: disable=g-import-not-at-top
   planning = planning_config(args)
-  common = dict(seed=args.seed, decode_future_images=not args.no_future_images)
+  common = dict(decode_future_images=not args.no_future_images)
   if args.action_steps is not None:
     common['action_steps'] = args.action_steps
   if args.tiny:
     if args.dit or args.vae or args.planning_dit:
       raise ValueError('--tiny builds its own model; do not combine it with --dit/--vae/--planning-dit')
-    return runner_lib.PolicyRunner.tiny(image_size=args.tiny_image_size, planning=planning, **common)
+    return runner_lib.PolicyRunner.tiny(seed=args.tiny_seed, image_size=args.tiny_image_size,
+                                        noise_seed=args.seed, planning=planning, **common)
   if not args.dit or not args.vae:
     raise ValueError('give --dit and --vae (converted checkpoints), or --tiny')
   overrides = {k: v for k, v in (('dtype', args.dtype), ('attention', args.attention)) if v is not None}
   return runner_lib.PolicyRunner.from_checkpoints(
       args.dit, args.vae, planning_dir=args.planning_dit, statistics=args.statistics, text_store=args.text_store,
-      planning=planning, dit_overrides=overrides, **common)
+      planning=planning, dit_overrides=overrides, seed=args.seed, **common)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

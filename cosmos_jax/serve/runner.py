@@ -182,13 +182,13 @@ class PolicyRunner:
                name=f'{dit_dir.name}' + (f' + planning {planning_dir.name}' if planning_dir else ''), **kwargs)
 
   @classmethod
-  def tiny(cls, seed: int = 0, image_size: int = 224, *, action_steps: int = 3,
+  def tiny(cls, seed: int = 0, image_size: int = 224, *, action_steps: int = 3, noise_seed: int = DEFAULT_SEED,
            planning: planning_lib.PlanningConfig | None = None, with_planning_model: bool = False,
            **kwargs) -> 'PolicyRunner':
     """A random tiny policy on the bundled sample assets (tests, demos, CPU benchmarks): the 'tiny' DiT preset
     with 1024-wide text tokens, the bundled official width-8 Wan2.1 VAE (random weights), the sample's
     statistics and stand-in text store (task 'transfer cube'). `with_planning_model` adds a second random DiT as
-    the planning model."""
+    the planning model. `seed` draws the weights; `noise_seed` is the sampler seed (the official 195)."""
     from cosmos_jax.convert import torch_io  # pylint: disable=g-import-not-at-top
     dit_cfg = dit_lib.DiTConfig.preset('tiny', crossattn_emb_channels=text_lib.EMBED_DIM)
     init = jax.jit(lambda k: dit_lib.init_params(dit_cfg, k))
@@ -203,7 +203,8 @@ class PolicyRunner:
     return cls(dit_cfg=dit_cfg, dit_params=dit_params, vae_cfg=vae_cfg, vae_params=vae_params,
                statistics=stats_lib.load_statistics(SAMPLE_DIR / stats_lib.STATISTICS_FILENAME),
                text_store=text_lib.TextStore.load(SAMPLE_DIR / 'text_store'), image_size=image_size,
-               action_steps=action_steps, planning=planning, name=f'tiny random policy (seed {seed})',
+               action_steps=action_steps, seed=noise_seed, planning=planning,
+               name=f'tiny random policy (weights seed {seed})',
                **planning_kwargs, **kwargs)
 
   # Metadata -----------------------------------------------------------------------------------------------------

@@ -26,8 +26,8 @@ from cosmos_jax.data.libero import demo_keys
 from cosmos_jax.policy import layout as layout_lib
 
 LAYOUT = layout_lib.LAYOUTS['robocasa']
-# Dataset camera -> slot role, from the policy layout; the demo datasets add '_rgb' to the camera names.
-CAMERA_ROLES = {f'{source}_rgb': role for source, role in zip(LAYOUT.camera_sources, LAYOUT.cameras)}
+# Dataset camera -> slot role, from the policy layout.
+CAMERA_ROLES = dict(zip(LAYOUT.camera_sources, LAYOUT.cameras))
 ROLLOUT_CAMERAS = {'image': 'primary_images', 'image2': 'secondary_images', 'wrist_image': 'wrist_images'}
 ACTION_DIM = LAYOUT.action_dim  # first 7 of the 12 stored dimensions
 

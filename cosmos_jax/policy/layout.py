@@ -139,7 +139,7 @@ LAYOUTS: dict[str, SlotLayout] = {
     'robocasa': SlotLayout(
         name='robocasa',
         cameras=('wrist_image', 'image', 'image2'),
-        camera_sources=('robot0_eye_in_hand', 'robot0_agentview_left', 'robot0_agentview_right'),
+        camera_sources=('robot0_eye_in_hand_rgb', 'robot0_agentview_left_rgb', 'robot0_agentview_right_rgb'),
         action_dim=7, chunk_size=32, proprio_dim=9, num_conditional=5, gamma=0.99, open_loop_steps=16),
 }
 

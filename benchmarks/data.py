@@ -5,8 +5,9 @@ official training augmentation on), on the bundled sample (or --data_dir), per w
 
 Each sample decodes nothing at run time (episodes are decoded once, as the official reader does), builds 11 slot
 frames, augments the 6 camera images with one parameter draw (crop+resize, rotation, 4 colour ops), and gathers
-targets. The JSON keeps a slot, `train_step`, for the tiny training-step time measured by the training benchmark,
-so the two can be compared (the pipeline keeps up when samples/s >= batch_size / step_time).
+targets. The tiny training-step time measured by benchmarks/train_step.py (its JSON, `--train_step_json`) is
+printed and stored beside it, so the two can be compared: the pipeline keeps up when
+samples/s >= batch_size / step_time. Run train_step.py first on the same machine.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def main() -> None:
   parser.add_argument('--batches', type=int, default=8)
   parser.add_argument('--warmup', type=int, default=2)
   parser.add_argument('--read_threads', type=int, default=4, help='sample-building threads per process/worker')
+  parser.add_argument('--train_step_json', default='benchmarks/results/train_step.json',
+                      help='JSON written by benchmarks/train_step.py (the tiny step time to compare with)')
   args = parser.parse_args()
 
   config = sample_lib.SampleConfig(image_size=224, augment=True)
@@ -63,15 +66,28 @@ def main() -> None:
       'image_size': 224, 'augmentation': True, 'data_dir': args.data_dir,
       'cpu_count': os.cpu_count(), 'platform': platform.platform(), 'dataset_load_seconds': load_seconds,
       'results': rows,
-      # Filled by the training benchmark (tiny config step time on this machine); left empty here on purpose.
-      'train_step': {'config': None, 'seconds_per_step': None, 'batch_size': None,
-                     'note': 'to be added by the training benchmark; compare batch_size / seconds_per_step with '
-                             'samples_per_second above'},
+      'train_step': train_step_figure(args.train_step_json, rows),
   }
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, 'w', encoding='utf-8') as f:
     json.dump(result, f, indent=2)
   print(f'wrote {args.out}')
+
+
+def train_step_figure(path: str, rows: list) -> dict | None:
+  """The tiny config's step time from benchmarks/train_step.py, and whether the pipeline keeps up with it."""
+  if not os.path.exists(path):
+    print(f'(no {path}: run benchmarks/train_step.py first to compare with the training-step time)')
+    return None
+  with open(path, encoding='utf-8') as f:
+    tiny = json.load(f)['rows'][0]
+  needed = tiny['global_batch'] / tiny['median_step_s']
+  best = max(r['samples_per_second'] for r in rows)
+  print(f"training step ({tiny['name']}): {tiny['median_step_s'] * 1e3:.0f} ms for {tiny['global_batch']} samples "
+        f'= {needed:.1f} samples/s needed; pipeline best {best:.1f} samples/s -> '
+        f"{'keeps up' if best >= needed else 'does NOT keep up'}")
+  return {'config': tiny['name'], 'seconds_per_step': tiny['median_step_s'], 'batch_size': tiny['global_batch'],
+          'samples_per_second_needed': needed, 'pipeline_keeps_up': best >= needed}
 
 
 if __name__ == '__main__':

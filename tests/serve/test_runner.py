@@ -103,6 +103,8 @@ def test_act_is_the_policy_functions_composed(tiny_runner):
     assert np.abs(image.astype(int) - np.asarray(futures[name][0]).astype(int)).max() <= 1, name
   assert set(out['timing']) >= {'validate_s', 'vae_encode_s', 'policy_s', 'vae_decode_s', 'total_s'}
   assert 'all_actions' not in out
+  # One compiled program per shape: warm-up and every later request share it.
+  assert tiny_runner._encode._cache_size() == 1 and tiny_runner._future_images._cache_size() == 1
 
 
 def test_metadata(tiny_runner):
@@ -131,3 +133,38 @@ def test_planning_response():
   assert np.asarray(out['all_value_predictions_by_depth']).shape == (2, 1)
   assert len(out['all_actions_by_depth']) == 2 and out['all_actions_by_depth'][chosen][0].shape == (50, 14)
   assert 'planning_s' in out['timing']
+
+
+@pytest.fixture(scope='module')
+def converted(tiny_runner, tmp_path_factory):
+  """The tiny runner's weights through `python -m cosmos_jax.convert` (official files -> converted checkpoints,
+  with the sample's statistics and text store stored next to the policy)."""
+  from cosmos_jax.convert import cli as convert_cli  # pylint: disable=g-import-not-at-top
+  from cosmos_jax.convert import torch_io  # pylint: disable=g-import-not-at-top
+  from cosmos_jax.nn import dit  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp('converted')
+  official = root / 'policy.safetensors'
+  torch_io.save_state_dict(dit.export_official(tiny_runner.dit_params), official)
+  assets = {convert_cli.STATISTICS_ASSET: str(runner_lib.SAMPLE_DIR / 'dataset_statistics.json'),
+            convert_cli.TEXT_STORE_ASSET: str(runner_lib.SAMPLE_DIR / 'text_store')}
+  convert_cli.convert('dit', official, root / 'policy', tiny_runner.dit_cfg, assets=assets)
+  convert_cli.convert('vae', runner_lib.TINY_VAE, root / 'vae', tiny_runner.vae_cfg, dtype='float32')
+  return root
+
+
+def test_from_converted_checkpoints_matches_the_same_weights(tiny_runner, converted):
+  runner = runner_lib.PolicyRunner.from_checkpoints(converted / 'policy', converted / 'vae', image_size=S,
+                                                    action_steps=tiny_runner.action_steps,
+                                                    decode_future_images=False)
+  assert runner.text_store.tasks == (TASK,) and runner.dit_cfg == tiny_runner.dit_cfg
+  obs = make_observation(tiny_runner, seed=8)
+  ours, reference = runner.act(obs), tiny_runner.act(obs)
+  np.testing.assert_array_equal(ours['actions'], reference['actions'])
+  assert ours['value_prediction'] == reference['value_prediction'] and ours['future_image_predictions'] is None
+
+
+def test_from_checkpoints_errors(converted, tmp_path):
+  with pytest.raises(ValueError, match="holds a converted 'vae' model, expected 'dit'"):
+    runner_lib.PolicyRunner.from_checkpoints(converted / 'vae', converted / 'vae')
+  with pytest.raises(FileNotFoundError, match='no text store at'):
+    runner_lib.PolicyRunner.from_checkpoints(converted / 'policy', converted / 'vae', text_store=tmp_path / 'none')

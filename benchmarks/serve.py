@@ -27,13 +27,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import pathlib
 import platform
 import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
@@ -190,7 +190,7 @@ def main(argv=None) -> int:
   out.write_text(json.dumps({
       'benchmark': 'serve', 'command': ' '.join(['python', 'benchmarks/serve.py'] + list(argv or sys.argv[1:])),
       'host': {'platform': platform.platform(), 'python': platform.python_version(), 'jax': jax.__version__,
-               'cpu_count': __import__('os').cpu_count(), 'backend': jax.default_backend()},
+               'cpu_count': os.cpu_count(), 'backend': jax.default_backend()},
       'note': 'client wall time per request (sequential, one client); server stages are medians of the '
               'response timing. CPU figures depend heavily on machine load.',
       'results': results, 'skipped': skipped}, indent=2))

@@ -168,3 +168,35 @@ def test_from_checkpoints_errors(converted, tmp_path):
     runner_lib.PolicyRunner.from_checkpoints(converted / 'vae', converted / 'vae')
   with pytest.raises(FileNotFoundError, match='no text store at'):
     runner_lib.PolicyRunner.from_checkpoints(converted / 'policy', converted / 'vae', text_store=tmp_path / 'none')
+
+
+def test_real_size_programs_trace():
+  """The programs a 2B runner compiles (encode at 224 px, the main planning command, future-image decode) trace
+  with the real shapes: checked with jax.eval_shape, nothing allocated."""
+  import functools  # pylint: disable=g-import-not-at-top
+
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from cosmos_jax.nn import dit  # pylint: disable=g-import-not-at-top
+  from cosmos_jax.policy import diffusion  # pylint: disable=g-import-not-at-top
+  from cosmos_jax.policy import layout as layout_lib  # pylint: disable=g-import-not-at-top
+  spec = jax.ShapeDtypeStruct
+  dit_cfg = dit.DiTConfig.preset('2B', dtype='bfloat16', param_dtype='bfloat16')
+  vae_cfg = vae.VAEConfig.policy()
+  dit_params, vae_params = dit.abstract_params(dit_cfg), vae.abstract_params(vae_cfg)
+  layout = layout_lib.get_layout('aloha')
+  images = {c: spec((1, 224, 224, 3), np.uint8) for c in layout.cameras}
+  latent = jax.eval_shape(functools.partial(runner_lib._encode_sequence, vae_cfg=vae_cfg, layout=layout,
+                                            image_size=224), vae_params, images)
+  assert latent.shape == (1, 11, 28, 28, 16)
+  cfg = planning.PlanningConfig()
+  net = diffusion.DiTNet(dit_cfg)
+  out = jax.eval_shape(planning.make_planner(net, net, layout, cfg), dit_params, dit_params,
+                       spec((1, 512, 1024), np.float32), latent, spec((1, 14), np.float32),
+                       spec((8, cfg.noise_offsets) + latent.shape[1:], np.float32))
+  assert out['actions'].shape == (8, 50, 14) and out['values'].shape == (8, 15)
+  assert out['future_samples'].shape == (8, 3, 11, 28, 28, 16)
+  futures = jax.eval_shape(functools.partial(inference.future_images, vae_cfg=vae_cfg, layout=layout), vae_params,
+                           sample=latent, orig_latent=latent)
+  assert {k: v.shape for k, v in futures.items()} == {k: (1, 224, 224, 3) for k in
+                                                        ('future_wrist_image', 'future_wrist_image2', 'future_image')}

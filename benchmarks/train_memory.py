@@ -5,7 +5,8 @@ lowered and compiled with the trainer's shardings, and `compiled.memory_analysis
 (arguments, outputs, temporaries). The CPU backend's numbers show how FSDP divides parameters and optimizer state;
 GPU/TPU temporaries differ (fusion, bf16 kernels), so treat them as a sharding check, not an HBM budget.
 
-Usage: python benchmarks/train_memory.py [--fsdp 1 2 8] [--per_device_batch 1] [--out benchmarks/results/train_memory.json]
+Usage: python benchmarks/train_memory.py [--fsdp 1 2 8] [--per_device_batch 1] [--remat dots_no_batch full]
+                                        [--out benchmarks/results/train_memory.json]
 """
 
 from __future__ import annotations
@@ -49,9 +50,10 @@ def abstract_batch(layout, global_batch: int, image_size: int = 224, text_tokens
   }
 
 
-def measure(fsdp: int, per_device_batch: int) -> dict:
+def measure(fsdp: int, per_device_batch: int, remat: str) -> dict:
   config = aloha.get_config()
   config.mesh.fsdp = fsdp
+  config.model.remat_policy = remat
   cfg = trainer.step_config(config)
   tx = optim.make_optimizer(config.optim)
   mesh = sharding_lib.make_mesh(-1, fsdp)
@@ -65,7 +67,8 @@ def measure(fsdp: int, per_device_batch: int) -> dict:
   compile_s = time.perf_counter() - t0
   mem = compiled.memory_analysis()
   gib = lambda n: n / 2**30
-  return dict(fsdp=fsdp, data=jax.device_count() // fsdp, per_device_batch=per_device_batch, compile_s=compile_s,
+  return dict(fsdp=fsdp, data=jax.device_count() // fsdp, per_device_batch=per_device_batch, remat=remat,
+              compile_s=compile_s,
               argument_gib=gib(mem.argument_size_in_bytes), output_gib=gib(mem.output_size_in_bytes),
               temp_gib=gib(mem.temp_size_in_bytes), alias_gib=gib(mem.alias_size_in_bytes),
               total_gib=gib(mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
@@ -76,14 +79,16 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--fsdp', type=int, nargs='+', default=[1, 2, 8])
   parser.add_argument('--per_device_batch', type=int, default=1)
+  parser.add_argument('--remat', nargs='+', default=[aloha.get_config().model.remat_policy],
+                      help='remat policies to compare (cosmos_jax.nn.dit.REMAT_POLICIES)')
   parser.add_argument('--out', default='benchmarks/results/train_memory.json')
   args = parser.parse_args()
-  rows = [measure(f, args.per_device_batch) for f in args.fsdp]
-  header = f"{'fsdp':>5}{'data':>6}{'batch/dev':>10}{'args GiB':>10}{'out GiB':>9}{'temp GiB':>10}{'total GiB':>11}{'compile s':>11}"
+  rows = [measure(f, args.per_device_batch, r) for r in args.remat for f in args.fsdp]
+  header = f"{'remat':>14}{'fsdp':>5}{'data':>6}{'batch/dev':>10}{'args GiB':>10}{'out GiB':>9}{'temp GiB':>10}{'total GiB':>11}{'compile s':>11}"
   print(header)
   print('-' * len(header))
   for r in rows:
-    print(f"{r['fsdp']:>5}{r['data']:>6}{r['per_device_batch']:>10}{r['argument_gib']:>10.2f}{r['output_gib']:>9.2f}"
+    print(f"{r['remat']:>14}{r['fsdp']:>5}{r['data']:>6}{r['per_device_batch']:>10}{r['argument_gib']:>10.2f}{r['output_gib']:>9.2f}"
           f"{r['temp_gib']:>10.2f}{r['total_gib']:>11.2f}{r['compile_s']:>11.1f}")
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,10 @@ def base_config(*, experiment: str, layout: str, batch_size: int, cycle: int, wa
   c.model.dtype = 'bfloat16'  # official precision "bfloat16": bf16 activations
   c.model.param_dtype = 'float32'  # fp32 master weights (FusedAdam masters)
   c.model.attention = 'xla'  # or 'cudnn' on GPU
-  c.model.remat_policy = 'dots_no_batch'  # official sac_config predict2_2b_720 checkpoints activations
+  # Full rematerialisation of each block: the official run fits 25 samples per 80 GB GPU with selective checkpointing
+  # (sac_config predict2_2b_720); saving every projection ('dots_no_batch') costs ~5× more activation memory per
+  # sample (benchmarks/train_memory.py --remat full dots_no_batch).
+  c.model.remat_policy = 'full'
   c.model.vae_base_dim = 96  # Wan2.1 VAE
   c.model.vae_dtype = 'bfloat16'  # the policy runs the tokenizer in bf16 with bf16-rounded latent statistics
 

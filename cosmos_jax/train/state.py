@@ -15,6 +15,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import PartitionSpec as P
 
 from cosmos_jax.nn import dit as dit_lib
 from cosmos_jax.nn import vae as vae_lib
@@ -42,6 +43,7 @@ class StepConfig:
   layout: layout_lib.SlotLayout
   diffusion: diffusion.DiffusionConfig
   ema_decay: float = 0.0  # 0 = no EMA (the official run)
+  mesh: Any = None  # the training mesh: the VAE encode runs per device (see `encode_slot_frames`)
 
 
 # Keys of a training batch (see cosmos_jax.data): one frame per latent slot, the text embeddings, and the
@@ -71,10 +73,30 @@ def check_batch(batch: dict) -> None:
                      f"{batch['video'].dtype} {batch['video'].shape}")
 
 
+def encode_slot_frames(vae_params, vae_cfg: vae_lib.VAEConfig, frames: jax.Array, mesh=None) -> jax.Array:
+  """Latents [B, state_t, h, w, 16] (float32) of per-slot frames, encoded one sample at a time per device.
+
+  The whole-sequence causal VAE keeps every pixel frame's activations live (GBs per 224-px sample), so encoding
+  the per-device batch at once would cost batch × that. Inside `shard_map` each device `lax.map`s over its own
+  samples, which bounds the encoder's working memory to one sample whatever the per-device batch."""
+
+  def encode_local(params, local_frames):
+    def encode_one(sample_frames):
+      video = vae_lib.pixels_to_unit(slot_frames_to_video(sample_frames[None]), vae_cfg.dtype)
+      return vae_lib.encode(params, vae_cfg, video)[0].astype(jnp.float32)
+
+    return jax.lax.map(encode_one, local_frames)
+
+  if mesh is None:
+    return encode_local(vae_params, frames)
+  replicated = jax.tree.map(lambda _: P(), vae_params)
+  return jax.shard_map(encode_local, mesh=mesh, in_specs=(replicated, P(sharding_lib.BATCH_AXES)),
+                       out_specs=P(sharding_lib.BATCH_AXES), check_vma=False)(vae_params, frames)
+
+
 def loss_and_metrics(params, vae_params, batch: dict, key: jax.Array, cfg: StepConfig):
   """The policy loss of one batch and its diagnostics (pure; differentiable in `params`)."""
-  video = vae_lib.pixels_to_unit(slot_frames_to_video(batch['video']), cfg.vae.dtype)
-  latent = jax.lax.stop_gradient(vae_lib.encode(vae_params, cfg.vae, video)).astype(jnp.float32)
+  latent = jax.lax.stop_gradient(encode_slot_frames(vae_params, cfg.vae, batch['video'], cfg.mesh))
   sigma, epsilon = diffusion.draw_sigma_and_noise(key, latent.shape, cfg.diffusion)
   targets = {k: batch[k] for k in diffusion.BATCH_KEYS}
   return diffusion.training_loss(diffusion.DiTNet(cfg.dit), params, batch['t5_text_embeddings'], latent, targets,
@@ -101,6 +123,7 @@ def jit_train_step(cfg: StepConfig, tx: optax.GradientTransformation, mesh, abst
                    abstract_vae_params, abstract_batch: dict) -> tuple[Callable, Any]:
   """The train step as one `jax.jit` with explicit shardings (FSDP state, batch over (data, fsdp)) and the state
   donated. Returns (step function, state shardings)."""
+  cfg = dataclasses.replace(cfg, mesh=mesh)
   state_shardings = sharding_lib.tree_shardings(abstract_state, mesh)
   vae_shardings = sharding_lib.tree_shardings(abstract_vae_params, mesh)
   batch_shardings = {k: sharding_lib.batch_sharding(mesh, len(v.shape)) for k, v in abstract_batch.items()}

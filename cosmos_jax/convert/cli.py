@@ -264,7 +264,9 @@ def export(checkpoint_dir: str | os.PathLike, out_path: str | os.PathLike, *, dt
                                            prefix=kind.export_prefix if prefix is None else prefix,
                                            dtype=None if dtype == 'keep' else _NUMPY_DTYPES[dtype])
   torch_io.save_state_dict(state_dict, out_path)
-  return {k: tuple(v.shape) for k, v in state_dict.items()}
+  used_prefix = kind.export_prefix if prefix is None else prefix
+  shapes = rules_lib.official_shapes(kind.rules(cfg), jax.eval_shape(lambda p: p, params))
+  return {used_prefix + name: shape for name, shape in shapes.items()}
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -221,19 +221,34 @@ def load_state_dict(rules: Sequence[Rule], state_dict: Mapping[str, Array], abst
   return traverse_util.unflatten_dict(out, sep='/')
 
 
-def export_state_dict(rules: Sequence[Rule], params, *, prefix: str = '', dtype=None) -> dict[str, np.ndarray]:
-  """Our params tree -> official names (with `prefix`, e.g. 'net.') and layouts, as numpy arrays.
+class _ExportView(Mapping):
+  """Official name -> tensor, each computed (laid out, cast) only when read, so writing an export tensor by tensor
+  never holds a second copy of the parameters."""
+
+  def __init__(self, entries: dict[str, tuple[np.ndarray, Rule, int | None]], dtype):
+    self._entries, self._dtype = entries, dtype
+
+  def __getitem__(self, name: str) -> np.ndarray:
+    leaf, rule, layer = self._entries[name]
+    value = leaf[layer] if layer is not None else leaf
+    value = np.ascontiguousarray(TRANSFORMS[rule.transform].to_torch(value, rule.torch_shape))
+    return value if self._dtype is None else value.astype(self._dtype)
+
+  def __iter__(self) -> Iterator[str]:
+    return iter(self._entries)
+
+  def __len__(self) -> int:
+    return len(self._entries)
+
+
+def export_state_dict(rules: Sequence[Rule], params, *, prefix: str = '', dtype=None) -> Mapping[str, np.ndarray]:
+  """Our params tree -> official names (with `prefix`, e.g. 'net.') and layouts, as a lazy read-only mapping of
+  numpy arrays (each tensor is produced when read; `dict(...)` it to materialise them all).
 
   `dtype=None` keeps each leaf's dtype; otherwise every tensor is cast (e.g. `ml_dtypes.bfloat16`).
   """
-  flat = traverse_util.flatten_dict(params, sep='/')
+  flat = {k: np.asarray(v) for k, v in traverse_util.flatten_dict(params, sep='/').items()}
   abstract = traverse_util.unflatten_dict(
-      {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype) for k, v in flat.items()}, sep='/')
-  result = {}
-  for name, rule, layer in expand_rules(rules, abstract):
-    value = np.asarray(flat[rule.path])
-    if layer is not None:
-      value = value[layer]
-    value = np.ascontiguousarray(TRANSFORMS[rule.transform].to_torch(value, rule.torch_shape))
-    result[prefix + name] = value if dtype is None else value.astype(dtype)
-  return result
+      {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in flat.items()}, sep='/')
+  entries = {prefix + name: (flat[rule.path], rule, layer) for name, rule, layer in expand_rules(rules, abstract)}
+  return _ExportView(entries, dtype)

@@ -165,15 +165,17 @@ class SafetensorsStateDict(LazyStateDict):
 
 def save_safetensors(state_dict: Mapping[str, Any], path: PathLike, metadata: Mapping[str, str] | None = None) -> None:
   """Writes a .safetensors file one tensor at a time (no serialised copy of the whole dict in memory)."""
-  header, offset, arrays = {}, 0, []
-  for name, value in state_dict.items():
-    value = np.asarray(value)
+  # Two passes over the mapping (header, then data), holding one tensor at a time: a lazy mapping (e.g. an export
+  # view) then never materialises the whole state_dict.
+  header, offset = {}, 0
+  for name in state_dict:
+    value = np.asarray(state_dict[name])
     if value.dtype not in _SAFETENSORS_CODES:
       raise ValueError(f'cannot write {name!r} to safetensors: dtype {value.dtype} has no safetensors code')
     header[name] = {'dtype': _SAFETENSORS_CODES[value.dtype], 'shape': list(value.shape),
                     'data_offsets': [offset, offset + value.nbytes]}
     offset += value.nbytes
-    arrays.append(value)
+    del value
   if metadata:
     header['__metadata__'] = {str(k): str(v) for k, v in metadata.items()}
   blob = json.dumps(header, separators=(',', ':')).encode('utf-8')
@@ -181,8 +183,11 @@ def save_safetensors(state_dict: Mapping[str, Any], path: PathLike, metadata: Ma
   with _atomic_file(path) as f:
     f.write(struct.pack('<Q', len(blob)))
     f.write(blob)
-    for value in arrays:
-      f.write(memoryview(np.ascontiguousarray(value).reshape(-1).view(np.uint8)))
+    for name in header:
+      if name == '__metadata__':
+        continue
+      value = np.ascontiguousarray(np.asarray(state_dict[name]))
+      f.write(memoryview(value.reshape(-1).view(np.uint8)))
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -566,6 +566,6 @@ def load_official(cfg: DiTConfig, state_dict: Mapping[str, Any], *, use_ema: boo
   return rules_lib.load_state_dict(DIT_RULES, view, abstract_params(cfg), ignore=DIT_IGNORED_KEYS, where=where)
 
 
-def export_official(params, *, prefix: str = 'net.', dtype=None) -> dict[str, np.ndarray]:
+def export_official(params, *, prefix: str = 'net.', dtype=None) -> Mapping[str, np.ndarray]:
   """Our params -> an official-layout state_dict (parameters only; the official loader recomputes buffers)."""
   return rules_lib.export_state_dict(DIT_RULES, params, prefix=prefix, dtype=dtype)

@@ -117,3 +117,24 @@ def test_writers_are_atomic(tmp_path):
   with pytest.raises(FileNotFoundError, match='output directory does not exist'):
     torch_io.save_state_dict({'w': np.ones(2)}, tmp_path / 'missing' / 'x.pt')
   assert list(pathlib.Path(tmp_path).iterdir()) == []
+
+
+def test_export_streams_tensor_by_tensor(tmp_path):
+  """Exporting to safetensors holds one laid-out tensor at a time, not a second copy of the parameters."""
+  import tracemalloc  # pylint: disable=g-import-not-at-top
+
+  from cosmos_jax.convert import rules  # pylint: disable=g-import-not-at-top
+
+  table = [rules.Rule('layers.{i}.weight', 'layers/kernel', 'linear')]
+  params = {'layers': {'kernel': np.random.default_rng(0).normal(size=(16, 256, 512)).astype(np.float32)}}  # 8 MiB
+  exported = rules.export_state_dict(table, params, prefix='net.')
+  path = tmp_path / 'export.safetensors'
+  tracemalloc.start()
+  torch_io.save_safetensors(exported, path)
+  _, peak = tracemalloc.get_traced_memory()
+  tracemalloc.stop()
+  one_tensor = 256 * 512 * 4
+  assert peak < 3 * one_tensor, f'peak {peak / 2**20:.1f} MiB while writing 16 tensors of {one_tensor / 2**20:.1f} MiB'
+  with torch_io.open_state_dict(path) as back:
+    for i in range(16):
+      np.testing.assert_array_equal(back[f'net.layers.{i}.weight'], params['layers']['kernel'][i].T)

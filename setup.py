@@ -11,8 +11,8 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["cosmos_jax", "cosmos_jax.*"]),
     # The bundled ALOHA-format sample (default data of the tiny configs), see cosmos_jax/data/make_sample.py.
     package_data={"cosmos_jax.data": ["sample_aloha/*.json", "sample_aloha/text_store/*",
-                                      "sample_aloha/*/train/*.hdf5", "sample_aloha/*/train/*.mp4",
-                                      "sample_aloha/tiny_vae/*"]},
+                                      "sample_aloha/*/train/*.hdf5", "sample_aloha/*/train/*.mp4"],
+                  "cosmos_jax.nn": ["assets/*"]},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.4.35",

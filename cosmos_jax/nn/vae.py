@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -47,6 +48,10 @@ LATENT_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.55
                0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)
 LATENT_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
               3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160)
+
+# The official-code width-8 Wan2.1 VAE with random weights (from the golden vectors), used by the tiny configs,
+# the tiny policy runner and their tests; see assets/README.md. Not a trained tokenizer.
+TINY_VAE_PATH = pathlib.Path(__file__).resolve().parent / 'assets' / 'wan21_vae_width8.safetensors'
 
 TEMPORAL_COMPRESSION = 4
 SPATIAL_COMPRESSION = 8

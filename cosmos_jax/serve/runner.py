@@ -47,7 +47,7 @@ from cosmos_jax.policy import sampler as sampler_lib
 log = logging.getLogger(__name__)
 
 SAMPLE_DIR = pathlib.Path(__file__).resolve().parent.parent / 'data' / 'sample_aloha'
-TINY_VAE = SAMPLE_DIR / 'tiny_vae' / 'wan21_vae_width8.safetensors'
+TINY_VAE = vae_lib.TINY_VAE_PATH
 
 # Request image field -> layout camera stem (official deploy.py: wrist_image = left wrist, wrist_image2 = right
 # wrist, image = cam_high).

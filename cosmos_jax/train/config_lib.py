@@ -11,9 +11,11 @@ import pathlib
 
 import ml_collections
 
+from cosmos_jax.nn import vae
+
 ConfigDict = ml_collections.ConfigDict
 
-# The bundled ALOHA-simulator sample (and tiny VAE): the default data of the tiny configs.
+# The bundled ALOHA-simulator sample: the default data of the tiny configs.
 BUNDLED_SAMPLE_DIR = pathlib.Path(__file__).resolve().parents[1] / 'data' / 'sample_aloha'
 
 
@@ -107,8 +109,8 @@ def make_tiny(c: ConfigDict) -> ConfigDict:
   c.model.vae_base_dim = 8
   c.model.vae_dtype = 'float32'
   c.init.from_scratch = True  # no converted tiny DiT is shipped; the tiny run trains the DiT from scratch
-  # The official-code width-8 Wan2.1 VAE (random weights) bundled with the sample; see its README.
-  c.init.vae_checkpoint = str(BUNDLED_SAMPLE_DIR / 'tiny_vae' / 'wan21_vae_width8.safetensors')
+  # The official-code width-8 Wan2.1 VAE (random weights) shipped with the package; see cosmos_jax/nn/assets/.
+  c.init.vae_checkpoint = str(vae.TINY_VAE_PATH)
   c.data.image_size = 64
   c.data.num_workers = 0
   c.mesh.fsdp = 1

@@ -16,21 +16,20 @@ check them and would index past the end or build a wrong task string).
 
 from __future__ import annotations
 
-import functools
 import os
 
 import h5py
 import numpy as np
 
 from cosmos_jax.data import readers
-from cosmos_jax.data.episodes import Episode, check_episode, require_keys
+from cosmos_jax.data.episodes import Episode, require_keys
 from cosmos_jax.policy import layout as layout_lib
 
 LAYOUT = layout_lib.LAYOUTS['libero']
 # Dataset camera -> slot role, from the policy layout: eye_in_hand_rgb -> wrist_image, agentview_rgb -> image.
 CAMERA_ROLES = dict(zip(LAYOUT.camera_sources, LAYOUT.cameras))
 # Rollout files name the cameras by role.
-ROLLOUT_CAMERAS = {'image': 'primary_images', 'wrist_image': 'wrist_images'}
+ROLLOUT_CAMERAS = {'primary_images': 'image', 'wrist_images': 'wrist_image'}  # dataset -> role
 DEMO_SUFFIX = '_demo.hdf5'
 
 
@@ -61,15 +60,6 @@ def demo_keys(path: str, data_group) -> list[str]:
   return sorted(keys, key=lambda k: int(k[5:]))
 
 
-def _episode(path, command, proprio, actions, keys, counts, image_size, lazy, *, action_key, proprio_key,
-             success=True, terminal_reward=1.0) -> Episode:
-  check_episode(path, proprio, actions, counts, proprio_key=proprio_key, action_key=action_key)
-  loader = functools.partial(readers.load_image_datasets, path, keys, image_size)
-  return Episode(path=path, command=command, proprio=proprio, actions=actions, success=success,
-                 terminal_reward=terminal_reward, frames=None if lazy else loader(),
-                 frame_loader=loader if lazy else None)
-
-
 def read_demos(path: str, image_size: int = 224, *, lazy: bool = False) -> list[Episode]:
   """The demonstrations of one LIBERO demo file, in demo_<k> order (each `Episode.path` is the file; messages
   name the demo group through the full HDF5 keys)."""
@@ -80,31 +70,18 @@ def read_demos(path: str, image_size: int = 224, *, lazy: bool = False) -> list[
     for key in demo_keys(path, f['data']):
       demo = f['data'][key]
       require_keys(path, demo, ['obs', 'actions', 'robot_states'])
-      keys, counts = {}, {}
-      for source, role in CAMERA_ROLES.items():
-        keys[role], count = readers.image_dataset(path, demo['obs'], source)
-        counts[keys[role]] = count
       actions = np.asarray(demo['actions'][:], np.float32)
       proprio = np.asarray(demo['robot_states'][:], np.float32)
-      episodes.append(_episode(path, command, proprio, actions, keys, counts, image_size, lazy,
-                               action_key=f'{demo.name}/actions', proprio_key=f'{demo.name}/robot_states'))
+      episodes.append(readers.hdf5_episode(path, command, proprio, actions, demo['obs'], CAMERA_ROLES, image_size, lazy,
+                                           action_key=f'{demo.name}/actions',
+                                           proprio_key=f'{demo.name}/robot_states'))
   return episodes
 
 
 def read_rollout(path: str, image_size: int = 224, *, lazy: bool = True) -> Episode:
   """One LIBERO rollout (top-level images, `actions`, `proprio`; attrs task_description, success)."""
-  with h5py.File(path, 'r') as f:
-    require_keys(path, f, ['actions', 'proprio'])
-    command = readers.read_attr_string(path, f.attrs, 'task_description', required=True)
-    success = bool(f.attrs.get('success', False))
-    keys, counts = {}, {}
-    for role, name in ROLLOUT_CAMERAS.items():
-      keys[role], count = readers.image_dataset(path, f, name)
-      counts[keys[role]] = count
-    actions = np.asarray(f['actions'][:], np.float32)
-    proprio = np.asarray(f['proprio'][:], np.float32)
-  return _episode(path, command, proprio, actions, keys, counts, image_size, lazy, action_key='actions',
-                  proprio_key='proprio', success=success, terminal_reward=1.0 if success else 0.0)
+  return readers.read_flat_rollout(path, ROLLOUT_CAMERAS, image_size, lazy,
+                                   read_actions=lambda _, d: np.asarray(d[:], np.float32))
 
 
 def load_dataset(data_dir: str, config=None, *, stats_path: str | None = None, rollout_dir: str | None = None,

@@ -9,6 +9,7 @@ and RoboCasa readers. Frames are resized to the training size with PIL's default
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from cosmos_jax.data import decode
 from cosmos_jax.data import stats as stats_lib
-from cosmos_jax.data.episodes import Episode, EpisodeLengthError
+from cosmos_jax.data.episodes import Episode, EpisodeLengthError, check_episode, require_keys
 
 HDF5_SUFFIXES = ('.h5', '.hdf5', '.he5')
 
@@ -61,6 +62,33 @@ def load_image_datasets(path: str, keys: Mapping[str, str], image_size: int) -> 
                          f'dtype {images.dtype}')
     frames[role] = decode.resize_square(images, image_size)
   return frames
+
+
+def hdf5_episode(path: str, command: str, proprio: np.ndarray, actions: np.ndarray, group, cameras: Mapping[str, str],
+                 image_size: int, lazy: bool, *, action_key: str, proprio_key: str, success: bool = True) -> Episode:
+  """An Episode whose camera frames are image datasets of `group` (`cameras`: dataset name -> slot role),
+  checked for consistent lengths; frames load now, or on demand when `lazy`."""
+  keys, counts = {}, {}
+  for name, role in cameras.items():
+    keys[role], counts[role] = image_dataset(path, group, name)
+  check_episode(path, proprio, actions, {keys[r]: n for r, n in counts.items()}, proprio_key=proprio_key,
+                action_key=action_key)
+  loader = functools.partial(load_image_datasets, path, keys, image_size)
+  return Episode(path=path, command=command, proprio=proprio, actions=actions, success=success,
+                 terminal_reward=1.0 if success else 0.0, frames=None if lazy else loader(),
+                 frame_loader=loader if lazy else None)
+
+
+def read_flat_rollout(path: str, cameras: Mapping[str, str], image_size: int, lazy: bool, *,
+                      read_actions: Callable[[str, object], np.ndarray]) -> Episode:
+  """One LIBERO/RoboCasa evaluation rollout: top-level image datasets, `actions`, `proprio`, and the attributes
+  `task_description` and `success`."""
+  with h5py.File(path, 'r') as f:
+    require_keys(path, f, ['actions', 'proprio'])
+    command = read_attr_string(path, f.attrs, 'task_description', required=True)
+    success = bool(f.attrs.get('success', False))
+    return hdf5_episode(path, command, np.asarray(f['proprio'][:], np.float32), read_actions(path, f['actions']), f,
+                        cameras, image_size, lazy, action_key='actions', proprio_key='proprio', success=success)
 
 
 def read_attr_string(path: str, attrs, name: str, *, required: bool) -> str:

@@ -15,20 +15,20 @@ errors naming the file and key (the official code does not check them).
 
 from __future__ import annotations
 
-import functools
 
 import h5py
 import numpy as np
 
 from cosmos_jax.data import readers
-from cosmos_jax.data.episodes import Episode, check_episode, require_keys
+from cosmos_jax.data.episodes import Episode, require_keys
 from cosmos_jax.data.libero import demo_keys
 from cosmos_jax.policy import layout as layout_lib
 
 LAYOUT = layout_lib.LAYOUTS['robocasa']
 # Dataset camera -> slot role, from the policy layout.
 CAMERA_ROLES = dict(zip(LAYOUT.camera_sources, LAYOUT.cameras))
-ROLLOUT_CAMERAS = {'image': 'primary_images', 'image2': 'secondary_images', 'wrist_image': 'wrist_images'}
+ROLLOUT_CAMERAS = {'primary_images': 'image', 'secondary_images': 'image2',
+                   'wrist_images': 'wrist_image'}  # dataset -> role
 ACTION_DIM = LAYOUT.action_dim  # first 7 of the 12 stored dimensions
 
 
@@ -40,15 +40,6 @@ def _actions(path: str, dataset) -> np.ndarray:
   return actions[:, :ACTION_DIM]
 
 
-def _episode(path, command, proprio, actions, keys, counts, image_size, lazy, *, action_key, proprio_key,
-             success=True) -> Episode:
-  check_episode(path, proprio, actions, counts, proprio_key=proprio_key, action_key=action_key)
-  loader = functools.partial(readers.load_image_datasets, path, keys, image_size)
-  return Episode(path=path, command=command, proprio=proprio, actions=actions, success=success,
-                 terminal_reward=1.0 if success else 0.0, frames=None if lazy else loader(),
-                 frame_loader=loader if lazy else None)
-
-
 def read_demos(path: str, image_size: int = 224, *, lazy: bool = False) -> list[Episode]:
   """The demonstrations of one RoboCasa demo file, in demo_<k> order."""
   episodes = []
@@ -58,30 +49,16 @@ def read_demos(path: str, image_size: int = 224, *, lazy: bool = False) -> list[
       demo = f['data'][key]
       require_keys(path, demo, ['obs', 'actions', 'robot_states'])
       command = readers.read_attr_string(path, demo.attrs, 'task_description', required=True)
-      keys, counts = {}, {}
-      for source, role in CAMERA_ROLES.items():
-        keys[role], count = readers.image_dataset(path, demo['obs'], source)
-        counts[keys[role]] = count
-      episodes.append(_episode(path, command, np.asarray(demo['robot_states'][:], np.float32),
-                               _actions(path, demo['actions']), keys, counts, image_size, lazy,
-                               action_key=f'{demo.name}/actions', proprio_key=f'{demo.name}/robot_states'))
+      episodes.append(readers.hdf5_episode(path, command, np.asarray(demo['robot_states'][:], np.float32),
+                                           _actions(path, demo['actions']), demo['obs'], CAMERA_ROLES, image_size,
+                                           lazy, action_key=f'{demo.name}/actions',
+                                           proprio_key=f'{demo.name}/robot_states'))
   return episodes
 
 
 def read_rollout(path: str, image_size: int = 224, *, lazy: bool = True) -> Episode:
   """One RoboCasa rollout (top-level images, `actions`, `proprio`; attrs task_description, success)."""
-  with h5py.File(path, 'r') as f:
-    require_keys(path, f, ['actions', 'proprio'])
-    command = readers.read_attr_string(path, f.attrs, 'task_description', required=True)
-    success = bool(f.attrs.get('success', False))
-    keys, counts = {}, {}
-    for role, name in ROLLOUT_CAMERAS.items():
-      keys[role], count = readers.image_dataset(path, f, name)
-      counts[keys[role]] = count
-    actions = _actions(path, f['actions'])
-    proprio = np.asarray(f['proprio'][:], np.float32)
-  return _episode(path, command, proprio, actions, keys, counts, image_size, lazy, action_key='actions',
-                  proprio_key='proprio', success=success)
+  return readers.read_flat_rollout(path, ROLLOUT_CAMERAS, image_size, lazy, read_actions=_actions)
 
 
 def load_dataset(data_dir: str, config=None, *, stats_path: str | None = None, rollout_dir: str | None = None,

@@ -136,19 +136,25 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
                               flops_per_step=metrics_lib.train_flops_per_step(cfg, data.global_batch_size, data),
                               device_peak_tflops=config.log.device_peak_tflops)
   losses: dict[int, float] = {}
-  step = int(state.step)
+  step = int(state.step)  # tracked on the host from here on: reading state.step would sync every step
   end = config.total_steps if stop_after is None else min(config.total_steps, step + stop_after)
+  schedule = optim.learning_rate_schedule(config.optim)
+  log_every = max(1, config.log.every_steps)
+  interval_start, interval_steps = time.perf_counter(), 0
   try:
     while step < end:
       batch = data.next_global_batch(mesh)
-      t0 = time.perf_counter()
       state, metrics = step_fn(state, vae_params, batch)
-      metrics = jax.device_get(metrics)
-      step_time = time.perf_counter() - t0
-      step = int(state.step)
-      losses[step] = float(metrics['loss'])
-      logger.scalars(step, metrics, step_time=step_time,
-                     lr=float(optim.learning_rate_schedule(config.optim)(step - 1)))
+      step += 1
+      interval_steps += 1
+      if step % log_every == 0 or step == end:
+        # The only per-interval host sync: steps between logs are dispatched asynchronously.
+        metrics = jax.device_get(metrics)
+        now = time.perf_counter()
+        step_time = (now - interval_start) / interval_steps  # wall time per step, data loading included
+        interval_start, interval_steps = now, 0
+        losses[step] = float(metrics['loss'])
+        logger.scalars(step, metrics, step_time=step_time, lr=float(schedule(step - 1)))
       if config.log.image_every_steps and step % config.log.image_every_steps == 0:
         prediction = metrics_lib.predict_for_logging(state.params, vae_params, batch, cfg, config.log.sample_steps)
         logger.image(step, 'predictions/current_true_predicted', metrics_lib.prediction_grid(prediction))

@@ -63,6 +63,10 @@ def test_resume_continues_exactly(tmp_path):
   merged = {**first.losses, **resumed.losses}
   assert merged == uninterrupted.losses, f'resumed {merged} != uninterrupted {uninterrupted.losses}'
 
+  # Logging every 3rd step (and the last) syncs only then, and reports the same losses.
+  sparse = trainer.train(tiny_config(**{'log.every_steps': 3}), str(tmp_path / 'c'))
+  assert sparse.losses == {k: uninterrupted.losses[k] for k in (3, 4)}
+
 
 def test_missing_initialisation_is_an_error_not_a_silent_fresh_start(tmp_path):
   with pytest.raises(FileNotFoundError, match='does not exist'):

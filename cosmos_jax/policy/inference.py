@@ -137,6 +137,24 @@ def aggregate_values(values: Array, scheme: str) -> Array:
 # Pixels ----------------------------------------------------------------------------------------------------------
 
 
+# The observation keys of each camera in the official request (get_action's `obs`), per layout camera stem.
+OBSERVATION_IMAGE_FIELDS = {
+    'aloha': {'wrist_image': 'left_wrist_image', 'wrist_image2': 'right_wrist_image', 'image': 'primary_image'},
+    'libero': {'wrist_image': 'wrist_image', 'image': 'primary_image'},
+    'robocasa': {'wrist_image': 'wrist_image', 'image': 'primary_image', 'image2': 'secondary_image'},
+}
+
+
+def observation_image_fields(layout: layout_lib.SlotLayout) -> dict[str, str]:
+  """{camera stem: observation key} of the layout's cameras, in slot order (official get_action's camera list)."""
+  try:
+    fields = OBSERVATION_IMAGE_FIELDS[layout.name]
+  except KeyError:
+    raise ValueError(f'no observation image fields for layout {layout.name!r}; known: '
+                     f'{sorted(OBSERVATION_IMAGE_FIELDS)}') from None
+  return {camera: fields[camera] for camera in layout.cameras}
+
+
 def policy_video_items(layout: layout_lib.SlotLayout, camera_images: Mapping[str, Array]) -> list:
   """The items of slots 1..T-1 for `vae.policy_pixel_sequence` at inference: None (black) for proprio, action,
   future proprio and value; the current image of each camera for both its current and its future slot (the future

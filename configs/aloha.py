@@ -1,21 +1,21 @@
 """ALOHA policy: official experiment
 cosmos_predict2_2b_480p_aloha_185_demos_4_tasks_mixture_foldshirt15_candiesinbowl45_candyinbag45_eggplantchickenonplate80.
 
-Variants (`--config=configs/aloha.py:<arg>`): '' the official recipe; 'tiny' a laptop-CPU run on the bundled sample.
+Variants (`--config=configs/aloha.py:<arg>`, see common.parse_arg): '' the official recipe; 'tiny' a laptop-CPU
+run on the bundled gym-aloha sample.
 """
 
-from cosmos_jax.train import config_lib
+from configs import common
 
 
 def get_config(arg: str | None = None):
-  c = config_lib.base_config(
+  variant = common.parse_arg(arg, name='configs/aloha.py', tiny=False)
+  c = common.base(
       experiment=('cosmos_predict2_2b_480p_aloha_185_demos_4_tasks_mixture_foldshirt15_candiesinbowl45_candyinbag45_'
                   'eggplantchickenonplate80'),
       layout='aloha',
       batch_size=200,  # 25 per GPU × 8 GPUs
       cycle=20_000, warm_up=2_000)  # LambdaLinearScheduler cycle 20000, warm-up 2000
-  if arg == 'tiny':
-    c = config_lib.make_tiny(c)
-  elif arg:
-    raise ValueError(f"unknown variant {arg!r} of configs/aloha.py (known: '', 'tiny')")
+  if variant.tiny:
+    c = common.tiny(c)
   return c

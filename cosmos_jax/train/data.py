@@ -17,11 +17,8 @@ from cosmos_jax.data import pipeline
 from cosmos_jax.data import sample as sample_lib
 from cosmos_jax.data import text as text_lib
 from cosmos_jax.policy import layout as layout_lib
-from cosmos_jax.train import config_lib
 from cosmos_jax.train import sharding as sharding_lib
 from cosmos_jax.train import state as state_lib
-
-BUNDLED_SAMPLE_DIR = config_lib.BUNDLED_SAMPLE_DIR
 
 
 class TrainingData:
@@ -29,7 +26,10 @@ class TrainingData:
 
   def __init__(self, config, layout: layout_lib.SlotLayout, *, process_index: int, process_count: int):
     d = config.data
-    dataset_dir = d.dataset_dir or str(BUNDLED_SAMPLE_DIR)
+    dataset_dir = d.dataset_dir
+    if not dataset_dir:
+      raise ValueError("config.data.dataset_dir is empty: set it to the benchmark's episodes (the tiny variants, "
+                       'e.g. configs/aloha.py:tiny, use the bundled sample)')
     if not os.path.isdir(dataset_dir):
       raise FileNotFoundError(f'data.dataset_dir {dataset_dir!r} is not a directory')
     sample_cfg = sample_lib.SampleConfig.for_layout(layout.name, layout=layout, chunk_size=layout.chunk_size,

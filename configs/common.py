@@ -1,22 +1,48 @@
-"""Shared builder of the training configs in `configs/` (ml_collections, big_vision style).
+"""Shared bodies of the training configs in this directory (ml_collections, big_vision style).
 
 Every knob the official experiment sets has the same value here, with a comment naming where it comes from
-(policy_spec section 1 for per-benchmark constants, section 7 for the optimiser and schedule). The `tiny`
-variant swaps in the golden-vector-sized DiT and VAE and the bundled ALOHA sample so it trains on a laptop CPU.
+(NVlabs/cosmos-policy at 18a2acc, cosmos_policy/config/experiment/cosmos_policy_experiment_configs.py). A config file
+builds its body with `base`, sets its own constants, and applies the variants its `get_config(arg)` was asked for;
+`arg` is parsed one way everywhere, by `parse_arg`: `tiny` or `tiny,key=value,...`.
 """
 
 from __future__ import annotations
 
-import pathlib
+import ast
 
 import ml_collections
 
+from cosmos_jax.data import bundled
 from cosmos_jax.nn import vae
 
 ConfigDict = ml_collections.ConfigDict
 
-# The bundled ALOHA-simulator sample: the default data of the tiny configs.
-BUNDLED_SAMPLE_DIR = pathlib.Path(__file__).resolve().parents[1] / 'data' / 'sample_aloha'
+
+def parse_arg(arg: str | None, *, name: str, **spec) -> ConfigDict:
+  """`get_config`'s argument -> ConfigDict with the fields of `spec` (their defaults give the types).
+
+  The argument is comma-separated: a bare word sets a boolean field (`tiny`), `key=value` sets any field (`value`
+  read as a Python literal, else kept as a string). Anything not in `spec` is an error naming `name`'s variants.
+  """
+  out = ConfigDict(spec)
+  for item in filter(None, (part.strip() for part in (arg or '').split(','))):
+    key, has_value, text = item.partition('=')
+    if key not in spec:
+      raise ValueError(f'{name}: unknown variant argument {key!r} in {arg!r}; known: {sorted(spec)}')
+    if not has_value:
+      if not isinstance(spec[key], bool):
+        raise ValueError(f'{name}: {key!r} needs a value ({key}=...), got {arg!r}')
+      out[key] = True
+      continue
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    try:
+      out[key] = type(spec[key])(value)
+    except (TypeError, ValueError) as e:
+      raise ValueError(f'{name}: {key}={text!r} is not a {type(spec[key]).__name__}') from e
+  return out
 
 
 def schedule(cycle: int, warm_up: int) -> ConfigDict:
@@ -25,7 +51,8 @@ def schedule(cycle: int, warm_up: int) -> ConfigDict:
                          f_start=[1e-6, 0.06], f_max=[1.0, 0.06], f_min=[0.3, 0.06]))
 
 
-def base_config(*, experiment: str, layout: str, batch_size: int, cycle: int, warm_up: int) -> ConfigDict:
+def base(*, experiment: str, layout: str, batch_size: int, cycle: int, warm_up: int) -> ConfigDict:
+  """The full-size recipe every benchmark shares (2B DiT, Wan2.1 VAE, the official optimiser)."""
   c = ConfigDict()
   c.experiment = experiment  # the official experiment this config mirrors
   c.layout = layout  # cosmos_jax.policy.layout.LAYOUTS key
@@ -65,15 +92,15 @@ def base_config(*, experiment: str, layout: str, batch_size: int, cycle: int, wa
   c.optim.ema_decay = 0.0  # official ema.enabled = False; > 0 keeps an EMA of the parameters
   c.optim.schedule = schedule(cycle, warm_up)
 
-  c.diffusion = ConfigDict()  # cosmos_jax.policy.diffusion.DiffusionConfig overrides (policy_spec 5.3, 6)
+  c.diffusion = ConfigDict()  # cosmos_jax.policy.diffusion.DiffusionConfig overrides
   c.diffusion.mask_loss_for_action_future_state_prediction = False  # the paper's "no auxiliary targets" ablation
   c.diffusion.mask_value_prediction_loss_for_policy_prediction = False
   c.diffusion.mask_current_state_action_for_value_prediction = False  # True for the ALOHA planning model (V(s'))
 
   c.data = ConfigDict()
-  c.data.dataset_dir = ''  # '' = the bundled sample (tiny runs only)
+  c.data.dataset_dir = ''  # the benchmark's episodes (the tiny variants point at the bundled sample)
   c.data.statistics = ''  # dataset_statistics.json ('' = <dataset_dir>/dataset_statistics.json)
-  c.data.text_store = ''  # safe T5 store made by `python -m cosmos_jax.data.text import`
+  c.data.text_store = ''  # safe T5 store made by `python -m cosmos_jax.data.text import` ('' = <dataset_dir>/text_store)
   c.data.rollouts_dir = ''  # rollouts for world-model / value samples (planning model)
   c.data.image_size = 224
   c.data.augment = True  # use_image_aug + use_stronger_image_aug
@@ -98,8 +125,11 @@ def base_config(*, experiment: str, layout: str, batch_size: int, cycle: int, wa
   return c
 
 
-def make_tiny(c: ConfigDict) -> ConfigDict:
-  """The laptop-CPU variant: tiny DiT/VAE, 64×64 images, the bundled ALOHA sample, a short run."""
+def tiny(c: ConfigDict) -> ConfigDict:
+  """The laptop-CPU variant: tiny DiT/VAE, 64×64 images, the layout's bundled sample, a short run.
+
+  64 px: a latent slot (8·8·16 = 1024 values) must hold the largest action chunk (ALOHA's 50×14).
+  """
   c.total_steps = 20
   c.batch_size = 2
   c.model.dit_preset = 'tiny'
@@ -111,6 +141,7 @@ def make_tiny(c: ConfigDict) -> ConfigDict:
   c.init.from_scratch = True  # no converted tiny DiT is shipped; the tiny run trains the DiT from scratch
   # The official-code width-8 Wan2.1 VAE (random weights) shipped with the package; see cosmos_jax/nn/assets/.
   c.init.vae_checkpoint = str(vae.TINY_VAE_PATH)
+  c.data.dataset_dir = str(bundled.sample_dir(c.layout))
   c.data.image_size = 64
   c.data.num_workers = 0
   c.mesh.fsdp = 1

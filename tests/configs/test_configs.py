@@ -1,0 +1,42 @@
+"""The configs in configs/: every file and variant builds, the variant argument is parsed one way, and a
+bad argument names the file and the known variants."""
+
+import importlib
+
+import pytest
+
+from configs import common
+
+CONFIGS = ('aloha', 'aloha_planning', 'libero', 'robocasa')
+TINY = ('aloha', 'aloha_planning')
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_full_config_builds(name):
+  c = importlib.import_module(f'configs.{name}').get_config()
+  assert c.model.dit_preset == '2B'
+  assert c.layout == name.split('_')[0]
+  assert c.data.dataset_dir == ''  # a real run names its data
+
+
+@pytest.mark.parametrize('name', TINY)
+def test_tiny_variant_uses_the_bundled_sample(name):
+  c = importlib.import_module(f'configs.{name}').get_config('tiny')
+  assert c.model.dit_preset == 'tiny'
+  assert c.data.dataset_dir.endswith(f'sample_{c.layout}')
+
+
+def test_parse_arg():
+  assert common.parse_arg(None, name='x', tiny=False).to_dict() == {'tiny': False}
+  assert common.parse_arg('tiny', name='x', tiny=False).tiny is True
+  parsed = common.parse_arg('tiny, steps=3,label=abc,lr=1e-3', name='x', tiny=False, steps=1, label='', lr=0.1)
+  assert (parsed.tiny, parsed.steps, parsed.label, parsed.lr) == (True, 3, 'abc', 1e-3)
+
+
+def test_parse_arg_errors():
+  with pytest.raises(ValueError, match=r"configs/aloha.py: unknown variant argument 'huge'.*\['tiny'\]"):
+    importlib.import_module('configs.aloha').get_config('huge')
+  with pytest.raises(ValueError, match="'steps' needs a value"):
+    common.parse_arg('steps', name='x', steps=1)
+  with pytest.raises(ValueError, match="steps='many' is not a int"):
+    common.parse_arg('steps=many', name='x', steps=1)

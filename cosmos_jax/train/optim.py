@@ -2,9 +2,10 @@
 
 AdamW (betas 0.9/0.99, eps 1e-8, decoupled weight decay 0.1 on every parameter, bias correction) on fp32 master
 weights; gradients have NaN/±inf replaced by 0, then are clipped to global L2 norm 1.0; the learning rate is
-`lr · f(n)` with the official `LambdaLinearScheduler` multiplier f; optional gradient accumulation
-(`optax.MultiSteps`). EMA of the parameters is kept in the train state (see `ema_update`), off by default as in
-the official run.
+`lr · f(n)` with the official `LambdaLinearScheduler` multiplier f, n counting optimiser steps. Gradient
+accumulation (`optim.grad_accum_steps`) happens inside the train step (`state.accumulated_grads`), so this
+transformation, the step count, the EMA and the schedule see one update per optimiser step. EMA of the parameters
+is kept in the train state (see `ema_update`), off by default as in the official run.
 """
 
 from __future__ import annotations
@@ -63,16 +64,13 @@ def nan_to_zero() -> optax.GradientTransformation:
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
-  """The optimiser from `config.optim` (lr, b1, b2, eps, weight_decay, clip_norm, grad_accum_steps, schedule)."""
-  tx = optax.chain(
+  """The optimiser from `config.optim` (lr, b1, b2, eps, weight_decay, clip_norm, schedule)."""
+  return optax.chain(
       nan_to_zero(),
       optax.clip_by_global_norm(config.clip_norm),
       optax.adamw(learning_rate_schedule(config), b1=config.b1, b2=config.b2, eps=config.eps,
                   weight_decay=config.weight_decay),
   )
-  if config.grad_accum_steps > 1:
-    tx = optax.MultiSteps(tx, every_k_schedule=config.grad_accum_steps)
-  return tx
 
 
 def ema_update(ema_params, params, decay: float):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any, Callable
 
 import flax.struct
@@ -43,6 +44,7 @@ class StepConfig:
   layout: layout_lib.SlotLayout
   diffusion: diffusion.DiffusionConfig
   ema_decay: float = 0.0  # 0 = no EMA (the official run)
+  grad_accum_steps: int = 1  # micro-batches per optimiser step (the batch is split inside the step)
   mesh: Any = None  # the training mesh: the VAE encode runs per device (see `encode_slot_frames`)
 
 
@@ -94,28 +96,83 @@ def encode_slot_frames(vae_params, vae_cfg: vae_lib.VAEConfig, frames: jax.Array
                        out_specs=P(sharding_lib.BATCH_AXES), check_vma=False)(vae_params, frames)
 
 
-def loss_and_metrics(params, vae_params, batch: dict, key: jax.Array, cfg: StepConfig):
-  """The policy loss of one batch and its diagnostics (pure; differentiable in `params`)."""
+def latent_shape(cfg: StepConfig, video_shape) -> tuple[int, ...]:
+  """[B, state_t, h, w, z] of the latent `encode_slot_frames` makes from [B, state_t, H, W, 3] slot frames."""
+  b, t, h, w, _ = video_shape
+  s = vae_lib.SPATIAL_COMPRESSION
+  return (b, t, h // s, w // s, cfg.vae.z_dim)
+
+
+def loss_and_metrics(params, vae_params, batch: dict, sigma: jax.Array, epsilon: jax.Array, cfg: StepConfig):
+  """The policy loss of one (micro-)batch and its diagnostics (pure; differentiable in `params`)."""
   latent = jax.lax.stop_gradient(encode_slot_frames(vae_params, cfg.vae, batch['video'], cfg.mesh))
-  sigma, epsilon = diffusion.draw_sigma_and_noise(key, latent.shape, cfg.diffusion)
   targets = {k: batch[k] for k in diffusion.BATCH_KEYS}
   return diffusion.training_loss(diffusion.DiTNet(cfg.dit), params, batch['t5_text_embeddings'], latent, targets,
                                  sigma, epsilon, cfg.layout, cfg.diffusion)
 
 
+# Diagnostics that are means over every element of the batch: the mean over equal micro-batches is exact. The other
+# scalar diagnostics average over the samples of one type (NaN when a batch has none) and are combined with nanmean.
+_BATCH_MEAN_METRICS = ('loss', 'mse_loss', 'edm_loss')
+
+
+def split_micro_batches(tree, k: int, mesh=None):
+  """Leading axis B -> [k, B/k]: micro-batch j holds rows j, j + k, j + 2k, ... so each device's rows of the
+  batch-sharded input stay on that device (needs the per-device batch divisible by k)."""
+
+  def split(x):
+    b = x.shape[0]
+    if b % k:
+      raise ValueError(f'batch of {b} does not split into grad_accum_steps={k} micro-batches')
+    x = jnp.swapaxes(x.reshape(b // k, k, *x.shape[1:]), 0, 1)
+    if mesh is not None:
+      x = jax.lax.with_sharding_constraint(
+          x, jax.sharding.NamedSharding(mesh, P(None, sharding_lib.BATCH_AXES)))
+    return x
+
+  return jax.tree.map(split, tree)
+
+
+def accumulated_grads(params, vae_params, batch: dict, sigma: jax.Array, epsilon: jax.Array, cfg: StepConfig):
+  """(loss, scalar metrics, gradient) of the whole batch, computed over `cfg.grad_accum_steps` micro-batches.
+
+  The gradient is the mean of the micro-batch gradients, which equals the full-batch gradient (the loss is a mean
+  over equally sized samples); only the activations of one micro-batch are live at a time."""
+  grad_fn = jax.value_and_grad(loss_and_metrics, has_aux=True)
+  k = cfg.grad_accum_steps
+  if k == 1:
+    (loss, aux), grads = grad_fn(params, vae_params, batch, sigma, epsilon, cfg)
+    return loss, {n: v for n, v in aux.items() if jnp.ndim(v) == 0}, grads
+
+  micro = split_micro_batches({'batch': batch, 'sigma': sigma, 'epsilon': epsilon}, k, cfg.mesh)
+
+  def body(grad_sum, m):
+    (loss, aux), grads = grad_fn(params, vae_params, m['batch'], m['sigma'], m['epsilon'], cfg)
+    scalars = {n: v for n, v in aux.items() if jnp.ndim(v) == 0}
+    grad_sum = jax.tree.map(lambda s, g: s + g.astype(jnp.float32), grad_sum, grads)
+    return grad_sum, {'loss': loss, **scalars}
+
+  zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+  grad_sum, per_micro = jax.lax.scan(body, zeros, micro)
+  grads = jax.tree.map(lambda g, p: (g / k).astype(p.dtype), grad_sum, params)
+  metrics = {n: v.mean() if n in _BATCH_MEAN_METRICS else jnp.nanmean(v) for n, v in per_micro.items()}
+  return metrics.pop('loss'), metrics, grads
+
+
 def train_step(state: TrainState, vae_params, batch: dict, *, cfg: StepConfig,
                tx: optax.GradientTransformation) -> tuple[TrainState, dict]:
+  """One optimiser step (over `cfg.grad_accum_steps` micro-batches of `batch`): step count, EMA and learning rate
+  advance once. The noise is drawn for the whole batch, so accumulation does not change what a sample sees."""
   check_batch(batch)
   key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-  grad_fn = jax.value_and_grad(loss_and_metrics, has_aux=True)
-  (loss, aux), grads = grad_fn(state.params, vae_params, batch, key, cfg)
+  sigma, epsilon = diffusion.draw_sigma_and_noise(key, latent_shape(cfg, batch['video'].shape), cfg.diffusion)
+  loss, aux, grads = accumulated_grads(state.params, vae_params, batch, sigma, epsilon, cfg)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   ema = state.ema_params
   if ema is not None:
     ema = optim.ema_update(ema, params, cfg.ema_decay)
-  metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads), 'param_norm': optax.tree.norm(params)}
-  metrics.update({k: v for k, v in aux.items() if jnp.ndim(v) == 0})
+  metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads), 'param_norm': optax.tree.norm(params), **aux}
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema), metrics
 
 
@@ -124,6 +181,12 @@ def jit_train_step(cfg: StepConfig, tx: optax.GradientTransformation, mesh, abst
   """The train step as one `jax.jit` with explicit shardings (FSDP state, batch over (data, fsdp)) and the state
   donated. Returns (step function, state shardings)."""
   cfg = dataclasses.replace(cfg, mesh=mesh)
+  batch_devices = math.prod(mesh.shape[a] for a in sharding_lib.BATCH_AXES)
+  global_batch = abstract_batch['video'].shape[0]
+  if cfg.grad_accum_steps < 1 or global_batch % (batch_devices * cfg.grad_accum_steps):
+    raise ValueError(f'batch_size {global_batch} must split into grad_accum_steps={cfg.grad_accum_steps} '
+                     f'micro-batches over {batch_devices} batch-sharded devices (a multiple of '
+                     f'{batch_devices * max(cfg.grad_accum_steps, 1)})')
   state_shardings = sharding_lib.tree_shardings(abstract_state, mesh)
   vae_shardings = sharding_lib.tree_shardings(abstract_vae_params, mesh)
   batch_shardings = {k: sharding_lib.batch_sharding(mesh, len(v.shape)) for k, v in abstract_batch.items()}

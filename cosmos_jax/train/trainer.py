@@ -39,7 +39,8 @@ def step_config(config: ml_collections.ConfigDict) -> state_lib.StepConfig:
   dit_cfg, vae_cfg = model_configs(config)
   return state_lib.StepConfig(dit=dit_cfg, vae=vae_cfg, layout=layout_lib.get_layout(config.layout),
                               diffusion=diffusion.DiffusionConfig(**config.diffusion.to_dict()),
-                              ema_decay=float(config.optim.ema_decay))
+                              ema_decay=float(config.optim.ema_decay),
+                              grad_accum_steps=int(config.optim.grad_accum_steps))
 
 
 def _check_path(path: str, what: str) -> str:

@@ -62,7 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
   serving = parser.add_argument_group('serving')
   serving.add_argument('--max-payload-mb', type=float, default=service_lib.DEFAULT_MAX_PAYLOAD_BYTES / 2 ** 20)
   serving.add_argument('--max-queue', type=int, default=service_lib.DEFAULT_MAX_QUEUE,
-                       help='requests allowed to wait for the model; more are refused (503 / error frame)')
+                       help='requests allowed to wait for the model (the running one not counted); more are '
+                            'refused (503 with Retry-After / error frame)')
+  serving.add_argument('--deadline-s', type=float, default=service_lib.DEFAULT_DEADLINE_S,
+                       help='a request not started this long after queuing gets 504 and is never run')
+  serving.add_argument('--body-timeout-s', type=float, default=service_lib.DEFAULT_BODY_TIMEOUT_S,
+                       help='HTTP: a request body not received within this time gets 408 and the connection closes')
   serving.add_argument('--no-warmup', action='store_true', help='do not compile before accepting requests')
   return parser
 
@@ -110,7 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   if not args.no_warmup:
     runner.warmup()
   service = service_lib.PolicyService(runner, max_queue=args.max_queue,
-                                      max_payload_bytes=int(args.max_payload_mb * 2 ** 20))
+                                      max_payload_bytes=int(args.max_payload_mb * 2 ** 20),
+                                      deadline_s=args.deadline_s, body_timeout_s=args.body_timeout_s)
   if args.protocol == 'http':
     server = http_lib.HTTPServer(service, args.host, args.port or http_lib.DEFAULT_PORT)
   else:

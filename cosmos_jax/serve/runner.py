@@ -341,12 +341,12 @@ class PolicyRunner:
     start = time.perf_counter()
     obs = self.validate(observation)
     validated = time.perf_counter()
-    result, timing = self.infer(obs)
-    result['timing'] = {'validate_s': validated - start, **timing, 'total_s': time.perf_counter() - start}
+    result = self.infer(obs)
+    result['timing'] = {'validate_s': validated - start, **result['timing'], 'total_s': time.perf_counter() - start}
     return result
 
-  def infer(self, obs: Observation) -> tuple[dict, dict]:
-    """The response for a validated observation and the per-stage timing (results blocked on)."""
+  def infer(self, obs: Observation) -> dict:
+    """The response for a validated observation, with the per-stage `timing` (seconds, results blocked on)."""
     timing = {}
     t0 = time.perf_counter()
     images = {camera: transforms.test_time_transform(image[None]) for camera, image in obs.camera_images.items()}
@@ -362,7 +362,8 @@ class PolicyRunner:
       result = self._act_single(context, latent, proprio, noise, obs.return_all_query_results, timing)
     else:
       result = self._act_planning(context, latent, proprio, noise, obs.return_all_query_results, timing)
-    return result, timing
+    result['timing'] = timing
+    return result
 
   def _images_out(self, sample, orig_latent) -> dict[str, np.ndarray]:
     decoded = self._future_images(self.vae_params, sample=sample, orig_latent=orig_latent)

@@ -44,7 +44,8 @@ TASKS_BY_FOLDER = (
     ('flatten_shirt', 'flatten shirt'),
     ('brown_chicken_wing_on_plate', 'put brown chicken wing on plate'),
     ('purple_eggplant_on_plate', 'put purple eggplant on plate'),
-    ('transfer_cube', 'transfer cube'),  # cosmos_jax addition: the bundled gym-aloha sample.
+    ('transfer_cube', 'transfer cube'),  # cosmos_jax additions: the gym-aloha tasks (make_sample.py).
+    ('insertion', 'insertion'),
 )
 
 

@@ -1,86 +1,58 @@
-"""Regenerates the bundled ALOHA-format sample (`cosmos_jax/data/sample_aloha/`) from the gym-aloha simulator.
+"""Scripted gym-aloha demonstrations in the released ALOHA demo format, and the bundled sample made from them.
 
-    MUJOCO_GL=egl python -m cosmos_jax.data.make_sample [--out DIR] [--episodes 3] [--steps 60]
+    MUJOCO_GL=egl python -m cosmos_jax.data.make_sample [--out DIR] [--task transfer_cube] [--episodes 3]
+    MUJOCO_GL=egl python -m cosmos_jax.data.make_sample --measure [--seeds 50] [--json FILE]
 
-Needs `pip install gym-aloha` (MuJoCo) and, headless, the EGL packages `libegl1 libegl-mesa0` (osmesa did not
-work here). What it writes is the released ALOHA demonstration layout (policy_spec 11.1), so the official reader
-and ours read it the same way:
+The demonstrator is `cosmos_jax.data.scripted` (full-length 400-step episodes at gym-aloha's 50 Hz). An episode is
+kept only if it succeeds (the reward reaches the task's maximum); a failed seed is skipped and counted. What it writes
+is the released ALOHA demonstration layout (policy_spec 11.1), so the official reader and ours read it the same way:
 
-    <out>/transfer_cube_scripted/train/episode_<i>.hdf5   attr sim=True; observations/{qpos,qvel,effort} (T,14)
-                                                          float32; action, relative_action (T,14) float32;
-                                                          observations/video_paths/cam_* -> the MP4 names
-    <out>/transfer_cube_scripted/train/episode_<i>_cam_{high,left_wrist,right_wrist}.mp4   256x256, mp4v, 25 fps
-    <out>/dataset_statistics.json                        official schema, from the demos
-    <out>/text_store/                                    task "transfer cube": a STAND-IN embedding (fixed-seed
-                                                          random, NOT T5); real runs import the official T5 pickle
+    <out>/<task>_scripted/train/episode_<i>.hdf5   attrs sim=True, seed, task, max_reward, success;
+                                                   observations/{qpos,qvel,effort} (T,14) float32;
+                                                   action, relative_action (T,14) float32; rewards (T,) float32;
+                                                   observations/video_paths/cam_* -> the MP4 names
+    <out>/<task>_scripted/train/episode_<i>_cam_{high,left_wrist,right_wrist}.mp4   S x S, mp4v, 50 fps
+    <out>/dataset_statistics.json                  official schema, from the demos
+    <out>/text_store/                              the task strings: a STAND-IN embedding (fixed-seed random,
+                                                   NOT T5); real runs import the official T5 pickle
+    <out>/demos.json                               per task, how it was made: seeds, steps, camera size
 
-Cameras: gym-aloha's `top`, `left_wrist`, `right_wrist` -> cam_high, cam_left_wrist, cam_right_wrist; frames are
-rendered at 480x640 and resized to 256x256 with PIL bicubic, like the official preprocessing.
+Observation t (qpos, frames) is recorded before action t is applied, as in ALOHA recordings. Cameras: the
+simulator's (`simulator.SIM_CAMERAS`), rendered at 480x640 and resized to S (default 256, the official preprocessing
+size) with PIL bicubic, like the official preprocessing and the evaluation client.
 
-The policy is scripted in joint space: piecewise-linear moves through per-episode jittered waypoints (both arms
-reach towards the cube, the left gripper closes and lifts, the arms meet, the grippers hand over). It is a motion
-generator for a format/pipeline sample, not a demonstration that reliably solves the task.
+`--measure` runs the scripted policies without cameras over `--seeds` seeds per task and prints and writes the
+success rates (reward reached 4; and reward still 4 at the last step).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
+import time
+from collections.abc import Sequence
 
+import h5py
 import numpy as np
 
-TASK_FOLDER = 'transfer_cube_scripted'
-TASK = 'transfer cube'
-CAMERAS = {'cam_high': 'top', 'cam_left_wrist': 'left_wrist', 'cam_right_wrist': 'right_wrist'}
-DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'sample_aloha')
+from cosmos_jax.data import aloha, decode, scripted, simulator, stats, text
 
-# (fraction of the episode, left arm 6 joints + gripper, right arm 6 joints + gripper); gripper 1 open, 0 closed.
-_WAYPOINTS = (
-    (0.00, [0.0, -0.96, 1.16, 0.0, -0.30, 0.0, 1.0], [0.0, -0.96, 1.16, 0.0, -0.30, 0.0, 1.0]),
-    (0.30, [0.25, -0.35, 0.85, 0.05, 0.15, -0.05, 1.0], [-0.20, -0.70, 1.00, -0.05, -0.10, 0.05, 1.0]),
-    (0.45, [0.25, -0.30, 0.85, 0.05, 0.20, -0.05, 0.0], [-0.20, -0.60, 0.95, -0.05, -0.05, 0.05, 1.0]),
-    (0.70, [0.10, -0.70, 1.00, 0.10, -0.20, 0.10, 0.0], [-0.10, -0.55, 0.95, -0.10, -0.15, -0.10, 1.0]),
-    (0.85, [0.10, -0.70, 1.00, 0.10, -0.20, 0.10, 0.0], [-0.10, -0.55, 0.95, -0.10, -0.15, -0.10, 0.0]),
-    (1.00, [0.05, -0.80, 1.05, 0.0, -0.25, 0.0, 1.0], [-0.15, -0.65, 1.00, 0.0, -0.20, 0.0, 0.0]),
-)
+DEFAULT_OUT = aloha.SAMPLE_DIR
+METADATA_FILENAME = 'demos.json'
 
 
-def scripted_actions(num_steps: int, rng: np.random.Generator) -> np.ndarray:
-  """(num_steps, 14) joint targets through jittered waypoints (grippers not jittered)."""
-  fractions = np.asarray([w[0] for w in _WAYPOINTS])
-  points = np.asarray([w[1] + w[2] for w in _WAYPOINTS], np.float64)
-  jitter = rng.normal(0.0, 0.06, points.shape)
-  jitter[:, [6, 13]] = 0.0
-  jitter[0] = 0.0  # start at the simulator's rest pose
-  points = points + jitter
-  t = np.linspace(0.0, 1.0, num_steps)
-  return np.stack([np.interp(t, fractions, points[:, d]) for d in range(14)], axis=1).astype(np.float32)
+def task_folder(task: str) -> str:
+  return f'{task}_scripted'
 
 
-def record_episode(env, seed: int, num_steps: int):
-  """Runs the scripted policy; returns qpos, qvel, actions (T, 14) and frames {cam: (T, 480, 640, 3)}."""
-  rng = np.random.default_rng(seed)
-  env.reset(seed=seed)
-  physics = env.unwrapped._env.physics  # pylint: disable=protected-access
-  actions = scripted_actions(num_steps, rng)
-  qpos, qvel, frames = [], [], {cam: [] for cam in CAMERAS}
-  for action in actions:
-    # The observation of step t is recorded before action t is applied (as in ALOHA recordings).
-    task = env.unwrapped._env.task  # pylint: disable=protected-access
-    qpos.append(task.get_qpos(physics))
-    qvel.append(task.get_qvel(physics))
-    for cam, sim_cam in CAMERAS.items():
-      frames[cam].append(physics.render(height=480, width=640, camera_id=sim_cam))
-    env.step(action.astype(np.float64))
-  return (np.asarray(qpos, np.float32), np.asarray(qvel, np.float32), actions,
-          {cam: np.stack(f) for cam, f in frames.items()})
-
-
-def write_mp4(path: str, frames_rgb: np.ndarray, fps: int = 25) -> None:
-  import cv2  # pylint: disable=g-import-not-at-top
+def write_mp4(path: str, frames_rgb: np.ndarray, fps: float = simulator.GYM_ALOHA_CONTROL_HZ) -> None:
+  """(T, H, W, 3) uint8 RGB -> mp4v file (the codec the ALOHA demos and OpenCV's default build share)."""
+  import cv2  # pylint: disable=g-import-not-at-top  # OpenCV is needed only to write videos
 
   height, width = frames_rgb.shape[1:3]
-  writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'mp4v'), fps, (width, height))
+  writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'mp4v'), float(fps), (width, height))
   if not writer.isOpened():
     raise RuntimeError(f'OpenCV could not open an mp4v writer for {path}')
   for frame in frames_rgb:
@@ -88,59 +60,159 @@ def write_mp4(path: str, frames_rgb: np.ndarray, fps: int = 25) -> None:
   writer.release()
 
 
-def write_episode(directory: str, index: int, qpos, qvel, actions, frames, image_size: int = 256) -> str:
-  import h5py  # pylint: disable=g-import-not-at-top
+def record_episode(sim: simulator.AlohaSim, seed: int, num_steps: int = simulator.EPISODE_STEPS,
+                   image_size: int = 256) -> tuple[scripted.ScriptedEpisode, dict[str, np.ndarray]]:
+  """One scripted episode with the cameras rendered before every action: (episode, {cam: (T, S, S, 3) uint8})."""
+  frames = {cam: [] for cam in simulator.SIM_CAMERAS}
 
-  from cosmos_jax.data import decode  # pylint: disable=g-import-not-at-top
+  def observe(_):
+    for cam, frame in sim.render(*simulator.CAMERA_SIZE).items():
+      frames[cam].append(decode.resize_square(frame[None], image_size)[0])
 
+  episode = scripted.run(sim, seed, num_steps, observe=observe)
+  return episode, {cam: np.stack(f) for cam, f in frames.items()}
+
+
+def write_episode(directory: str, index: int, episode: scripted.ScriptedEpisode,
+                  frames: dict[str, np.ndarray]) -> str:
+  """The released ALOHA demo layout: HDF5 + one MP4 per camera."""
   os.makedirs(directory, exist_ok=True)
   path = os.path.join(directory, f'episode_{index}.hdf5')
+  qpos = episode.qpos.astype(np.float32)
+  actions = episode.actions.astype(np.float32)
   with h5py.File(path, 'w') as f:
     f.attrs['sim'] = True
+    f.attrs['task'] = episode.task
+    f.attrs['seed'] = int(episode.seed)
+    f.attrs['max_reward'] = float(episode.max_reward)
+    f.attrs['success'] = episode.success
     obs = f.create_group('observations')
     obs['qpos'] = qpos
-    obs['qvel'] = qvel
+    obs['qvel'] = episode.qvel.astype(np.float32)
     obs['effort'] = np.zeros_like(qpos)
     f['action'] = actions
     f['relative_action'] = actions - qpos
+    f['rewards'] = episode.rewards.astype(np.float32)
     paths = obs.create_group('video_paths')
     for cam, cam_frames in frames.items():
       name = f'episode_{index}_{cam}.mp4'
-      write_mp4(os.path.join(directory, name), decode.resize_square(cam_frames, image_size))
+      write_mp4(os.path.join(directory, name), cam_frames)
       paths[cam] = name.encode('utf-8')
   return path
 
 
-def generate(out: str, num_episodes: int = 3, num_steps: int = 60, seed: int = 0) -> None:
-  import gymnasium as gym  # pylint: disable=g-import-not-at-top
-  import gym_aloha  # pylint: disable=g-import-not-at-top,unused-import
-
-  from cosmos_jax.data import aloha, stats, text  # pylint: disable=g-import-not-at-top
-
-  env = gym.make('gym_aloha/AlohaTransferCube-v0')
-  train_dir = os.path.join(out, TASK_FOLDER, 'train')
-  for i in range(num_episodes):
-    qpos, qvel, actions, frames = record_episode(env, seed + i, num_steps)
-    path = write_episode(train_dir, i, qpos, qvel, actions, frames)
-    print(f'wrote {path} ({num_steps} steps)')
+def generate(out: str, num_episodes: int = 3, *, task: str = 'transfer_cube', seed: int = 0,
+             num_steps: int = simulator.EPISODE_STEPS, image_size: int = 256, max_failures: int = 10,
+             overwrite: bool = False, log=print) -> dict:
+  """Writes `num_episodes` successful scripted demos (seeds from `seed` up, failed seeds skipped), then the
+  statistics and the stand-in text store over every demo under `out`, and the task's entry of demos.json; returns
+  that entry. Demos of the task already in `out` are an error unless `overwrite` (which deletes them first)."""
+  if num_episodes < 1:
+    raise ValueError(f'num_episodes must be >= 1, got {num_episodes}')
+  sim = simulator.AlohaSim(task)
+  task_dir = os.path.join(out, task_folder(task))
+  train_dir = os.path.join(task_dir, 'train')
+  if os.path.isdir(task_dir) and aloha.find_episode_files(task_dir, split=None):
+    if not overwrite:
+      raise FileExistsError(f'{task_dir} already holds demonstrations; pass overwrite=True (--overwrite) to '
+                            'replace them')
+    shutil.rmtree(task_dir)
+  seeds, skipped, candidate = [], [], seed
+  start = time.perf_counter()
+  while len(seeds) < num_episodes:
+    episode, frames = record_episode(sim, candidate, num_steps, image_size)
+    # A short smoke run cannot reach the goal; only full episodes must succeed.
+    if episode.success or num_steps < simulator.EPISODE_STEPS:
+      path = write_episode(train_dir, len(seeds), episode, frames)
+      seeds.append(candidate)
+      log(f'wrote {path} (seed {candidate}, {num_steps} steps, highest reward {episode.rewards.max():g})')
+    else:
+      skipped.append(candidate)
+      log(f'seed {candidate}: the scripted policy failed (highest reward {episode.rewards.max():g}); skipped')
+      if len(skipped) > max_failures:
+        raise RuntimeError(f'the scripted {task} policy failed on {len(skipped)} seeds: {skipped}')
+    candidate += 1
   demos = [aloha.read_demo(p, lazy=True) for p in aloha.find_episode_files(out)]
   stats_path = os.path.join(out, stats.STATISTICS_FILENAME)
   stats.save_statistics(stats.compute_statistics({'actions': d.actions, 'proprio': d.proprio} for d in demos),
                         stats_path)
   stats.load_statistics(stats_path)  # validates (no constant dimension)
-  text.stand_in_store([TASK]).save(os.path.join(out, 'text_store'), source='cosmos_jax.data.make_sample')
-  print(f'wrote {stats_path} and the stand-in text store')
+  text.stand_in_store(sorted({d.command for d in demos})).save(os.path.join(out, 'text_store'),
+                                                              source='cosmos_jax.data.make_sample')
+  entry = {
+      'generator': 'python -m cosmos_jax.data.make_sample (scripted policy: cosmos_jax.data.scripted)',
+      'task': task,
+      'task_description': simulator.task_description(task),
+      'seeds': seeds,
+      'skipped_failed_seeds': skipped,
+      'num_steps': num_steps,
+      'control_hz': simulator.GYM_ALOHA_CONTROL_HZ,
+      'image_size': image_size,
+      'cameras': simulator.SIM_CAMERAS,
+      'seconds': round(time.perf_counter() - start, 1),
+  }
+  metadata_path = os.path.join(out, METADATA_FILENAME)
+  metadata = {}
+  if os.path.exists(metadata_path):
+    with open(metadata_path, encoding='utf-8') as f:
+      metadata = json.load(f)
+  metadata[task] = entry
+  with open(metadata_path, 'w', encoding='utf-8') as f:
+    json.dump(metadata, f, indent=2)
+  log(f'wrote {stats_path}, the stand-in text store and {METADATA_FILENAME}')
+  return entry
 
 
-def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description='Regenerate the bundled ALOHA-format sample from gym-aloha.')
+def measure(tasks: Sequence[str] = tuple(scripted.POLICIES), num_seeds: int = 50, first_seed: int = 0,
+            num_steps: int = simulator.EPISODE_STEPS, log=print) -> dict:
+  """Success of the scripted policies over seeds first_seed .. first_seed + num_seeds - 1 (no cameras)."""
+  results = {}
+  for task in tasks:
+    sim = simulator.AlohaSim(task)
+    start = time.perf_counter()
+    episodes = [scripted.run(sim, s, num_steps) for s in range(first_seed, first_seed + num_seeds)]
+    results[task] = {
+        'seeds': [first_seed, first_seed + num_seeds - 1],
+        'num_steps': num_steps,
+        'success_rate': float(np.mean([e.success for e in episodes])),
+        'held_to_the_end_rate': float(np.mean([e.held_to_the_end for e in episodes])),
+        'mean_highest_reward': float(np.mean([e.rewards.max() for e in episodes])),
+        'first_success_step_median': float(np.median([np.argmax(e.rewards >= e.max_reward)
+                                                      for e in episodes if e.success] or [np.nan])),
+        'failed_seeds': [e.seed for e in episodes if not e.success],
+        'seconds': round(time.perf_counter() - start, 1),
+    }
+  log(f'{"task":<15}{"seeds":>7}{"success":>9}{"held":>7}{"step":>6}  failed seeds')
+  for task, r in results.items():
+    log(f'{task:<15}{num_seeds:>7}{r["success_rate"]:>9.2f}{r["held_to_the_end_rate"]:>7.2f}'
+        f'{r["first_success_step_median"]:>6.0f}  {r["failed_seeds"]}')
+  return results
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+  parser = argparse.ArgumentParser(
+      prog='python -m cosmos_jax.data.make_sample',
+      description='Scripted gym-aloha demonstrations in the ALOHA demo format (default: the bundled sample), or '
+                  '--measure the scripted policies\' success rates.')
   parser.add_argument('--out', default=DEFAULT_OUT)
-  parser.add_argument('--episodes', type=int, default=3)
-  parser.add_argument('--steps', type=int, default=60)
-  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--task', choices=sorted(scripted.POLICIES), default='transfer_cube')
+  parser.add_argument('--episodes', type=int, default=3, help='successful demonstrations to write')
+  parser.add_argument('--steps', type=int, default=simulator.EPISODE_STEPS)
+  parser.add_argument('--seed', type=int, default=0, help='first seed (failed seeds are skipped)')
+  parser.add_argument('--image_size', type=int, default=256, help='stored camera size (square)')
+  parser.add_argument('--overwrite', action='store_true', help='replace the task\'s demonstrations in --out')
+  parser.add_argument('--measure', action='store_true', help='measure the scripted policies, write no demos')
+  parser.add_argument('--seeds', type=int, default=50, help='with --measure: seeds per task')
+  parser.add_argument('--json', default='scripted_success.json', help='with --measure: output JSON')
   args = parser.parse_args(argv)
-  os.environ.setdefault('MUJOCO_GL', 'egl')
-  generate(args.out, args.episodes, args.steps, args.seed)
+  if args.measure:
+    results = measure(num_seeds=args.seeds, first_seed=args.seed, num_steps=args.steps)
+    with open(args.json, 'w', encoding='utf-8') as f:
+      json.dump(results, f, indent=2)
+    print(f'wrote {args.json}')
+    return results
+  return generate(args.out, args.episodes, task=args.task, seed=args.seed, num_steps=args.steps,
+                  image_size=args.image_size, overwrite=args.overwrite)
 
 
 if __name__ == '__main__':

@@ -60,102 +60,27 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from cosmos_jax.data import decode
+from cosmos_jax.data import decode, simulator
 
-TASKS = {
-    # name -> (gym-aloha scene XML, default task description)
-    'transfer_cube': ('bimanual_viperx_transfer_cube.xml', 'transfer cube'),
-    'insertion': ('bimanual_viperx_insertion.xml', 'insertion'),
-}
-# Dataset camera name -> gym-aloha camera (the same mapping as the bundled sample, cosmos_jax/data/make_sample.py).
-SIM_CAMERAS = {'cam_high': 'top', 'cam_left_wrist': 'left_wrist', 'cam_right_wrist': 'right_wrist'}
+TASKS = simulator.TASKS
+SIM_CAMERAS = simulator.SIM_CAMERAS
+AlohaSim = simulator.AlohaSim
 # Request field of each camera (policy_spec 12).
 REQUEST_FIELDS = {'cam_high': 'primary_image', 'cam_left_wrist': 'left_wrist_image',
                   'cam_right_wrist': 'right_wrist_image'}
 # Rollout JPEG dataset of each camera (policy_spec 11.2).
 ROLLOUT_JPEG_KEYS = {'cam_high': 'primary_images_jpeg', 'cam_left_wrist': 'wrist_left_images_jpeg',
                      'cam_right_wrist': 'wrist_right_images_jpeg'}
-ACTION_DIM = 14
-CAMERA_SIZE = (480, 640)  # (height, width) of the ALOHA cameras
+ACTION_DIM = simulator.ACTION_DIM
+CAMERA_SIZE = simulator.CAMERA_SIZE
 PREPROCESS_SIZE = 256  # offline preprocessing size of the ALOHA training videos (policy_spec 2.1)
-GYM_ALOHA_CONTROL_HZ = 50
+GYM_ALOHA_CONTROL_HZ = simulator.GYM_ALOHA_CONTROL_HZ
 # The official client pauses the real robot when an arm joint target exceeds the current joint position by more
 # than this (signed difference, joints 0-5 and 7-12); the simulator needs no pause, the count is reported.
 MAX_JOINT_DIFFERENCE = 0.15
 ARM_JOINTS = np.r_[0:6, 7:13]
 
 Policy = Callable[[dict], Mapping]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Simulator
-
-
-class AlohaSim:
-  """gym-aloha's transfer-cube / insertion scene as a dm_control environment without per-step image observations."""
-
-  def __init__(self, task: str, control_hz: float = GYM_ALOHA_CONTROL_HZ):
-    if task not in TASKS:
-      raise ValueError(f'unknown task {task!r}; expected one of {sorted(TASKS)}')
-    os.environ.setdefault('MUJOCO_GL', 'egl')  # before dm_control imports mujoco
-    # pylint: disable=g-import-not-at-top
-    from dm_control import mujoco as dm_mujoco
-    from dm_control.rl import control
-    from gym_aloha import constants
-    from gym_aloha.tasks import sim
-    # pylint: enable=g-import-not-at-top
-
-    base = {'transfer_cube': sim.TransferCubeTask, 'insertion': sim.InsertionTask}[task]
-
-    class _StateOnlyTask(base):
-
-      def get_observation(self, physics):
-        return collections.OrderedDict(qpos=self.get_qpos(physics), qvel=self.get_qvel(physics))
-
-    self.task = task
-    self.control_hz = float(control_hz)
-    self._sim_module = sim
-    physics = dm_mujoco.Physics.from_xml_path(str(constants.ASSETS_DIR / TASKS[task][0]))
-    substeps = (1.0 / self.control_hz) / physics.model.opt.timestep
-    if control_hz <= 0 or abs(substeps - round(substeps)) > 1e-6:
-      raise ValueError(f'control_hz={control_hz} is not a whole number of physics steps of '
-                       f'{physics.model.opt.timestep} s (gym-aloha runs at {GYM_ALOHA_CONTROL_HZ} Hz)')
-    self._task = _StateOnlyTask()
-    self._env = control.Environment(physics, self._task, time_limit=float('inf'),
-                                    control_timestep=1.0 / self.control_hz, flat_observation=False)
-    self.max_reward = float(self._task.max_reward)
-
-  @property
-  def physics(self):
-    return self._env.physics
-
-  def reset(self, seed: int) -> None:
-    """Object poses from `seed`, exactly as gym-aloha's `AlohaEnv.reset(seed)` samples them."""
-    from gym_aloha import utils  # pylint: disable=g-import-not-at-top
-
-    if self.task == 'transfer_cube':
-      pose = utils.sample_box_pose(seed)
-    else:
-      pose = np.concatenate(utils.sample_insertion_pose(seed))
-    self._sim_module.BOX_POSE[0] = pose  # gym-aloha's tasks read the initial object pose from this global
-    self._env.reset()
-
-  def qpos(self) -> np.ndarray:
-    return np.asarray(self._task.get_qpos(self.physics), np.float64)
-
-  def qvel(self) -> np.ndarray:
-    return np.asarray(self._task.get_qvel(self.physics), np.float64)
-
-  def render(self, height: int, width: int) -> dict[str, np.ndarray]:
-    """{cam_high, cam_left_wrist, cam_right_wrist} -> (height, width, 3) uint8 RGB."""
-    return {cam: np.asarray(self.physics.render(height=height, width=width, camera_id=sim_cam), np.uint8)
-            for cam, sim_cam in SIM_CAMERAS.items()}
-
-  def step(self, action: np.ndarray) -> float:
-    action = np.asarray(action, np.float64)
-    if action.shape != (ACTION_DIM,) or not np.all(np.isfinite(action)):
-      raise ValueError(f'action must be a finite ({ACTION_DIM},) vector, got shape {action.shape}: {action}')
-    return float(self._env.step(action).reward or 0.0)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -476,7 +401,7 @@ def evaluate(policy: Policy, *, task: str, out_dir: str, episodes: int = 1, max_
   """Runs `episodes` episodes (seeds seed, seed+1, ...), writes the per-episode files and summary.json."""
   if episodes < 1:
     raise ValueError(f'episodes must be >= 1, got {episodes}')
-  task_description = task_description or TASKS.get(task, (None, ''))[1]
+  task_description = task_description or simulator.task_description(task)
   sim = AlohaSim(task, control_hz)
   start = time.perf_counter()
   per_episode = []

@@ -1,0 +1,82 @@
+"""Scripted gym-aloha demonstrators: a full-length episode of each task succeeds; the kinematics they rest on.
+
+Needs gym-aloha (the `test` extra); no rendering. The 50-seed success rates are the slow test (and
+`python -m cosmos_jax.data.make_sample --measure`).
+"""
+
+import os
+
+os.environ.setdefault('MUJOCO_GL', 'egl')  # before anything imports mujoco
+
+import numpy as np
+import pytest
+
+from cosmos_jax.data import make_sample, scripted, simulator
+
+
+@pytest.mark.parametrize('task, seed', [('transfer_cube', 7), ('insertion', 3)])
+def test_one_full_length_scripted_episode_succeeds(task, seed):
+  sim = simulator.AlohaSim(task)
+  episode = scripted.run(sim, seed)
+  assert episode.actions.shape == (simulator.EPISODE_STEPS, 14) and episode.qpos.shape == (400, 14)
+  assert episode.success and episode.held_to_the_end, ''.join(str(int(r)) for r in episode.rewards[::10])
+  first_success = int(np.argmax(episode.rewards >= 4))
+  # Both tasks pass through "grasped and lifted" (reward 2) before the goal.
+  assert np.any(episode.rewards[:first_success] == 2)
+  # Observation t precedes action t: the first observation is the rest pose the episode starts from.
+  np.testing.assert_allclose(episode.qpos[0, :6], [0, -0.96, 1.16, 0, -0.3, 0], atol=1e-6)
+  # Deterministic: the same seed gives the same actions.
+  np.testing.assert_array_equal(scripted.run(sim, seed, num_steps=50).actions, episode.actions[:50])
+
+
+def test_inverse_kinematics_recovers_reachable_poses():
+  sim = simulator.AlohaSim('transfer_cube')
+  sim.reset(0)
+  rng = np.random.default_rng(0)
+  rest = np.array([0, -0.96, 1.16, 0, -0.3, 0])
+  for side in ('left', 'right'):
+    arm = scripted.ArmKinematics(sim.physics, side)
+    for _ in range(5):
+      joints = rest + rng.uniform(-0.4, 0.4, 6)
+      position, rotation = arm.forward(joints)
+      solved = arm.inverse((position, rotation), joints + rng.uniform(-0.05, 0.05, 6))
+      solved_position, solved_rotation = arm.forward(solved)
+      np.testing.assert_allclose(solved_position, position, atol=1e-4, err_msg=side)  # 0.1 mm
+      np.testing.assert_allclose(solved_rotation, rotation, atol=1e-3, err_msg=side)
+  # The grasp point of the rest pose: 0.13 m along the gripper, about 19 cm in from each base.
+  np.testing.assert_allclose(scripted.ArmKinematics(sim.physics, 'right').forward(rest)[0], [0.188, 0.5, 0.308],
+                             atol=2e-3)
+
+
+def test_unrolled_forearm_keeps_the_gripper_pose():
+  sim = simulator.AlohaSim('transfer_cube')
+  arm = scripted.ArmKinematics(sim.physics, 'left')
+  rolled = np.array([0.2, 0.1, 0.3, 3.0, -0.9, 2.5])
+  unrolled = scripted._unroll_forearm(rolled)  # pylint: disable=protected-access
+  assert abs(unrolled[3]) <= np.pi / 2
+  for a, b in zip(arm.forward(rolled), arm.forward(unrolled)):
+    np.testing.assert_allclose(a, b, atol=1e-9)
+
+
+def test_gripper_frames_and_slerp():
+  np.testing.assert_allclose(scripted.RIGHT_DOWN @ scripted.RIGHT_DOWN.T, np.eye(3), atol=1e-12)
+  np.testing.assert_allclose(scripted.RIGHT_DOWN[:, 0], [0, 0, -1])
+  half = scripted.slerp(np.eye(3), scripted.LEFT_ALONG_X, 0.5)
+  np.testing.assert_allclose(scripted.slerp(half, scripted.LEFT_ALONG_X, 1.0), scripted.LEFT_ALONG_X, atol=1e-12)
+  np.testing.assert_allclose(half @ half, scripted.LEFT_ALONG_X, atol=1e-9)  # half the rotation, applied twice
+
+
+def test_scripted_policy_refuses_out_of_order_steps():
+  sim = simulator.AlohaSim('transfer_cube')
+  sim.reset(0)
+  policy = scripted.transfer_cube_policy(sim)
+  policy(sim, 0)
+  with pytest.raises(ValueError, match='expected step 1, got 5'):
+    policy(sim, 5)
+
+
+@pytest.mark.slow
+def test_scripted_policies_succeed_on_at_least_90_percent_of_50_seeds(tmp_path):
+  results = make_sample.main(['--measure', '--seeds', '50', '--json', str(tmp_path / 'success.json')])
+  for task, result in results.items():
+    assert result['success_rate'] >= 0.9, (task, result)

@@ -37,9 +37,9 @@ from collections.abc import Sequence
 import h5py
 import numpy as np
 
-from cosmos_jax.data import aloha, decode, scripted, simulator, stats, text
+from cosmos_jax.data import aloha, bundled, decode, scripted, simulator, stats, text
 
-DEFAULT_OUT = aloha.SAMPLE_DIR
+DEFAULT_OUT = str(bundled.sample_dir('aloha'))
 METADATA_FILENAME = 'demos.json'
 
 

@@ -5,7 +5,7 @@ the linen modules only hold parameters and wire those functions together. The tr
 `nn.scan` (parameters stacked along a leading layer axis), with an optional remat policy chosen by name.
 
 Layout: channels-last. The official network takes `x_B_C_T_H_W`; here `x` is `[B, T, H, W, C]`. Conversion to and
-from the official layout happens only at the boundary (weight loading via `dit_rules`, and the golden tests).
+from the official layout happens only at the boundary (weight loading via cosmos_jax/convert/dit_rules.py, and the golden tests).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cosmos_jax.convert import rules as rules_lib
 from cosmos_jax.nn import attention as attention_lib
 
 Array = jax.Array
@@ -526,46 +525,3 @@ def forward_flops(cfg: DiTConfig, batch: int, frames: int, height: int, width: i
   outside = (2 * L * cfg.patch_in_channels * patch * D + 2 * tt * D * D + 2 * tt * D * 3 * D
              + 2 * tt * D * r + 2 * tt * r * 2 * D + 2 * L * D * patch * cfg.out_channels)
   return batch * (cfg.num_blocks * block + outside)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Official weights.
-
-# Per-block tensors: official suffix (after `blocks.{i}.`) -> our path under `blocks/`.
-_BLOCK_TENSORS = [
-    *[(f'{attn}.{p}.weight', f'{attn}/{p}/kernel', 'linear')
-      for attn in ('self_attn', 'cross_attn') for p in ('q_proj', 'k_proj', 'v_proj', 'output_proj')],
-    *[(f'{attn}.{n}.weight', f'{attn}/{n}/scale', 'identity')
-      for attn in ('self_attn', 'cross_attn') for n in ('q_norm', 'k_norm')],
-    ('mlp.layer1.weight', 'mlp/layer1/kernel', 'linear'),
-    ('mlp.layer2.weight', 'mlp/layer2/kernel', 'linear'),
-    *[(f'adaln_modulation_{b}.{i}.weight', f'adaln_modulation_{b}/{n}/kernel', 'linear')
-      for b in ('self_attn', 'cross_attn', 'mlp') for i, n in ((1, 'down'), (2, 'up'))],
-]
-
-DIT_RULES = (
-    rules_lib.Rule('x_embedder.proj.1.weight', 'x_embedder/kernel', 'linear'),
-    rules_lib.Rule('t_embedder.1.linear_1.weight', 't_embedder/linear_1/kernel', 'linear'),
-    rules_lib.Rule('t_embedder.1.linear_2.weight', 't_embedder/linear_2/kernel', 'linear'),
-    rules_lib.Rule('t_embedding_norm.weight', 't_embedding_norm/scale'),
-    *[rules_lib.Rule(f'blocks.{{i}}.{name}', f'blocks/{path}', transform) for name, path, transform in _BLOCK_TENSORS],
-    rules_lib.Rule('final_layer.linear.weight', 'final_layer/linear/kernel', 'linear'),
-    rules_lib.Rule('final_layer.adaln_modulation.1.weight', 'final_layer/adaln_modulation/down/kernel', 'linear'),
-    rules_lib.Rule('final_layer.adaln_modulation.2.weight', 'final_layer/adaln_modulation/up/kernel', 'linear'),
-)
-
-# Official state_dict entries that are not parameters: training counters, the recomputable RoPE buffers, and
-# Transformer Engine's FP8 metadata.
-DIT_IGNORED_KEYS = (r'accum_.*', r'pos_embedder\..*', r'.*\._extra_state')
-
-
-def load_official(cfg: DiTConfig, state_dict: Mapping[str, Any], *, use_ema: bool = False, where: str = '') -> dict:
-  """Our params (numpy, cfg.param_dtype) from an official `MinimalV1LVGDiT` state_dict (optionally `net.`- or
-  `net_ema.`-prefixed). Raises `rules.WeightLoadingError` listing every missing, unexpected or mis-shaped key."""
-  view, _ = rules_lib.select_prefix(state_dict, use_ema=use_ema)
-  return rules_lib.load_state_dict(DIT_RULES, view, abstract_params(cfg), ignore=DIT_IGNORED_KEYS, where=where)
-
-
-def export_official(params, *, prefix: str = 'net.', dtype=None) -> Mapping[str, np.ndarray]:
-  """Our params -> an official-layout state_dict (parameters only; the official loader recomputes buffers)."""
-  return rules_lib.export_state_dict(DIT_RULES, params, prefix=prefix, dtype=dtype)

@@ -33,6 +33,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cosmos_jax.convert import library as convert_lib
+from cosmos_jax.convert import torch_io
+from cosmos_jax.convert import vae_rules
 from cosmos_jax.data import stats as stats_lib
 from cosmos_jax.data import text as text_lib
 from cosmos_jax.data import transforms
@@ -153,16 +156,15 @@ class PolicyRunner:
     settings (e.g. {'dtype': 'bfloat16', 'attention': 'cudnn'}) in both DiT configs. A planning_dir without a
     `planning` config uses the main ALOHA planning settings.
     """
-    from cosmos_jax.convert import cli as convert_cli  # pylint: disable=g-import-not-at-top
     dit_dir = pathlib.Path(dit_dir)
-    dit_params, dit_cfg, dit_config = convert_cli.load_converted(dit_dir)
+    dit_params, dit_cfg, dit_config = convert_lib.load_converted(dit_dir)
     _expect_kind(dit_config, 'dit', dit_dir)
-    vae_params, vae_cfg, vae_config = convert_cli.load_converted(vae_dir)
+    vae_params, vae_cfg, vae_config = convert_lib.load_converted(vae_dir)
     _expect_kind(vae_config, 'vae', vae_dir)
     overrides = dict(dit_overrides or {})
     dit_cfg = dataclasses.replace(dit_cfg, **overrides)
-    statistics = pathlib.Path(statistics) if statistics else dit_dir / convert_cli.STATISTICS_ASSET
-    text_store = pathlib.Path(text_store) if text_store else dit_dir / convert_cli.TEXT_STORE_ASSET
+    statistics = pathlib.Path(statistics) if statistics else dit_dir / convert_lib.STATISTICS_ASSET
+    text_store = pathlib.Path(text_store) if text_store else dit_dir / convert_lib.TEXT_STORE_ASSET
     if not statistics.exists():
       raise FileNotFoundError(f'no dataset statistics at {statistics} (convert the policy with --statistics, or pass '
                               'statistics=)')
@@ -172,7 +174,7 @@ class PolicyRunner:
     planning_cfg, planning_params = None, None
     if planning_dir is not None:
       planning_dir = pathlib.Path(planning_dir)
-      planning_params, planning_cfg, planning_config = convert_cli.load_converted(planning_dir)
+      planning_params, planning_cfg, planning_config = convert_lib.load_converted(planning_dir)
       _expect_kind(planning_config, 'dit', planning_dir)
       planning_cfg = dataclasses.replace(planning_cfg, **overrides)
       planning = planning or planning_lib.PlanningConfig()
@@ -189,13 +191,12 @@ class PolicyRunner:
     with 1024-wide text tokens, the bundled official width-8 Wan2.1 VAE (random weights), the sample's
     statistics and stand-in text store (task 'transfer cube'). `with_planning_model` adds a second random DiT as
     the planning model. `seed` draws the weights; `noise_seed` is the sampler seed (the official 195)."""
-    from cosmos_jax.convert import torch_io  # pylint: disable=g-import-not-at-top
     dit_cfg = dit_lib.DiTConfig.preset('tiny', crossattn_emb_channels=text_lib.EMBED_DIM)
     init = jax.jit(lambda k: dit_lib.init_params(dit_cfg, k))
     dit_params = _perturbed(init(jax.random.key(seed)), seed + 1000)
     vae_cfg = vae_lib.VAEConfig(base_dim=8)
     with torch_io.open_state_dict(TINY_VAE) as state_dict:
-      vae_params = vae_lib.load_official(vae_cfg, state_dict, where=str(TINY_VAE))
+      vae_params = vae_rules.load_official(vae_cfg, state_dict, where=str(TINY_VAE))
     planning_kwargs = {}
     if with_planning_model:
       planning_kwargs = dict(planning_dit_cfg=dit_cfg,

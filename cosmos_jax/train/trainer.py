@@ -11,8 +11,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
+from cosmos_jax.convert import checkpoint as convert_ckpt
+from cosmos_jax.convert import torch_io
+from cosmos_jax.convert import vae_rules
 from cosmos_jax.nn import dit as dit_lib
 from cosmos_jax.nn import vae as vae_lib
 from cosmos_jax.policy import diffusion
@@ -53,14 +55,12 @@ def _check_path(path: str, what: str) -> str:
 def _load_vae(path: str, vae_cfg: vae_lib.VAEConfig):
   """A converted orbax checkpoint, or an official state_dict (.safetensors / .pth / .pt) read directly."""
   if path.endswith(('.safetensors', '.pth', '.pt')):
-    from cosmos_jax.convert import torch_io  # pylint: disable=g-import-not-at-top
     with torch_io.open_state_dict(_check_path(path, 'init.vae_checkpoint')) as state_dict:
-      return vae_lib.load_official(dataclasses.replace(vae_cfg, dtype=jnp.float32), state_dict)
+      return vae_rules.load_official(dataclasses.replace(vae_cfg, dtype=jnp.float32), state_dict)
   return _load_converted(path, 'init.vae_checkpoint')
 
 
 def _load_converted(path: str, what: str):
-  from cosmos_jax.convert import checkpoint as convert_ckpt  # pylint: disable=g-import-not-at-top
   params, _ = convert_ckpt.load_params(_check_path(path, what))
   return params
 

@@ -45,10 +45,10 @@ def write_official_dit(path: pathlib.Path, entries: list[dict], *, dtype: str = 
 
 _MEASURE_CHILD = r"""
 import json, resource, sys, time
-from cosmos_jax.convert import cli
+from cosmos_jax.convert import __main__ as convert_main
 imports_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
-cli.run(sys.argv[1:])
+convert_main.run(sys.argv[1:])
 seconds = time.perf_counter() - start
 peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print('MEASURED ' + json.dumps({'seconds': seconds, 'peak_rss_bytes': peak_kb * 1024,

@@ -18,9 +18,11 @@ import torch
 from safetensors.numpy import load_file
 
 from cosmos_jax.convert import checkpoint
-from cosmos_jax.convert import cli
+from cosmos_jax.convert import __main__ as convert_main
+from cosmos_jax.convert import library
 from cosmos_jax.convert import rules
 from cosmos_jax.convert import torch_io
+from cosmos_jax.convert import vae_rules
 from cosmos_jax.nn import dit
 from cosmos_jax.nn import vae
 from tests import parity
@@ -102,11 +104,11 @@ def test_convert_dit_golden_round_trip(folder, source_format, tmp_path):
   else:
     source = write_pt(tmp_path / 'released.pt', released_layout(state))
   dest = tmp_path / 'converted'
-  result = cli.run(['dit', str(source), str(dest), '--config', str(folder / 'config.json')])
+  result = convert_main.run(['dit', str(source), str(dest), '--config', str(folder / 'config.json')])
   assert result['source']['prefix'] == ('' if source_format == 'safetensors' else 'net.')
   assert result['source']['param_dtype'] == 'float32'
 
-  params, cfg, config = cli.load_converted(dest)
+  params, cfg, config = library.load_converted(dest)
   assert config['model'] == 'dit'
   assert cfg == dit.DiTConfig.from_official(parity.load_config(folder)['constructor_kwargs'])
   assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {np.dtype(np.float32)}
@@ -114,9 +116,9 @@ def test_convert_dit_golden_round_trip(folder, source_format, tmp_path):
 
   for suffix in ('.safetensors', '.pt'):
     out = tmp_path / f'exported{suffix}'
-    cli.run(['export', str(dest), str(out)])
+    convert_main.run(['export', str(dest), str(out)])
     assert_same_bytes(read_any(out), params_only, prefix='net.')
-  cli.run(['export', str(dest), str(tmp_path / 'plain.safetensors'), '--prefix', ''])
+  convert_main.run(['export', str(dest), str(tmp_path / 'plain.safetensors'), '--prefix', ''])
   assert_same_bytes(read_any(tmp_path / 'plain.safetensors'), params_only)
 
 
@@ -132,16 +134,16 @@ def test_convert_vae_golden_round_trip(folder, tmp_path):
   dest = tmp_path / 'vae'
   # float16 is not a dtype the model holds: keeping it is refused, the exact upcast is explicit.
   with pytest.raises(ValueError, match='stored as float16.*--dtype float32'):
-    cli.run(['vae', str(folder / 'state_dict.safetensors'), str(dest), '--config', str(folder / 'config.json')])
+    convert_main.run(['vae', str(folder / 'state_dict.safetensors'), str(dest), '--config', str(folder / 'config.json')])
   assert not dest.exists()
-  cli.run(['vae', str(folder / 'state_dict.safetensors'), str(dest), '--config', str(folder / 'config.json'),
+  convert_main.run(['vae', str(folder / 'state_dict.safetensors'), str(dest), '--config', str(folder / 'config.json'),
            '--dtype', 'float32'])
 
-  params, cfg, _ = cli.load_converted(dest)
+  params, cfg, _ = library.load_converted(dest)
   assert cfg == vae.VAEConfig.from_official(parity.load_config(folder)['constructor_args'])
   # The converted tree is exactly what the model's own loader builds (which tests/nn/test_vae.py checks on every
   # case), and the smallest case runs end to end from the converted checkpoint (each case costs a compile).
-  jax.tree.map(np.testing.assert_array_equal, params, vae.load_official(cfg, original))
+  jax.tree.map(np.testing.assert_array_equal, params, vae_rules.load_official(cfg, original))
   io = np.load(folder / 'io.npz')
   case = min(vae_cases(folder), key=lambda c: io[f'{c}__video'].size)
   with jax.default_matmul_precision('highest'):
@@ -152,9 +154,9 @@ def test_convert_vae_golden_round_trip(folder, tmp_path):
 
   for suffix in ('.safetensors', '.pt'):
     out = tmp_path / f'vae{suffix}'
-    cli.run(['export', str(dest), str(out), '--dtype', 'float16'])
+    convert_main.run(['export', str(dest), str(out), '--dtype', 'float16'])
     assert_same_bytes(read_any(out), original)  # no prefix: the tokenizer file has none
-  cli.run(['export', str(dest), str(tmp_path / 'vae32.safetensors')])
+  convert_main.run(['export', str(dest), str(tmp_path / 'vae32.safetensors')])
   exported32 = read_any(tmp_path / 'vae32.safetensors')
   for key, value in original.items():
     np.testing.assert_array_equal(exported32[key], value.astype(np.float32))
@@ -172,7 +174,7 @@ def tiny():
 
 
 def convert_dit(folder, source, dest, *extra):
-  return cli.run(['dit', str(source), str(dest), '--config', str(folder / 'config.json'), *extra])
+  return convert_main.run(['dit', str(source), str(dest), '--config', str(folder / 'config.json'), *extra])
 
 
 def test_convert_bf16_checkpoint_keeps_bf16_and_exports_same_bytes(tiny, tmp_path):
@@ -182,7 +184,7 @@ def test_convert_bf16_checkpoint_keeps_bf16_and_exports_same_bytes(tiny, tmp_pat
   assert result['source']['stored_dtypes'] == ['bfloat16'] and result['config']['param_dtype'] == 'bfloat16'
   params, _ = checkpoint.load_params(tmp_path / 'out')
   assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {np.dtype(ml_dtypes.bfloat16)}
-  cli.run(['export', str(tmp_path / 'out'), str(tmp_path / 'back.pt')])
+  convert_main.run(['export', str(tmp_path / 'out'), str(tmp_path / 'back.pt')])
   expected = {k: v.astype(ml_dtypes.bfloat16) for k, v in params_only.items()}
   assert_same_bytes(read_any(tmp_path / 'back.pt'), expected, prefix='net.')
 
@@ -356,7 +358,7 @@ def test_convert_wrong_model_config_lists_the_shapes(tiny, tmp_path):
   """A checkpoint of another size (here: the tiny one against the 2B preset) fails validation, not allocation."""
   folder, _, _ = tiny
   with pytest.raises(rules.WeightLoadingError, match=r'x_embedder.proj.1.weight: got \(64, 72\), expected \(2048, 72\)'):
-    cli.run(['dit', str(folder / 'state_dict.safetensors'), str(tmp_path / 'out'), '--preset', '2B'])
+    convert_main.run(['dit', str(folder / 'state_dict.safetensors'), str(tmp_path / 'out'), '--preset', '2B'])
   with pytest.raises(ValueError, match='either --preset .* or --config'):
     convert_dit(folder, folder / 'state_dict.safetensors', tmp_path / 'out', '--preset', 'tiny')
   assert not (tmp_path / 'out').exists()
@@ -382,9 +384,9 @@ def test_convert_destination_and_source_errors(tiny, tmp_path):
 def test_export_refuses_what_is_not_a_converted_model(tmp_path):
   checkpoint.save_params(tmp_path / 'other', {'w': np.zeros(3, np.float32)}, {'format': 'something else'})
   with pytest.raises(ValueError, match='not a converted-model config'):
-    cli.run(['export', str(tmp_path / 'other'), str(tmp_path / 'x.pt')])
+    convert_main.run(['export', str(tmp_path / 'other'), str(tmp_path / 'x.pt')])
   with pytest.raises(FileNotFoundError, match='config.json is missing'):
-    cli.run(['export', str(tmp_path / 'nothing'), str(tmp_path / 'x.pt')])
+    convert_main.run(['export', str(tmp_path / 'nothing'), str(tmp_path / 'x.pt')])
   assert not (tmp_path / 'x.pt').exists()
 
 
@@ -395,12 +397,12 @@ def test_export_checks_params_against_the_config(tiny, tmp_path):
   params['x_embedder']['kernel'] = params['x_embedder']['kernel'][:5]
   checkpoint.save_params(tmp_path / 'edited', params, config)
   with pytest.raises(rules.WeightLoadingError, match=r'x_embedder/kernel: got \(5, 64\), expected \(72, 64\)'):
-    cli.run(['export', str(tmp_path / 'edited'), str(tmp_path / 'x.safetensors')])
+    convert_main.run(['export', str(tmp_path / 'edited'), str(tmp_path / 'x.safetensors')])
   assert not (tmp_path / 'x.safetensors').exists()
 
 
 def test_main_prints_the_error_and_returns_2(tmp_path, capsys):
-  assert cli.main(['dit', str(tmp_path / 'absent.pt'), str(tmp_path / 'out')]) == 2
+  assert convert_main.main(['dit', str(tmp_path / 'absent.pt'), str(tmp_path / 'out')]) == 2
   assert 'error: checkpoint file not found' in capsys.readouterr().err
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from cosmos_jax.convert import dit_rules
 from cosmos_jax.convert import rules
 from cosmos_jax.nn import dit
 from tests import parity
@@ -36,7 +37,7 @@ def to_channels_last(x):
 @functools.lru_cache(maxsize=None)
 def load_case(folder: pathlib.Path):
   cfg = dit.DiTConfig.from_official(parity.load_config(folder)['constructor_kwargs'])
-  params = dit.load_official(cfg, load_file(str(folder / 'state_dict.safetensors')), where=str(folder))
+  params = dit_rules.load_official(cfg, load_file(str(folder / 'state_dict.safetensors')), where=str(folder))
   io = dict(np.load(folder / 'io.npz'))
   inputs = dict(
       x=to_channels_last(io['x_B_C_T_H_W']),
@@ -104,7 +105,7 @@ def test_2b_preset_matches_official_manifest():
   expected = {e['name']: tuple(e['shape']) for e in manifest['entries'] if e['kind'] == 'parameter'}
   cfg = dit.DiTConfig.preset('2B')
   abstract = dit.abstract_params(cfg)
-  ours = rules.official_shapes(dit.DIT_RULES, abstract)
+  ours = rules.official_shapes(dit_rules.RULES, abstract)
   assert sorted(set(expected) - set(ours)) == [], 'official parameters our 2B preset lacks'
   assert sorted(set(ours) - set(expected)) == [], 'parameters our 2B preset has that the official one does not'
   wrong = {k: (ours[k], expected[k]) for k in expected if ours[k] != expected[k]}
@@ -143,13 +144,13 @@ def test_load_accepts_net_and_ema_prefixes_and_drops_extra_state(tiny):
   ema = {f'net_ema.{k}': v * 2 for k, v in sd.items()}
   both = {**prefixed, **ema}
   chex_equal = lambda a, b: jax.tree.map(np.testing.assert_array_equal, a, b)
-  chex_equal(dit.load_official(cfg, prefixed), params)
-  chex_equal(dit.load_official(cfg, both), params)  # `net.` unless EMA is asked for
-  from_ema = dit.load_official(cfg, both, use_ema=True)
+  chex_equal(dit_rules.load_official(cfg, prefixed), params)
+  chex_equal(dit_rules.load_official(cfg, both), params)  # `net.` unless EMA is asked for
+  from_ema = dit_rules.load_official(cfg, both, use_ema=True)
   np.testing.assert_array_equal(from_ema['x_embedder']['kernel'], 2 * params['x_embedder']['kernel'])
-  chex_equal(dit.load_official(cfg, ema), from_ema)  # EMA is used when it is the only copy
+  chex_equal(dit_rules.load_official(cfg, ema), from_ema)  # EMA is used when it is the only copy
   with pytest.raises(ValueError, match='net_ema'):
-    dit.load_official(cfg, prefixed, use_ema=True)
+    dit_rules.load_official(cfg, prefixed, use_ema=True)
 
 
 def test_load_reports_every_bad_key_at_once(tiny):
@@ -161,7 +162,7 @@ def test_load_reports_every_bad_key_at_once(tiny):
   bad['blocks.0.self_attn.q_proj.weight'] = np.zeros((3, 3), np.float32)
   bad['blocks.0.extra_thing.weight'] = np.zeros(3, np.float32)
   with pytest.raises(rules.WeightLoadingError) as info:
-    dit.load_official(cfg, bad, where='bad.safetensors')
+    dit_rules.load_official(cfg, bad, where='bad.safetensors')
   err = info.value
   assert err.missing == ['t_embedding_norm.weight', 'blocks.1.mlp.layer1.weight']
   assert err.unexpected == ['blocks.0.extra_thing.weight']
@@ -174,7 +175,7 @@ def test_load_reports_every_bad_key_at_once(tiny):
 def test_export_round_trips_official_tensors(tiny):
   folder, sd = tiny
   cfg, params, _, _ = load_case(folder)
-  exported = dit.export_official(params, prefix='')
+  exported = dit_rules.export_official(params, prefix='')
   params_only = {k: v for k, v in sd.items() if not k.startswith(('accum_', 'pos_embedder.'))}
   assert sorted(exported) == sorted(params_only)
   for k, v in params_only.items():

@@ -17,6 +17,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from cosmos_jax.convert import rules
+from cosmos_jax.convert import vae_rules
 from cosmos_jax.nn import vae
 from tests import parity
 
@@ -55,7 +56,7 @@ def golden_model(folder: pathlib.Path, dtype=jnp.float32, latent_stats: str = 'f
   config = parity.load_config(folder)
   cfg = vae.VAEConfig.from_official(config['constructor_args'], dtype=dtype, latent_stats=latent_stats)
   # Stored as float16 (the exact weights of the fp32 run); load_official upcasts to cfg.dtype.
-  params = vae.load_official(cfg, load_file(str(folder / 'state_dict.safetensors')), where=str(folder))
+  params = vae_rules.load_official(cfg, load_file(str(folder / 'state_dict.safetensors')), where=str(folder))
   return cfg, params
 
 
@@ -147,7 +148,7 @@ def test_latent_statistics_match_golden(folder):
 def test_export_reproduces_official_state_dict(folder):
   cfg, params = golden_model(folder)
   official = load_file(str(folder / 'state_dict.safetensors'))
-  exported = rules.export_state_dict(vae.vae_rules(cfg), params)
+  exported = rules.export_state_dict(vae_rules.rules(cfg), params)
   assert sorted(exported) == sorted(official)
   for name, value in official.items():
     np.testing.assert_array_equal(exported[name], value.astype(np.float32), err_msg=name)
@@ -224,7 +225,7 @@ def test_real_size_matches_official_manifest():
   manifest = json.loads(MANIFEST.read_text())
   cfg = vae.VAEConfig.wan21()
   abstract = vae.abstract_params(cfg)
-  ours = rules.official_shapes(vae.vae_rules(cfg), abstract)
+  ours = rules.official_shapes(vae_rules.rules(cfg), abstract)
   expected = {t['name']: tuple(t['shape']) for t in manifest['tensors']}
   assert len(expected) == manifest['num_tensors'] == 194
   assert sorted(set(ours) ^ set(expected)) == []
@@ -241,7 +242,7 @@ def test_reduced_width_matches_manifest_dim8_column(folder):
   manifest = json.loads(MANIFEST.read_text())
   expected = {t['name']: tuple(t['shape_dim8']) for t in manifest['tensors']}
   assert cfg.base_dim == 8
-  assert vae.official_shapes(cfg) == expected
+  assert vae_rules.official_shapes(cfg) == expected
 
 
 def test_real_size_shapes_through_eval_shape():
@@ -312,7 +313,7 @@ def test_load_reports_missing_unexpected_and_misshaped_keys(folder):
   state_dict['encoder.head.0.gamma'] = np.zeros((7, 1, 1, 1), np.float32)
   state_dict['conv1.weight'] = np.zeros((32, 32, 1, 1), np.float32)
   with pytest.raises(rules.WeightLoadingError) as error:
-    vae.load_official(cfg, state_dict)
+    vae_rules.load_official(cfg, state_dict)
   message = str(error.value)
   assert error.value.missing == ['decoder.middle.1.proj.bias']
   assert error.value.unexpected == ['encoder.extra.weight']
@@ -322,7 +323,7 @@ def test_load_reports_missing_unexpected_and_misshaped_keys(folder):
   # An explicit ignore pattern drops the extra key.
   del state_dict['encoder.head.0.gamma'], state_dict['conv1.weight']
   with pytest.raises(rules.WeightLoadingError) as error:
-    vae.load_official(cfg, state_dict, ignore=[r'encoder\.extra\..*'])
+    vae_rules.load_official(cfg, state_dict, ignore=[r'encoder\.extra\..*'])
   assert error.value.unexpected == []
   assert sorted(error.value.missing) == ['conv1.weight', 'decoder.middle.1.proj.bias', 'encoder.head.0.gamma']
 

@@ -8,6 +8,8 @@ import functools
 import numpy as np
 from safetensors.numpy import load_file
 
+from cosmos_jax.convert import dit_rules
+from cosmos_jax.convert import vae_rules
 from cosmos_jax.nn import dit
 from cosmos_jax.nn import vae
 from tests import parity
@@ -27,11 +29,11 @@ def to_first(x):
 def tiny_dit():
   folder = parity.golden_dir() / 'dit_tiny'
   cfg = dit.DiTConfig.from_official(parity.load_config(folder)['constructor_kwargs'])
-  return cfg, dit.load_official(cfg, load_file(str(folder / 'state_dict.safetensors')), where=str(folder))
+  return cfg, dit_rules.load_official(cfg, load_file(str(folder / 'state_dict.safetensors')), where=str(folder))
 
 
 @functools.lru_cache(maxsize=None)
 def small_vae():
   folder = parity.golden_dir() / 'vae_small'
   cfg = vae.VAEConfig.from_official(parity.load_config(folder)['constructor_args'])
-  return cfg, vae.load_official(cfg, load_file(str(folder / 'state_dict.safetensors')), where=str(folder))
+  return cfg, vae_rules.load_official(cfg, load_file(str(folder / 'state_dict.safetensors')), where=str(folder))

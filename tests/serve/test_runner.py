@@ -5,6 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from cosmos_jax.convert import dit_rules
+from cosmos_jax.convert import library as convert_lib
+from cosmos_jax.convert import torch_io
 from cosmos_jax.data import stats as stats_lib
 from cosmos_jax.data import transforms
 from cosmos_jax.nn import vae
@@ -139,16 +142,13 @@ def test_planning_response():
 def converted(tiny_runner, tmp_path_factory):
   """The tiny runner's weights through `python -m cosmos_jax.convert` (official files -> converted checkpoints,
   with the sample's statistics and text store stored next to the policy)."""
-  from cosmos_jax.convert import cli as convert_cli  # pylint: disable=g-import-not-at-top
-  from cosmos_jax.convert import torch_io  # pylint: disable=g-import-not-at-top
-  from cosmos_jax.nn import dit  # pylint: disable=g-import-not-at-top
   root = tmp_path_factory.mktemp('converted')
   official = root / 'policy.safetensors'
-  torch_io.save_state_dict(dit.export_official(tiny_runner.dit_params), official)
-  assets = {convert_cli.STATISTICS_ASSET: str(runner_lib.SAMPLE_DIR / 'dataset_statistics.json'),
-            convert_cli.TEXT_STORE_ASSET: str(runner_lib.SAMPLE_DIR / 'text_store')}
-  convert_cli.convert('dit', official, root / 'policy', tiny_runner.dit_cfg, assets=assets)
-  convert_cli.convert('vae', runner_lib.TINY_VAE, root / 'vae', tiny_runner.vae_cfg, dtype='float32')
+  torch_io.save_state_dict(dit_rules.export_official(tiny_runner.dit_params), official)
+  assets = {convert_lib.STATISTICS_ASSET: str(runner_lib.SAMPLE_DIR / 'dataset_statistics.json'),
+            convert_lib.TEXT_STORE_ASSET: str(runner_lib.SAMPLE_DIR / 'text_store')}
+  convert_lib.convert('dit', official, root / 'policy', tiny_runner.dit_cfg, assets=assets)
+  convert_lib.convert('vae', runner_lib.TINY_VAE, root / 'vae', tiny_runner.vae_cfg, dtype='float32')
   return root
 
 

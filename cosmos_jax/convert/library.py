@@ -1,20 +1,13 @@
-"""`python -m cosmos_jax.convert`: released PyTorch checkpoints <-> our orbax params checkpoints.
-
-    # DiT (policy or base model): net. keys (net_ema. with --ema, or when it is the only copy).
-    python -m cosmos_jax.convert dit Cosmos-Policy-ALOHA-Predict2-2B.pt out/aloha \
-        --statistics aloha_dataset_statistics.json --text-store aloha_text/
-    # The Wan2.1 VAE tokenizer.
-    python -m cosmos_jax.convert vae tokenizer.pth out/vae
-    # Back to the official layout (.safetensors, or .pt for the official loader), with the net. prefix for a DiT.
-    python -m cosmos_jax.convert export out/aloha aloha.pt
+"""Released PyTorch checkpoints <-> our orbax params checkpoints: the library behind `python -m cosmos_jax.convert`
+(the command line is cosmos_jax/convert/__main__.py).
 
 Conversion streams: the source is read tensor by tensor through a lazy mapping (`torch_io`) into the rule table of
-the model (`rules.py`, the same one the model modules load with), validated against `jax.eval_shape` of our model;
-every missing, unexpected or mis-shaped key is reported in one error. Nothing is written unless everything loads.
+the model (`dit_rules.py`, `vae_rules.py`), validated against `jax.eval_shape` of our model; every missing,
+unexpected or mis-shaped key is reported in one error. Nothing is written unless everything loads.
 
-Dtypes: by default the parameters keep the stored dtype (the released DiT checkpoints are bfloat16); `--dtype
-float32` upcasts (exact), `--dtype bfloat16` rounds. A stored dtype the model cannot hold (float16, mixed dtypes)
-needs an explicit `--dtype`. The abstract params are built in the chosen dtype, so nothing is cast behind your back.
+Dtypes: by default the parameters keep the stored dtype (the released DiT checkpoints are bfloat16); `float32`
+upcasts (exact), `bfloat16` rounds. A stored dtype the model cannot hold (float16, mixed dtypes) needs an explicit
+dtype. The abstract params are built in the chosen dtype, so nothing is cast behind your back.
 
 The output directory (see `checkpoint.py`) holds `params/` (orbax), `config.json` (model kind, model config,
 provenance, assets) and, for a policy, `dataset_statistics.json` and `text_store/`.
@@ -22,12 +15,10 @@ provenance, assets) and, for a policy, `dataset_statistics.json` and `text_store
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import pathlib
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -38,8 +29,12 @@ import ml_dtypes
 import numpy as np
 
 from cosmos_jax.convert import checkpoint
+from cosmos_jax.convert import dit_rules
 from cosmos_jax.convert import rules as rules_lib
 from cosmos_jax.convert import torch_io
+from cosmos_jax.convert import vae_rules
+from cosmos_jax.data import stats as stats_lib
+from cosmos_jax.data import text as text_lib
 from cosmos_jax.nn import dit
 from cosmos_jax.nn import vae
 
@@ -86,12 +81,12 @@ def _vae_config_from_dict(d: Mapping[str, Any]) -> vae.VAEConfig:
 
 KINDS = {
     'dit': ModelKind(
-        name='dit', rules=lambda cfg: dit.DIT_RULES, abstract_params=dit.abstract_params,
-        ignore=tuple(dit.DIT_IGNORED_KEYS), prefixes=True, export_prefix='net.',
+        name='dit', rules=lambda cfg: dit_rules.RULES, abstract_params=dit.abstract_params,
+        ignore=tuple(dit_rules.IGNORED_KEYS), prefixes=True, export_prefix='net.',
         with_param_dtype=lambda cfg, dtype: dataclasses.replace(cfg, param_dtype=dtype),
         config_to_dict=dataclasses.asdict, config_from_dict=lambda d: dit.DiTConfig(**d)),
     'vae': ModelKind(
-        name='vae', rules=vae.vae_rules, abstract_params=vae.abstract_params,
+        name='vae', rules=vae_rules.rules, abstract_params=vae.abstract_params,
         ignore=(), prefixes=False, export_prefix='',
         with_param_dtype=lambda cfg, dtype: dataclasses.replace(cfg, dtype=getattr(jnp, dtype)),
         config_to_dict=_vae_config_to_dict, config_from_dict=_vae_config_from_dict),
@@ -202,10 +197,8 @@ def convert(kind_name: str, source: str | os.PathLike, dest: str | os.PathLike, 
   return config
 
 
-def _policy_assets(statistics: str | None, text_store: str | None) -> dict[str, str]:
+def policy_assets(statistics: str | None, text_store: str | None) -> dict[str, str]:
   """Validated policy side files (read safely: JSON, and the safetensors text store; never a pickle)."""
-  from cosmos_jax.data import stats as stats_lib  # pylint: disable=g-import-not-at-top
-  from cosmos_jax.data import text as text_lib  # pylint: disable=g-import-not-at-top
   assets = {}
   if statistics:
     if os.path.isdir(statistics):
@@ -267,70 +260,3 @@ def export(checkpoint_dir: str | os.PathLike, out_path: str | os.PathLike, *, dt
   used_prefix = kind.export_prefix if prefix is None else prefix
   shapes = rules_lib.official_shapes(kind.rules(cfg), jax.eval_shape(lambda p: p, params))
   return {used_prefix + name: shape for name, shape in shapes.items()}
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Command line.
-
-
-def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog='python -m cosmos_jax.convert', description=__doc__.split('\n\n')[0])
-  sub = parser.add_subparsers(dest='command', required=True)
-
-  def common(p):
-    p.add_argument('source', help='official checkpoint: .pt/.pth (torch.load weights_only) or .safetensors')
-    p.add_argument('dest', help='output directory (must not exist unless --overwrite)')
-    p.add_argument('--dtype', default='keep', choices=('keep',) + PARAM_DTYPES,
-                   help='parameter dtype: keep the stored one (default), or cast')
-    p.add_argument('--config', help='JSON of the official constructor arguments (or a golden config.json)')
-    p.add_argument('--overwrite', action='store_true')
-
-  p = sub.add_parser('dit', help='Cosmos-Predict2 / Cosmos-Policy DiT checkpoint')
-  common(p)
-  p.add_argument('--preset', default=None,
-                 help=f'DiT preset instead of --config: one of {sorted(dit.PRESETS)} (default 2B)')
-  p.add_argument('--ema', action='store_true', help='use the net_ema. copy')
-  p.add_argument('--statistics', help='dataset_statistics.json to copy in (policy checkpoints)')
-  p.add_argument('--text-store', help='text store directory (cosmos_jax.data.text) to copy in')
-
-  p = sub.add_parser('vae', help='Wan2.1 VAE (tokenizer.pth)')
-  common(p)
-
-  p = sub.add_parser('export', help='params checkpoint -> official state_dict file')
-  p.add_argument('checkpoint', help='a directory written by `dit` or `vae`')
-  p.add_argument('out', help='output file: .safetensors, or .pt/.pth for the official loader')
-  p.add_argument('--dtype', default='keep', choices=('keep',) + EXPORT_DTYPES)
-  p.add_argument('--prefix', default=None, help="key prefix (default: 'net.' for a DiT, none for the VAE)")
-  return parser
-
-
-def run(argv: Sequence[str] | None = None) -> dict:
-  """Parses `argv` and runs the command; raises on bad input (see `main` for the exit-code wrapper)."""
-  args = build_parser().parse_args(argv)
-  if args.command == 'export':
-    shapes = export(args.checkpoint, args.out, dtype=args.dtype, prefix=args.prefix)
-    print(f'wrote {len(shapes)} tensors to {args.out}')
-    return {'tensors': len(shapes)}
-  start = time.perf_counter()
-  if args.command == 'dit':
-    cfg = dit_config(args.preset, args.config)
-    assets = _policy_assets(args.statistics, args.text_store)
-    result = convert('dit', args.source, args.dest, cfg, dtype=args.dtype, use_ema=args.ema, assets=assets,
-                     overwrite=args.overwrite)
-  else:
-    result = convert('vae', args.source, args.dest, vae_config(args.config), dtype=args.dtype,
-                     overwrite=args.overwrite)
-  src = result['source']
-  print(f'converted {src["num_tensors"]} tensors ({"/".join(src["stored_dtypes"])} -> {src["param_dtype"]}, '
-        f'prefix {src["prefix"]!r}, dropped {len(src["dropped_keys"])}) from {args.source} to {args.dest} '
-        f'in {time.perf_counter() - start:.1f} s')
-  return result
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-  try:
-    run(argv)
-  except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  return 0

@@ -42,8 +42,14 @@ setuptools.setup(
         # gym-aloha: the closed-loop evaluation test (tests/eval/test_aloha_sim.py) runs the simulator. The serve
         # extra is included so CI runs the server tests; json_numpy + requests are what the official ALOHA client
         # speaks (tests/serve drives our server with them).
+        # transformers + sentencepiece: the T5 encoder, converter and tokenizer are tested against T5EncoderModel
+        # and T5TokenizerFast (tests/nn/test_t5.py, tests/data/test_text_encode.py); transformers needs no torch
+        # of its own (the torch extra's pin is the one installed).
         "test": ["pytest>=8", "pytest-xdist>=3.5", "gym-aloha>=0.1.5", "aiohttp>=3.9", "websockets>=14",
-                 "msgpack>=1.0", "json_numpy>=2.0", "requests>=2.31"],
+                 "msgpack>=1.0", "json_numpy>=2.0", "requests>=2.31", "transformers>=5.0,<6",
+                 "sentencepiece>=0.2"],
+        # Encoding new instructions with the T5 tokenizer (python -m cosmos_jax.data.text encode).
+        "text": ["sentencepiece>=0.2"],
         # gym-aloha MuJoCo simulator: regenerating the bundled sample (python -m cosmos_jax.data.make_sample) and
         # closed-loop evaluation (python -m cosmos_jax.eval.aloha_sim). Headless rendering needs MUJOCO_GL=egl and
         # the distribution packages libegl1 + libegl-mesa0 + libgl1-mesa-dri (Mesa's software driver).

@@ -19,6 +19,8 @@ _EXAMPLES = """examples:
       --statistics aloha_dataset_statistics.json --text-store aloha_text/
   # The Wan2.1 VAE tokenizer.
   python -m cosmos_jax.convert vae tokenizer.pth out/vae
+  # The T5 text encoder from a Hugging Face model folder (config.json, weights, spiece.model).
+  python -m cosmos_jax.convert t5 --hf-dir t5-11b/ --out out/t5
   # Back to the official layout (.safetensors, or .pt for the official loader), with the net. prefix for a DiT.
   python -m cosmos_jax.convert export out/aloha aloha.pt
 """
@@ -48,8 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
   p = sub.add_parser('vae', help='Wan2.1 VAE (tokenizer.pth)')
   common(p)
 
+  p = sub.add_parser('t5', help='T5 text encoder from a Hugging Face model folder (T5EncoderModel weights)')
+  p.add_argument('--hf-dir', required=True,
+                 help='model folder: config.json, model.safetensors or pytorch_model.bin (or sharded), spiece.model')
+  p.add_argument('--out', required=True, help='output directory (must not exist unless --overwrite)')
+  p.add_argument('--dtype', default='keep', choices=('keep',) + library.PARAM_DTYPES,
+                 help='parameter dtype: keep the stored one (default), or cast')
+  p.add_argument('--spiece', default=None, help='the SentencePiece model, if not spiece.model in --hf-dir')
+  p.add_argument('--overwrite', action='store_true')
+
   p = sub.add_parser('export', help='params checkpoint -> official state_dict file')
-  p.add_argument('checkpoint', help='a directory written by `dit` or `vae`')
+  p.add_argument('checkpoint', help='a directory written by `dit`, `vae` or `t5`')
   p.add_argument('out', help='output file: .safetensors, or .pt/.pth for the official loader')
   p.add_argument('--dtype', default='keep', choices=('keep',) + library.EXPORT_DTYPES)
   p.add_argument('--prefix', default=None, help="key prefix (default: 'net.' for a DiT, none for the VAE)")
@@ -69,6 +80,10 @@ def run(argv: Sequence[str] | None = None) -> dict:
     assets = library.policy_assets(args.statistics, args.text_store)
     result = library.convert('dit', args.source, args.dest, cfg, dtype=args.dtype, use_ema=args.ema, assets=assets,
                              overwrite=args.overwrite)
+  elif args.command == 't5':
+    args.source, args.dest = args.hf_dir, args.out
+    result = library.convert_t5(args.hf_dir, args.out, dtype=args.dtype, spiece=args.spiece,
+                                overwrite=args.overwrite)
   else:
     result = library.convert('vae', args.source, args.dest, library.vae_config(args.config), dtype=args.dtype,
                              overwrite=args.overwrite)

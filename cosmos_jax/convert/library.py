@@ -2,8 +2,8 @@
 (the command line is cosmos_jax/convert/__main__.py).
 
 Conversion streams: the source is read tensor by tensor through a lazy mapping (`torch_io`) into the rule table of
-the model (`dit_rules.py`, `vae_rules.py`), validated against `jax.eval_shape` of our model; every missing,
-unexpected or mis-shaped key is reported in one error. Nothing is written unless everything loads.
+the model (`dit_rules.py`, `vae_rules.py`, `t5_rules.py`), validated against `jax.eval_shape` of our model; every
+missing, unexpected or mis-shaped key is reported in one error. Nothing is written unless everything loads.
 
 Dtypes: by default the parameters keep the stored dtype (the released DiT checkpoints are bfloat16); `float32`
 upcasts (exact), `bfloat16` rounds. A stored dtype the model cannot hold (float16, mixed dtypes) needs an explicit
@@ -31,11 +31,13 @@ import numpy as np
 from cosmos_jax.convert import checkpoint
 from cosmos_jax.convert import dit_rules
 from cosmos_jax.convert import rules as rules_lib
+from cosmos_jax.convert import t5_rules
 from cosmos_jax.convert import torch_io
 from cosmos_jax.convert import vae_rules
 from cosmos_jax.data import stats as stats_lib
 from cosmos_jax.data import text as text_lib
 from cosmos_jax.nn import dit
+from cosmos_jax.nn import t5
 from cosmos_jax.nn import vae
 
 FORMAT = 'cosmos_jax.converted/1'
@@ -62,6 +64,8 @@ class ModelKind:
   with_param_dtype: Callable[[Any, str], Any]
   config_to_dict: Callable[[Any], dict]
   config_from_dict: Callable[[Mapping[str, Any]], Any]
+  # Opens the source (a file, or a model folder) as a lazy state_dict with `.info(name)`.
+  open_source: Callable[[Any], Any] = torch_io.open_state_dict
 
 
 def _vae_config_to_dict(cfg: vae.VAEConfig) -> dict:
@@ -90,6 +94,12 @@ KINDS = {
         ignore=(), prefixes=False, export_prefix='',
         with_param_dtype=lambda cfg, dtype: dataclasses.replace(cfg, dtype=getattr(jnp, dtype)),
         config_to_dict=_vae_config_to_dict, config_from_dict=_vae_config_from_dict),
+    't5': ModelKind(
+        name='t5', rules=t5_rules.t5_rules, abstract_params=t5.abstract_params,
+        ignore=t5_rules.T5_IGNORED_KEYS, prefixes=False, export_prefix='',
+        with_param_dtype=lambda cfg, dtype: dataclasses.replace(cfg, param_dtype=dtype),
+        config_to_dict=dataclasses.asdict, config_from_dict=lambda d: t5.T5Config(**d),
+        open_source=t5_rules.open_hf_weights),
 }
 
 
@@ -165,7 +175,7 @@ def convert(kind_name: str, source: str | os.PathLike, dest: str | os.PathLike, 
   dest = pathlib.Path(dest)
   if dest.exists() and not overwrite:  # fail before the (long) read
     raise FileExistsError(f'{dest} already exists (pass --overwrite to replace it)')
-  with torch_io.open_state_dict(source) as state_dict:
+  with kind.open_source(source) as state_dict:
     view, prefix = (rules_lib.select_prefix(state_dict, use_ema=use_ema) if kind.prefixes else (state_dict, ''))
     if use_ema and not kind.prefixes:
       raise ValueError(f'--ema applies to DiT checkpoints only (the {kind_name} file has no net_ema. copy)')
@@ -197,6 +207,24 @@ def convert(kind_name: str, source: str | os.PathLike, dest: str | os.PathLike, 
   return config
 
 
+def convert_t5(hf_dir: str | os.PathLike, dest: str | os.PathLike, *, dtype: str = 'keep',
+               spiece: str | os.PathLike | None = None, overwrite: bool = False) -> dict:
+  """A Hugging Face T5 folder -> a params checkpoint with the tokenizer (`spiece.model`, and
+  `tokenizer_config.json` when present) as assets. The t5-11b architecture is checked against the manifest."""
+  cfg = t5_rules.read_hf_config(hf_dir)
+  t5_rules.check_against_manifest(cfg)
+  spiece = pathlib.Path(spiece) if spiece else pathlib.Path(hf_dir) / t5_rules.SPIECE_FILE
+  if not spiece.is_file():
+    raise FileNotFoundError(f'SentencePiece model {spiece} not found (the encoder is useless without its tokenizer; '
+                            'pass --spiece PATH)')
+  assets = {t5_rules.SPIECE_FILE: spiece}
+  tokenizer_config = pathlib.Path(hf_dir) / t5_rules.TOKENIZER_CONFIG_FILE
+  if tokenizer_config.is_file():
+    t5_rules.read_extra_ids(hf_dir)  # refuse a broken file now, not at encoding time
+    assets[t5_rules.TOKENIZER_CONFIG_FILE] = tokenizer_config
+  return convert('t5', hf_dir, dest, cfg, dtype=dtype, assets=assets, overwrite=overwrite)
+
+
 def policy_assets(statistics: str | None, text_store: str | None) -> dict[str, str]:
   """Validated policy side files (read safely: JSON, and the safetensors text store; never a pickle)."""
   assets = {}
@@ -216,7 +244,7 @@ def policy_assets(statistics: str | None, text_store: str | None) -> dict[str, s
 
 
 def load_converted(path: str | os.PathLike) -> tuple[dict, Any, dict]:
-  """(params as numpy, model config (DiTConfig / VAEConfig), the full config.json dict) of a converted checkpoint.
+  """(params as numpy, model config (DiTConfig / VAEConfig / T5Config), the full config.json dict) of a converted checkpoint.
 
   The params' dtypes are the config's parameter dtype; their shapes are checked against the model's.
   """

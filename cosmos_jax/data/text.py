@@ -10,6 +10,13 @@ which writes `aloha_text/embeddings.safetensors` (one bf16 tensor per task, trim
 `aloha_text/index.json` (task strings, lengths, provenance). `TextStore.load(dir)` reads them back and re-pads to
 512 tokens, bit-identical to the pickle. Even the import unpickles through an allow-list (only the torch tensor
 rebuild functions and OrderedDict), and loads tensor storages with `torch.load(weights_only=True)`.
+
+New instructions are encoded in JAX with a converted T5 encoder (`python -m cosmos_jax.convert t5`):
+
+    python -m cosmos_jax.data.text encode --t5 out/t5 --prompts new_tasks.txt --store aloha_text
+
+as the official `encode_prompts` does: T5 tokens padded and truncated to 512, the last hidden state with every
+position past the prompt's length set to zero, stored in bf16. Prompts already in the store are kept as they are.
 """
 
 from __future__ import annotations
@@ -21,10 +28,17 @@ import json
 import os
 import pickle
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 
+import jax
+import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
+import orbax.checkpoint as ocp
+
+from cosmos_jax.data import tokenizer as tokenizer_lib
+from cosmos_jax.nn import t5 as t5_lib
 
 FORMAT = 'cosmos_jax.text_store/1'
 INDEX_FILE = 'index.json'
@@ -35,7 +49,8 @@ EMBED_DIM = 1024
 
 @dataclasses.dataclass(frozen=True)
 class TextStore:
-  """Task string -> (512, 1024) bf16 embedding (numpy, ml_dtypes.bfloat16)."""
+  """Task string -> (512, 1024) bf16 embedding (numpy, ml_dtypes.bfloat16). The width is T5-11B's 1024 for every
+  real store; a store of a small test encoder holds its own width (the same for every task)."""
 
   embeddings: Mapping[str, np.ndarray]
   kind: str = 'official T5-11B'
@@ -48,7 +63,8 @@ class TextStore:
     """The (512, 1024) bf16 embedding of `task`; an unknown task is an error listing the known ones."""
     if task not in self.embeddings:
       raise KeyError(f'no text embedding for task {task!r}; known tasks: {list(self.tasks)} (embeddings are looked '
-                     'up by the exact task string; compute new ones with the official T5-11B encoder and import them)')
+                     'up by the exact task string; add new ones with `python -m cosmos_jax.data.text encode --t5 T5_DIR '
+                     '--prompts FILE --store STORE`)')
     return self.embeddings[task]
 
   def table(self, tasks: Sequence[str]) -> np.ndarray:
@@ -61,17 +77,18 @@ class TextStore:
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
     tensors, entries = {}, []
+    dim = np.shape(self.embeddings[self.tasks[0]])[-1] if self.tasks else EMBED_DIM
     for i, task in enumerate(self.tasks):
       value = np.asarray(self.embeddings[task])
-      if value.shape != (NUM_TOKENS, EMBED_DIM):
-        raise ValueError(f'embedding of {task!r} has shape {value.shape}, expected ({NUM_TOKENS}, {EMBED_DIM})')
+      if value.shape != (NUM_TOKENS, dim):
+        raise ValueError(f'embedding of {task!r} has shape {value.shape}, expected ({NUM_TOKENS}, {dim})')
       nonzero = np.flatnonzero(np.any(value.astype(np.float32) != 0, axis=-1))
       length = int(nonzero[-1]) + 1 if nonzero.size else 0
       key = f'task_{i}'
       tensors[key] = np.ascontiguousarray(value[:max(length, 1)].astype(ml_dtypes.bfloat16))
       entries.append({'task': task, 'key': key, 'length': length})
     save_file(tensors, os.path.join(directory, TENSOR_FILE))
-    index = {'format': FORMAT, 'num_tokens': NUM_TOKENS, 'dim': EMBED_DIM, 'dtype': 'bfloat16', 'kind': self.kind,
+    index = {'format': FORMAT, 'num_tokens': NUM_TOKENS, 'dim': int(dim), 'dtype': 'bfloat16', 'kind': self.kind,
              'source': source, 'tasks': entries,
              'note': 'rows at and after `length` are zero and not stored; loading re-pads to num_tokens'}
     with open(os.path.join(directory, INDEX_FILE), 'w', encoding='utf-8') as f:
@@ -161,6 +178,133 @@ def stand_in_store(tasks: Sequence[str], seed: int = 0, scale: float = 0.2) -> T
   return TextStore(embeddings, kind=f'stand-in: fixed-seed random N(0,{scale}^2), seed {seed}, NOT T5')
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Encoding new instructions with a converted T5 encoder.
+
+T5_MODEL = 't5'
+SPIECE_ASSET = 'spiece.model'
+TOKENIZER_CONFIG_ASSET = 'tokenizer_config.json'
+_CONFIG_FILE, _PARAMS_DIR = 'config.json', 'params'
+
+
+def _read_params(params_dir: str) -> dict:
+  """The orbax params tree of a converted checkpoint as numpy. The layout is the one `convert/checkpoint.py` writes;
+  read here directly because `data` sits below `convert` in the import layers."""
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    try:
+      metadata = checkpointer.metadata(params_dir).item_metadata.tree
+    except (FileNotFoundError, ValueError, OSError) as e:
+      raise ValueError(f'{params_dir}: unreadable orbax checkpoint ({type(e).__name__}: {e})') from None
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
+    return checkpointer.restore(params_dir, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+
+
+class T5TextEncoder:
+  """A converted T5 encoder with its tokenizer: prompts -> official instruction embeddings (512 rows, bf16)."""
+
+  def __init__(self, params, cfg: t5_lib.T5Config, tokenizer: tokenizer_lib.T5Tokenizer, *, name: str = 'T5',
+               batch_size: int = 8):
+    if batch_size < 1:
+      raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+    self.cfg, self.tokenizer, self.name, self.batch_size = cfg, tokenizer, name, batch_size
+    self.params = jax.tree.map(lambda x: jnp.asarray(x).astype(cfg.param_dtype), params)  # cast on the device
+    self._embed = jax.jit(lambda p, ids, mask: t5_lib.encode(p, cfg, ids, mask).astype(jnp.float32))
+
+  @property
+  def kind(self) -> str:
+    return f'T5 encoder {self.name} (cosmos_jax, {self.cfg.dtype})'
+
+  @classmethod
+  def load(cls, path: str | os.PathLike, *, dtype: str = 'float32', batch_size: int = 8) -> 'T5TextEncoder':
+    """From a `python -m cosmos_jax.convert t5` checkpoint directory. `dtype` is the compute (and parameter) dtype:
+    float32 as the official encoder runs, or bfloat16."""
+    path = os.fspath(path)
+    config_path = os.path.join(path, _CONFIG_FILE)
+    if not os.path.isfile(config_path):
+      raise FileNotFoundError(f'{path} is not a converted T5 checkpoint: {_CONFIG_FILE} is missing (convert one '
+                              'with `python -m cosmos_jax.convert t5 --hf-dir DIR --out OUT`)')
+    with open(config_path, encoding='utf-8') as f:
+      config = json.load(f)
+    if config.get('model') != T5_MODEL:
+      raise ValueError(f'{path}: a converted {config.get("model")!r} checkpoint, not a T5 encoder')
+    if dtype not in ('float32', 'bfloat16'):
+      raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+    cfg = t5_lib.T5Config(**{**config['config'], 'dtype': dtype})
+    if dtype == 'bfloat16':
+      cfg = dataclasses.replace(cfg, param_dtype='bfloat16')
+    extra_ids = tokenizer_lib.DEFAULT_EXTRA_IDS
+    tokenizer_config = os.path.join(path, TOKENIZER_CONFIG_ASSET)
+    if os.path.isfile(tokenizer_config):
+      with open(tokenizer_config, encoding='utf-8') as f:
+        extra_ids = int(json.load(f).get('extra_ids', extra_ids))
+    tokenizer = tokenizer_lib.T5Tokenizer.from_file(os.path.join(path, SPIECE_ASSET), extra_ids=extra_ids)
+    params = _read_params(os.path.join(os.path.abspath(path), _PARAMS_DIR))
+    name = config.get('source', {}).get('file') or os.path.basename(os.path.normpath(path))
+    return cls(params, cfg, tokenizer, name=name, batch_size=batch_size)
+
+  def embeddings(self, prompts: Sequence[str],
+                 progress: Callable[[int, int, float], None] | None = None) -> np.ndarray:
+    """[len(prompts), 512, d_model] float32: the last hidden state, every padded position zero. In batches of
+    `batch_size` (the last one padded with empty prompts, so one compiled program serves every batch);
+    `progress(done, total, seconds)` is called after each batch."""
+    if not prompts:
+      return np.zeros((0, NUM_TOKENS, self.cfg.d_model), np.float32)
+    batch = min(self.batch_size, len(prompts))
+    out, start_time = [], time.perf_counter()
+    for start in range(0, len(prompts), batch):
+      chunk = list(prompts[start:start + batch])
+      ids, mask = self.tokenizer.batch(chunk + [''] * (batch - len(chunk)), NUM_TOKENS)
+      out.append(np.asarray(self._embed(self.params, ids, mask))[:len(chunk)])
+      if progress is not None:
+        progress(start + len(chunk), len(prompts), time.perf_counter() - start_time)
+    return np.concatenate(out)
+
+  def encode(self, prompts: Sequence[str],
+             progress: Callable[[int, int, float], None] | None = None) -> dict[str, np.ndarray]:
+    """prompt -> (512, d_model) bf16, as the official code stores it (float32 result rounded to bf16)."""
+    unique = list(dict.fromkeys(prompts))
+    return dict(zip(unique, self.embeddings(unique, progress).astype(ml_dtypes.bfloat16)))
+
+
+def read_prompts(path: str | os.PathLike) -> list[str]:
+  """One prompt per line (UTF-8; the line break is not part of the prompt, blank lines are skipped), or a JSON list
+  of strings for a `.json` file. Prompts are the exact task strings the store is looked up by."""
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'prompts file not found: {path}')
+  with open(path, encoding='utf-8') as f:
+    text = f.read()
+  if path.endswith('.json'):
+    prompts = json.loads(text)
+    if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+      raise ValueError(f'{path}: expected a JSON list of strings')
+  else:
+    prompts = [line for line in text.splitlines() if line.strip()]
+  if not prompts:
+    raise ValueError(f'{path}: no prompts')
+  return prompts
+
+
+def encode_into_store(encoder: T5TextEncoder, prompts: Sequence[str], store_dir: str | os.PathLike, *,
+                      progress: Callable[[int, int, float], None] | None = None) -> tuple[TextStore, list[str]]:
+  """Adds the prompts missing from the store at `store_dir` (created if absent); returns (store, encoded prompts)."""
+  store_dir = os.fspath(store_dir)
+  existing = TextStore.load(store_dir) if os.path.exists(os.path.join(store_dir, INDEX_FILE)) else None
+  if existing is not None and 'NOT T5' in existing.kind:
+    raise ValueError(f'{store_dir} is a stand-in store ({existing.kind}); real T5 embeddings do not belong in it')
+  known = existing.embeddings if existing is not None else {}
+  if known and next(iter(known.values())).shape[-1] != encoder.cfg.d_model:
+    raise ValueError(f'{store_dir} holds {next(iter(known.values())).shape[-1]}-wide embeddings; this encoder '
+                     f'gives {encoder.cfg.d_model}')
+  missing = [p for p in dict.fromkeys(prompts) if p not in known]
+  new = encoder.encode(missing, progress=progress)
+  kind = encoder.kind if existing is None or existing.kind in ('', encoder.kind) else f'{existing.kind}; {encoder.kind}'
+  store = TextStore({**known, **new}, kind=kind)
+  if new or existing is None:
+    store.save(store_dir, source=encoder.name)
+  return store, missing
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python -m cosmos_jax.data.text', description=__doc__.split('\n')[0])
   sub = parser.add_subparsers(dest='command', required=True)
@@ -169,10 +313,29 @@ def main(argv=None) -> int:
   imp.add_argument('--out', required=True, help='output directory (index.json + embeddings.safetensors)')
   show = sub.add_parser('show', help='list the tasks of a store')
   show.add_argument('store')
+  enc = sub.add_parser('encode', help='encode new instructions with a converted T5 encoder into a store')
+  enc.add_argument('--t5', required=True, help='a `python -m cosmos_jax.convert t5` output directory')
+  enc.add_argument('--prompts', required=True, help='one prompt per line (or a .json list of strings)')
+  enc.add_argument('--store', required=True, help='text store directory to add to (created if absent)')
+  enc.add_argument('--batch-size', type=int, default=8)
+  enc.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'),
+                   help='compute dtype (float32: as the official encoder; the store is bf16 either way)')
   args = parser.parse_args(argv)
   if args.command == 'import':
     store = import_pickle(args.pickle, args.out)
     print(f'wrote {len(store.tasks)} task embeddings to {args.out}: {list(store.tasks)}')
+  elif args.command == 'encode':
+    try:
+      prompts = read_prompts(args.prompts)
+      encoder = T5TextEncoder.load(args.t5, dtype=args.dtype, batch_size=args.batch_size)
+      report = lambda done, total, seconds: print(f'encoded {done}/{total} prompts ({done / seconds:.2f} prompts/s)',
+                                                  file=sys.stderr, flush=True)
+      store, encoded = encode_into_store(encoder, prompts, args.store, progress=report)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+      print(f'error: {e}', file=sys.stderr)
+      return 2
+    print(f'{args.store}: encoded {len(encoded)} new prompts, {len(store.tasks) - len(encoded)} already present '
+          f'({len(store.tasks)} in the store)')
   else:
     store = TextStore.load(args.store)
     print(f'{args.store} ({store.kind}): {list(store.tasks)}')

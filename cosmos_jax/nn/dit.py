@@ -303,7 +303,10 @@ class _Dense(nn.Module):
   def __call__(self, x):
     init = nn.initializers.zeros if self.std is None else _trunc_normal(self.std)
     kernel = self.param('kernel', init, (x.shape[-1], self.features), self.param_dtype)
-    return jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+    # A 2-D matmul over flattened tokens: with the batch/grid axes kept, the weight gradient contracts over several
+    # axes and XLA:CPU materialises a transposed copy of the output gradient for it (3x slower backward).
+    y = jnp.dot(x.reshape(-1, x.shape[-1]).astype(self.dtype), kernel.astype(self.dtype))
+    return y.reshape(*x.shape[:-1], self.features)
 
 
 class _RMSNorm(nn.Module):

@@ -56,3 +56,51 @@ def assert_close(actual, expected, *, name: str, rel_l2: float = 1e-5, max_abs: 
   ok = got_rel <= rel_l2 and (max_abs is None or got_abs <= max_abs)
   assert ok, (f'{name}: max abs error {got_abs:.3e} (limit {max_abs}), relative L2 error {got_rel:.3e} '
               f'(limit {rel_l2:.0e}), max elementwise relative error {got_max_rel:.3e}')
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# References whose float32 rounding depends on the CPU (torch, OpenCV, an XLA program with or without FMA).
+
+
+def near_rounding_tie(reference, tolerance: float) -> np.ndarray:
+  """Where a float64 reference value lies within `tolerance` of a half-integer k + 0.5, the boundary of
+  round-to-nearest (nearest-neighbour sampling, rounding to uint8).
+
+  Float32 pipelines on different CPUs (fused multiply-add or not, vector width, summation order) each land within a
+  few float32 ulps of the exact value. Where that value is this close to a boundary they may round to either
+  neighbour, so there a float32 result is not a property of the math and no implementation matches all of them.
+  """
+  reference = np.asarray(reference, np.float64)
+  return np.abs(reference - np.floor(reference) - 0.5) <= tolerance
+
+
+def assert_equal_away_from_ties(actual, expected, near_tie, *, name: str, max_tie_fraction: float,
+                                tie_ok=None) -> tuple[int, int]:
+  """Exact equality wherever `near_tie` is False; at most `max_tie_fraction` of the positions may be near a tie.
+
+  Where `near_tie` is True the values may differ, but only where `tie_ok` is True when it is given (for example:
+  both values are one of the neighbours the tie lies between). The fraction bound keeps the exemption from hiding
+  a real error: rounding ties are rare in generic data. Returns (positions near a tie, positions that differ).
+  """
+  actual, expected = np.asarray(actual), np.asarray(expected)
+  assert actual.shape == expected.shape, f'{name}: shape {actual.shape} != expected {expected.shape}'
+  near_tie = np.broadcast_to(np.asarray(near_tie, bool), actual.shape)
+  differ = actual != expected
+  ties, differing = int(near_tie.sum()), int(differ.sum())
+  summary = (f'{name}: {ties} of {actual.size} values ({ties / max(actual.size, 1):.2e}) near a rounding tie, '
+             f'{differing} differ')
+
+  def where(mask):
+    index = np.argwhere(mask)[:5]
+    return ', '.join(f'{tuple(int(i) for i in ix)}: {actual[tuple(ix)]} vs {expected[tuple(ix)]}' for ix in index)
+
+  wrong = differ & ~near_tie
+  assert not wrong.any(), f'{summary}; {int(wrong.sum())} differ away from any tie, first at {where(wrong)}'
+  if tie_ok is not None:
+    wrong = differ & ~np.broadcast_to(np.asarray(tie_ok, bool), actual.shape)
+    assert not wrong.any(), (f'{summary}; {int(wrong.sum())} near a tie differ by more than its rounding allows, '
+                             f'first at {where(wrong)}')
+  assert ties <= max_tie_fraction * actual.size, (f'{summary}: more than the bound {max_tie_fraction:.1e}, so the '
+                                                  'tie tolerance is too wide to be a rounding margin')
+  print(summary)
+  return ties, differing

@@ -39,6 +39,10 @@ def test_episode_order_tasks_and_epoch(dataset):
 
 
 def test_mp4_decode_is_bit_exact_with_official_cv2():
+  """Exact: H.264 decoding is bit-exact by the standard, and the YUV -> BGR conversion of OpenCV's FFmpeg is
+  integer SIMD code whose SSSE3, AVX2 and AVX-512 versions give the same bits (checked by forcing each with
+  av_force_cpu_flags). Only FFmpeg's plain-C fallback differs (by up to 3 levels), and it runs only on CPUs without
+  SSSE3, where jaxlib (built with AVX) does not run at all."""
   for i, info in CONFIG['episodes'].items():
     folder = (FIXTURE / info['file']).parent
     steps = ARRAYS[f'episode{i}__mp4_decoded_steps']

@@ -79,8 +79,9 @@ def test_dit_forward_matches_official(folder):
 def test_dit_timesteps_per_sample_broadcast_over_frames(folder):
   """Timesteps [B] mean one t for all frames: equal to the same value repeated as [B,T]."""
   cfg, params, inputs, _ = load_case(folder)
-  t_b = np.asarray([0.25, 0.8], np.float32)[:inputs['x'].shape[0]]
-  t_bt = np.repeat(t_b[:, None], inputs['x'].shape[1], axis=1)
+  batch, frames = inputs['x'].shape[:2]  # from the case: golden cases differ in batch size and frame count
+  t_b = np.linspace(0.25, 0.8, batch, dtype=np.float32)
+  t_bt = np.repeat(t_b[:, None], frames, axis=1)
   out_b, _ = run(cfg, params, inputs, timesteps=t_b)
   out_bt, _ = run(cfg, params, inputs, timesteps=t_bt)
   parity.assert_close(out_b, out_bt, name=f'{folder.name}:timesteps[B] vs [B,T]', rel_l2=1e-6, max_abs=1e-5)

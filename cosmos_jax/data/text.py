@@ -305,6 +305,42 @@ def encode_into_store(encoder: T5TextEncoder, prompts: Sequence[str], store_dir:
   return store, missing
 
 
+def complete_store(store: TextStore, tasks: Sequence[str], *, t5_dir: str | os.PathLike | None = None,
+                   cache_dir: str | os.PathLike | None = None, store_name: str = 'STORE',
+                   write_cache: bool = True) -> TextStore:
+  """`store` plus an embedding for every task in `tasks` that it lacks (a training run's start-up).
+
+  Missing tasks come from `cache_dir` (a store written by an earlier start of the same run) when it holds them all,
+  else they are encoded with the converted T5 encoder at `t5_dir` and the completed store is written to
+  `cache_dir` (when `write_cache`). Without `t5_dir` a missing task is an error naming the tasks and the command
+  that adds them.
+  """
+  missing = sorted(set(tasks) - set(store.embeddings))
+  if not missing:
+    return store
+  if cache_dir is not None and os.path.exists(os.path.join(cache_dir, INDEX_FILE)):
+    cached = TextStore.load(cache_dir)
+    if all(t in cached.embeddings for t in missing):
+      return TextStore({**store.embeddings, **{t: cached.embeddings[t] for t in missing}}, kind=cached.kind)
+  if not t5_dir:
+    raise ValueError(f'the text store {store_name} has no embedding for the task(s) {missing}; add them with '
+                     f'`python -m cosmos_jax.data.text encode --t5 T5_DIR --prompts FILE --store {store_name}` (FILE: '
+                     'one instruction per line; T5_DIR from `python -m cosmos_jax.convert t5`), or name T5_DIR in the '
+                     'config (data.t5) to encode them at start-up')
+  if 'NOT T5' in store.kind:
+    raise ValueError(f'the text store {store_name} is a stand-in ({store.kind}); real T5 embeddings of {missing} do '
+                     'not belong next to it')
+  encoder = T5TextEncoder.load(t5_dir)
+  if store.embeddings and next(iter(store.embeddings.values())).shape[-1] != encoder.cfg.d_model:
+    raise ValueError(f'the text store {store_name} holds {next(iter(store.embeddings.values())).shape[-1]}-wide '
+                     f'embeddings; the T5 encoder at {t5_dir} gives {encoder.cfg.d_model}')
+  kind = encoder.kind if store.kind in ('', encoder.kind) or not store.embeddings else f'{store.kind}; {encoder.kind}'
+  completed = TextStore({**store.embeddings, **encoder.encode(missing)}, kind=kind)
+  if cache_dir is not None and write_cache:
+    completed.save(cache_dir, source=encoder.name)
+  return completed
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python -m cosmos_jax.data.text', description=__doc__.split('\n')[0])
   sub = parser.add_subparsers(dest='command', required=True)

@@ -24,7 +24,8 @@ from cosmos_jax.train import state as state_lib
 class TrainingData:
   """The dataset, its statistics and text, and the checkpointable iterator of process-local batches."""
 
-  def __init__(self, config, layout: layout_lib.SlotLayout, *, process_index: int, process_count: int):
+  def __init__(self, config, layout: layout_lib.SlotLayout, *, process_index: int, process_count: int,
+               assets_dir: str | None = None):
     d = config.data
     dataset_dir = d.dataset_dir
     if not dataset_dir:
@@ -40,7 +41,10 @@ class TrainingData:
     if not os.path.isdir(store_dir):
       raise FileNotFoundError(f'text store {store_dir!r} not found (make one with python -m cosmos_jax.data.text '
                               'import --pickle <t5_embeddings.pkl> --out <dir>, and set data.text_store)')
-    store = text_lib.TextStore.load(store_dir)
+    # Tasks without an embedding are encoded once with data.t5 into <assets_dir>/text_store (reused on resume).
+    store = text_lib.complete_store(
+        text_lib.TextStore.load(store_dir), self.dataset.tasks, t5_dir=d.get('t5') or None, store_name=store_dir,
+        cache_dir=os.path.join(assets_dir, 'text_store') if assets_dir else None, write_cache=process_index == 0)
     self.text_table = pipeline.text_table(store, self.dataset)
     self.layout = layout
     self.image_size = d.image_size
@@ -90,5 +94,6 @@ class TrainingData:
 
 
 def make_training_data(config, layout: layout_lib.SlotLayout, *, process_index: int,
-                       process_count: int) -> TrainingData:
-  return TrainingData(config, layout, process_index=process_index, process_count=process_count)
+                       process_count: int, assets_dir: str | None = None) -> TrainingData:
+  return TrainingData(config, layout, process_index=process_index, process_count=process_count,
+                      assets_dir=assets_dir)

@@ -101,7 +101,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
   cfg = step_config(config)
   tx = optim.make_optimizer(config.optim)
 
-  data = train_data.make_training_data(config, cfg.layout, process_index=process, process_count=jax.process_count())
+  data = train_data.make_training_data(config, cfg.layout, process_index=process, process_count=jax.process_count(),
+                                      assets_dir=os.path.join(workdir, 'assets'))
   manager = checkpoint_lib.CheckpointManager(
       os.path.join(workdir, 'checkpoints'), max_to_keep=config.checkpoint.max_to_keep,
       keep_period=config.checkpoint.keep_period or None, save_interval_steps=config.checkpoint.every_steps,

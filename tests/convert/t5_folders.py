@@ -41,21 +41,21 @@ def train_spiece(vocab_size: int = 300) -> bytes:
   return model.getvalue()
 
 
-def hf_config(feed_forward_proj: str, vocab_size: int = 400):
+def hf_config(feed_forward_proj: str, **overrides):
   import transformers  # pylint: disable=g-import-not-at-top
 
-  return transformers.T5Config(vocab_size=vocab_size, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4,
-                               feed_forward_proj=feed_forward_proj, relative_attention_num_buckets=8,
-                               relative_attention_max_distance=20)
+  sizes = dict(vocab_size=400, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4, relative_attention_num_buckets=8,
+               relative_attention_max_distance=20)
+  return transformers.T5Config(feed_forward_proj=feed_forward_proj, **{**sizes, **overrides})
 
 
-def write_folder(path: pathlib.Path, spiece: bytes, feed_forward_proj: str = 'relu', seed: int = 0):
+def write_folder(path: pathlib.Path, spiece: bytes, feed_forward_proj: str = 'relu', seed: int = 0, **sizes):
   """A random T5EncoderModel saved with `save_pretrained` (safetensors) plus `spiece.model`; returns the model."""
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
 
   torch.manual_seed(seed)
-  model = transformers.T5EncoderModel(hf_config(feed_forward_proj)).eval()
+  model = transformers.T5EncoderModel(hf_config(feed_forward_proj, **sizes)).eval()
   with torch.no_grad():  # the default init leaves the norm gains at 1: make them matter
     for name, param in model.named_parameters():
       if 'layer_norm' in name:

@@ -8,7 +8,10 @@ setuptools.setup(
     description="Cosmos Policy (video-diffusion robot policies) in JAX/Flax for TPU and GPU.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=setuptools.find_packages(include=["cosmos_jax", "cosmos_jax.*"]),
+    # The light client (packages/cosmos_jax_client, its own distribution for robot computers without JAX) ships
+    # inside this one too: the server imports its codec, and `pip install -e .` on a fresh clone gets both.
+    packages=setuptools.find_packages(include=["cosmos_jax", "cosmos_jax.*"]) + ["cosmos_jax_client"],
+    package_dir={"cosmos_jax_client": "packages/cosmos_jax_client/src/cosmos_jax_client"},
     # The bundled ALOHA-format sample (default data of the tiny configs), see cosmos_jax/data/make_sample.py.
     package_data={"cosmos_jax.data": ["sample_aloha/*.json", "sample_aloha/text_store/*",
                                       "sample_aloha/*/train/*.hdf5", "sample_aloha/*/train/*.mp4"],
@@ -37,8 +40,9 @@ setuptools.setup(
     extras_require={
         # Reading and writing PyTorch checkpoints. Pinned: an unpinned torch pulls a multi-GB CUDA build.
         "torch": ["torch==2.13.0", "safetensors>=0.4"],
-        # Policy servers (python -m cosmos_jax.serve): HTTP for the official ALOHA client, websocket + msgpack.
-        "serve": ["aiohttp>=3.9", "websockets>=14", "msgpack>=1.0"],
+        # Policy servers (python -m cosmos_jax.serve): HTTP for the official ALOHA client, websocket + msgpack; the
+        # bundled light client (cosmos_jax_client) needs requests for its HTTP client.
+        "serve": ["aiohttp>=3.9", "websockets>=14", "msgpack>=1.0", "requests>=2.31"],
         # gym-aloha: the closed-loop evaluation test (tests/eval/test_aloha_sim.py) runs the simulator. The serve
         # extra is included so CI runs the server tests; json_numpy + requests are what the official ALOHA client
         # speaks (tests/serve drives our server with them).

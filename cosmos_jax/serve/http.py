@@ -30,9 +30,9 @@ import traceback
 
 from aiohttp import web
 
-from cosmos_jax.serve import codec
 from cosmos_jax.serve import runner as runner_lib
 from cosmos_jax.serve import service as service_lib
+from cosmos_jax_client import codec
 
 log = logging.getLogger(__name__)
 

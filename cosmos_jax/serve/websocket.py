@@ -23,9 +23,9 @@ import traceback
 import websockets
 from websockets.asyncio import server as ws_server
 
-from cosmos_jax.serve import codec
 from cosmos_jax.serve import runner as runner_lib
 from cosmos_jax.serve import service as service_lib
+from cosmos_jax_client import codec
 
 log = logging.getLogger(__name__)
 

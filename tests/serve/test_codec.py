@@ -9,7 +9,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from cosmos_jax.serve import codec
+from cosmos_jax_client import codec
 
 ARRAYS = [np.arange(12, dtype=np.float32).reshape(3, 4), np.arange(6, dtype='>i4'), np.array([True, False]),
           np.full((2, 2, 3), 200, np.uint8), np.linspace(0, 1, 5).astype(np.float16), np.zeros((0, 3), np.float64),

@@ -20,10 +20,10 @@ import requests
 from websockets.sync import client as ws_sync
 
 from cosmos_jax.serve import client as client_lib
-from cosmos_jax.serve import codec
 from cosmos_jax.serve import http as http_lib
 from cosmos_jax.serve import service as service_lib
 from cosmos_jax.serve import websocket as websocket_lib
+from cosmos_jax_client import codec
 from tests.serve.conftest import make_observation
 
 ACT_SECONDS = 0.6

@@ -9,9 +9,9 @@ import websockets
 
 from cosmos_jax.serve import __main__ as cli
 from cosmos_jax.serve import client as client_lib
-from cosmos_jax.serve import codec
 from cosmos_jax.serve import service as service_lib
 from cosmos_jax.serve import websocket as websocket_lib
+from cosmos_jax_client import codec
 from tests.serve.conftest import make_observation
 from tests.serve.test_http import check_response
 

@@ -1,7 +1,10 @@
 """Wire formats for numpy arrays: json_numpy-compatible JSON (HTTP) and msgpack (websocket). No pickle anywhere.
 
-JSON (what the official ALOHA client and server exchange after `json_numpy.patch()`, policy_spec 12): an array
-or numpy scalar is the object
+The server (cosmos_jax.serve) and every client use this module, so both ends agree by construction.
+
+JSON (what the official ALOHA client and server exchange after `json_numpy.patch()`; NVlabs/cosmos-policy
+18a2acc, cosmos_policy/experiments/robot/aloha/deploy.py:PolicyServer.get_server_action): an array or numpy scalar
+is the object
 
     {"__numpy__": <base64 of the C-order bytes>, "dtype": "<f4" | "|u1" | ..., "shape": [...]}
 

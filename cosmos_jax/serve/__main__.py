@@ -7,6 +7,8 @@
     python -m cosmos_jax.serve http --dit out/aloha --vae out/vae --planning-dit out/aloha_planning --planning
     # A random tiny model on the bundled sample (task 'transfer cube'), websocket:
     python -m cosmos_jax.serve websocket --tiny --port 8000
+    # Instructions missing from the text store encoded on first use with a converted T5 (convert t5 ...):
+    python -m cosmos_jax.serve http --dit out/aloha --vae out/vae --t5 out/t5
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from cosmos_jax.data import text as text_lib
 from cosmos_jax.serve import http as http_lib
 from cosmos_jax.serve import service as service_lib
 from cosmos_jax.serve import websocket as websocket_lib
@@ -38,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
   model.add_argument('--vae', help='converted Wan2.1 VAE (python -m cosmos_jax.convert vae ...)')
   model.add_argument('--statistics', help='dataset_statistics.json (default: the one stored with --dit)')
   model.add_argument('--text-store', help='text store directory (default: the one stored with --dit)')
+  model.add_argument('--t5', help='converted T5 encoder (python -m cosmos_jax.convert t5 ...): tasks missing from the '
+                     'text store are encoded on first use and cached')
   model.add_argument('--dtype', choices=('float32', 'bfloat16'), default=None,
                      help='DiT activation dtype (default: as converted; the released policy runs bfloat16)')
   model.add_argument('--attention', choices=('xla', 'cudnn'), default=None, help='DiT attention implementation')
@@ -91,6 +96,8 @@ def make_runner(args: argparse.Namespace):
   common = dict(decode_future_images=not args.no_future_images)
   if args.action_steps is not None:
     common['action_steps'] = args.action_steps
+  if args.t5:
+    common['text_encoder'] = text_lib.T5TextEncoder.load(args.t5)
   if args.tiny:
     if args.dit or args.vae or args.planning_dit:
       raise ValueError('--tiny builds its own model; do not combine it with --dit/--vae/--planning-dit')

@@ -94,7 +94,8 @@ class PolicyRunner:
                image_size: int = 224, action_steps: int = 10, seed: int = DEFAULT_SEED,
                planning: planning_lib.PlanningConfig | None = None, planning_dit_cfg: dit_lib.DiTConfig | None = None,
                planning_dit_params=None, decode_future_images: bool = True,
-               proprio_margin: float | None = DEFAULT_PROPRIO_MARGIN, name: str = 'cosmos_jax policy'):
+               proprio_margin: float | None = DEFAULT_PROPRIO_MARGIN, name: str = 'cosmos_jax policy',
+               text_encoder: text_lib.T5TextEncoder | None = None):
     self.layout = layout_lib.get_layout(layout)
     if self.layout.name != 'aloha':
       raise ValueError(f'the server protocol is the ALOHA one (policy_spec 12); layout {layout!r} is not supported')
@@ -107,6 +108,9 @@ class PolicyRunner:
     if dit_cfg.crossattn_emb_channels != text_lib.EMBED_DIM:
       raise ValueError(f'the DiT cross-attends to {dit_cfg.crossattn_emb_channels}-wide text tokens but the text store '
                        f'holds {text_lib.EMBED_DIM}-wide T5 embeddings')
+    if text_encoder is not None and text_encoder.cfg.d_model != dit_cfg.crossattn_emb_channels:
+      raise ValueError(f'the T5 encoder gives {text_encoder.cfg.d_model}-wide embeddings; the DiT cross-attends to '
+                       f'{dit_cfg.crossattn_emb_channels}-wide text tokens')
     if (planning_dit_cfg is None) != (planning_dit_params is None):
       raise ValueError('give both planning_dit_cfg and planning_dit_params, or neither')
     if planning_dit_cfg is not None and planning is None:
@@ -119,6 +123,9 @@ class PolicyRunner:
         raise ValueError(f'{key} statistics have {dims} dimensions, the {self.layout.name} layout needs {want}')
     self.statistics = {k: np.asarray(v, np.float64) for k, v in statistics.items()}
     self.text_store = text_store
+    # With a T5 encoder, an unknown task is encoded on first use and kept in the store (official server behaviour).
+    self.text_encoder = text_encoder
+    self.encoded_tasks: list[str] = []
     self.image_size = image_size
     self.action_steps = action_steps
     self.seed = seed
@@ -258,9 +265,9 @@ class PolicyRunner:
     task = observation['task_description']
     if not isinstance(task, str):
       raise InvalidObservation(f"'task_description' must be a string, got {type(task).__name__}")
-    if task not in self.text_store.embeddings:
+    if task not in self.text_store.embeddings and self.text_encoder is None:
       raise InvalidObservation(f'unknown task {task!r}: no text embedding for it; known tasks: '
-                               f'{list(self.text_store.tasks)}')
+                               f'{list(self.text_store.tasks)} (start the server with --t5 to encode new ones)')
     return_all = observation.get('return_all_query_results', False)
     if isinstance(return_all, np.ndarray) and return_all.shape == () and return_all.dtype == np.bool_:
       return_all = bool(return_all)
@@ -323,6 +330,13 @@ class PolicyRunner:
   # Inference ----------------------------------------------------------------------------------------------------
 
   def _context(self, task: str) -> jax.Array:
+    if task not in self.text_store.embeddings:  # validated: only with a text encoder
+      kind = self.text_store.kind
+      if not self.encoded_tasks:
+        kind = f'{kind}; new tasks: {self.text_encoder.kind}, encoded on first use'
+      self.text_store = text_lib.TextStore({**self.text_store.embeddings, **self.text_encoder.encode([task])},
+                                           kind=kind)
+      self.encoded_tasks.append(task)
     if task not in self._contexts:
       embedding = self.text_store.lookup(task).astype(np.float32)  # exact: bf16 values
       self._contexts[task] = jnp.asarray(embedding[None])

@@ -67,7 +67,7 @@ def main():
   parser.add_argument('--candidates', type=int, default=8)
   args = parser.parse_args()
 
-  cfg = planning.PlanningConfig(num_candidates=args.candidates)
+  cfg = planning.PlanningConfig.main_command(num_candidates=args.candidates)
   policy_net, policy_params = fx.tiny_model(0)
   planning_net, planning_params = fx.tiny_model(1)
   context, latent, proprio = fx.observation()

@@ -64,7 +64,7 @@ def random_2b_runner(args, with_planning: bool) -> runner_lib.PolicyRunner:
       dit_cfg=dit_cfg, dit_params=dit_params, vae_cfg=vae_cfg, vae_params=vae_params,
       statistics=stats_lib.load_statistics(runner_lib.SAMPLE_DIR / stats_lib.STATISTICS_FILENAME),
       text_store=text_lib.TextStore.load(runner_lib.SAMPLE_DIR / 'text_store'), image_size=224, action_steps=10,
-      planning=planning.PlanningConfig() if with_planning else None, name='random-weight 2B policy')
+      planning=planning.PlanningConfig.main_command() if with_planning else None, name='random-weight 2B policy')
 
 
 def make_runner(row: str, args) -> runner_lib.PolicyRunner:
@@ -75,7 +75,7 @@ def make_runner(row: str, args) -> runner_lib.PolicyRunner:
   if args.dit:
     return runner_lib.PolicyRunner.from_checkpoints(
         args.dit, args.vae, planning_dir=args.planning_dit if with_planning else None,
-        planning=planning.PlanningConfig() if with_planning else None, action_steps=10,
+        planning=planning.PlanningConfig.main_command() if with_planning else None, action_steps=10,
         dit_overrides={'dtype': 'bfloat16', 'attention': args.attention})
   return random_2b_runner(args, with_planning)
 

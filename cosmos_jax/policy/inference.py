@@ -1,4 +1,4 @@
-"""Inference queries: action, world model (future state), value (policy_spec section 9).
+"""Inference queries: action, world model (future state), value V and Q (policy_spec section 9).
 
 Each query is a pure function of arrays, jit-compatible (the sampler loop is a `lax.scan` inside it), with the
 network, layout and step count static. Latents are channels-last [B, T, H, W, C].
@@ -10,11 +10,16 @@ network, layout and step count static. Latents are channels-last [B, T, H, W, C]
 * `value_query` (get_value_prediction): gt_frames = a future-state sample, current proprio re-injected, every slot
   but the value given; with `value_of_future_state` (the planning model's V(s')) the current state and action are
   withheld. Returns (v+1)/2 clamped to [0, 1].
+* `q_value_query` (get_qvalue_prediction): the same from the action sample; with `mask_future_state` the
+  predicted future state is withheld, so Q(s, a) conditions on exactly the world model's frames.
+* `conditioned_query`: the common core of the last three (mask, proprio re-injection, sampler), with the sample,
+  conditioning and, on request, the sampler trajectory.
 * `future_images`: restores the pre-injection latents of the injected slots, VAE-decodes, and picks frame
   (k-1)*4+1 of each future image slot k.
 
 Noise: `sampler.parity_noise(seed, ...)` reproduces the official numbers (numpy RandomState, B,C,T,H,W order);
-`sampler.jax_noise(key, ...)` is the traceable alternative.
+`sampler.jax_noise(key, ...)` is the traceable alternative. Every query takes an optional `sigma_scale` [B, 2]
+(official use_variance_scale, `sampler.variance_scale(seed)`).
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ from cosmos_jax.policy import slots
 Array = Any
 
 AGGREGATIONS = ('average', 'lcb', 'success_vote', 'majority_mean')
+FUTURE_AGGREGATIONS = ('average', 'last')  # how an ensemble's future images are returned
 SUCCESS_THRESHOLD = 0.05  # on the [0, 1] value scale (official aggregate_value_predictions)
+QUERY_MODES = ('world_model', 'value', 'q_value')
 
 
 def _check_noise(noise: Array, latent: Array) -> None:
@@ -46,7 +53,7 @@ def _check_noise(noise: Array, latent: Array) -> None:
 
 def generate(net: diffusion.NetFn, params, context: Array, gt_frames: Array, mask: Array, noise: Array,
              num_steps: int, sampler_cfg: sampler_lib.SamplerConfig = sampler_lib.SamplerConfig(), *,
-             trace: bool = False):
+             sigma_scale: Array | None = None, trace: bool = False):
   """One conditional sample: the 2ab sampler over the conditioned denoiser (official
   generate_samples_from_batch with a given noise x_T = sigma_max * z)."""
   _check_noise(noise, gt_frames)
@@ -54,7 +61,7 @@ def generate(net: diffusion.NetFn, params, context: Array, gt_frames: Array, mas
   def denoise_fn(x, sigma):
     return diffusion.denoise(net, params, context, x, sigma, gt_frames, mask, with_aux=trace)
 
-  return sampler_lib.sample(denoise_fn, noise, num_steps, sampler_cfg, trace=trace)
+  return sampler_lib.sample(denoise_fn, noise, num_steps, sampler_cfg, sigma_scale=sigma_scale, trace=trace)
 
 
 def _with_proprio(latent: Array, layout: layout_lib.SlotLayout, proprio: Array) -> Array:
@@ -63,13 +70,19 @@ def _with_proprio(latent: Array, layout: layout_lib.SlotLayout, proprio: Array) 
   return slots.inject_proprio(latent.astype(jnp.float32), layout, slots.round_to_bf16(proprio))
 
 
+def _sampled(out, trace: bool) -> tuple[Array, Any]:
+  return out if trace else (out, None)
+
+
 def action_query(net: diffusion.NetFn, params, context: Array, latent: Array, proprio: Array, noise: Array, *,
                  layout: layout_lib.SlotLayout, num_steps: int,
-                 sampler_cfg: sampler_lib.SamplerConfig = sampler_lib.SamplerConfig(), trace: bool = False) -> dict:
+                 sampler_cfg: sampler_lib.SamplerConfig = sampler_lib.SamplerConfig(),
+                 sigma_scale: Array | None = None, trace: bool = False) -> dict:
   """Policy query.
 
   Args:
-    latent: VAE latent [B, T, H, W, C] of the inference pixel sequence (`policy_video`), before injection.
+    latent: VAE latent [B, T, H, W, C] of the inference pixel sequence (`policy_video`), before injection; at
+      search depth >= 2 a generated latent with the predicted state copied over the current one.
     proprio: normalised current proprio [B, proprio_dim].
     noise: initial noise (already times sigma_max), latent-shaped.
 
@@ -80,8 +93,8 @@ def action_query(net: diffusion.NetFn, params, context: Array, latent: Array, pr
   """
   gt_frames = _with_proprio(latent, layout, proprio)
   mask = jnp.asarray(masks_lib.inference_mask(layout, 'policy', latent.shape[0]))
-  out = generate(net, params, context, gt_frames, mask, noise, num_steps, sampler_cfg, trace=trace)
-  sample, trajectory = out if trace else (out, None)
+  sample, trajectory = _sampled(generate(net, params, context, gt_frames, mask, noise, num_steps, sampler_cfg,
+                                         sigma_scale=sigma_scale, trace=trace), trace)
   value_raw = slots.read_value(sample, layout.index(layout_lib.VALUE))
   result = {'sample': sample, 'actions': slots.read_actions(sample, layout), 'value_raw': value_raw,
             'value': slots.value_to_unit_interval(value_raw), 'orig_latent': latent, 'gt_frames': gt_frames,
@@ -91,31 +104,81 @@ def action_query(net: diffusion.NetFn, params, context: Array, latent: Array, pr
   return result
 
 
+def conditioned_query(net: diffusion.NetFn, params, context: Array, previous: Array, proprio: Array, noise: Array,
+                      *, layout: layout_lib.SlotLayout, mode: str, num_steps: int, masked: bool = False,
+                      sampler_cfg: sampler_lib.SamplerConfig = sampler_lib.SamplerConfig(),
+                      sigma_scale: Array | None = None, trace: bool = False) -> dict:
+  """A query that conditions on a previously generated latent (official `skip_vae_encoding` with
+  `previous_generated_latent`).
+
+  Args:
+    previous: the generated latent the query starts from: the action sample (world_model, q_value) or a
+      future-state sample (value).
+    mode: 'world_model' (slots 0..n_cond given), 'value' (all but the value given) or 'q_value' (the same
+      conditioning as 'value', started from the action sample).
+    masked: input masking of the value queries: for 'value' the current state and action are withheld (V(s'),
+      official mask_current_state_action_for_value_prediction); for 'q_value' the future state (official
+      mask_future_state_for_qvalue_prediction). Refused for 'world_model'.
+
+  Returns:
+    dict with `sample`, `value_raw` / `value` (read from the value slot; meaningful for value modes),
+    `gt_frames`, `mask`, and `trajectory` when `trace`.
+  """
+  if mode not in QUERY_MODES:
+    raise ValueError(f'unknown query mode {mode!r}; expected one of {QUERY_MODES}')
+  if masked and mode == 'world_model':
+    raise ValueError('input masking applies to value queries (mode value or q_value), not world_model')
+  gt_frames = _with_proprio(previous, layout, proprio)
+  mask = jnp.asarray(masks_lib.inference_mask(
+      layout, 'world_model' if mode == 'world_model' else 'value', previous.shape[0],
+      value_of_future_state=masked and mode == 'value', q_value=masked and mode == 'q_value'))
+  sample, trajectory = _sampled(generate(net, params, context, gt_frames, mask, noise, num_steps, sampler_cfg,
+                                         sigma_scale=sigma_scale, trace=trace), trace)
+  value_raw = slots.read_value(sample, layout.index(layout_lib.VALUE))
+  result = {'sample': sample, 'value_raw': value_raw, 'value': slots.value_to_unit_interval(value_raw),
+            'gt_frames': gt_frames, 'mask': mask}
+  if trace:
+    result['trajectory'] = trajectory
+  return result
+
+
 def world_model_query(net: diffusion.NetFn, params, context: Array, action_sample: Array, proprio: Array,
                       noise: Array, *, layout: layout_lib.SlotLayout, num_steps: int,
-                      sampler_cfg: sampler_lib.SamplerConfig = sampler_lib.SamplerConfig()) -> Array:
+                      sampler_cfg: sampler_lib.SamplerConfig = sampler_lib.SamplerConfig(),
+                      sigma_scale: Array | None = None) -> Array:
   """Future-state sample conditioned on the generated action latent (n_cond + 1 slots given)."""
-  gt_frames = _with_proprio(action_sample, layout, proprio)
-  mask = jnp.asarray(masks_lib.inference_mask(layout, 'world_model', action_sample.shape[0]))
-  return generate(net, params, context, gt_frames, mask, noise, num_steps, sampler_cfg)
+  return conditioned_query(net, params, context, action_sample, proprio, noise, layout=layout, mode='world_model',
+                           num_steps=num_steps, sampler_cfg=sampler_cfg, sigma_scale=sigma_scale)['sample']
 
 
 def value_query(net: diffusion.NetFn, params, context: Array, future_sample: Array, proprio: Array, noise: Array,
                 *, layout: layout_lib.SlotLayout, num_steps: int, value_of_future_state: bool = False,
-                sampler_cfg: sampler_lib.SamplerConfig = sampler_lib.SamplerConfig()) -> Array:
-  """[B] value in [0, 1] of a future-state sample: V(s, a, s'), or V(s') with `value_of_future_state`."""
-  gt_frames = _with_proprio(future_sample, layout, proprio)
-  mask = jnp.asarray(masks_lib.inference_mask(layout, 'value', future_sample.shape[0],
-                                              value_of_future_state=value_of_future_state))
-  sample = generate(net, params, context, gt_frames, mask, noise, num_steps, sampler_cfg)
-  return slots.value_to_unit_interval(slots.read_value(sample, layout.index(layout_lib.VALUE)))
+                sampler_cfg: sampler_lib.SamplerConfig = sampler_lib.SamplerConfig(),
+                sigma_scale: Array | None = None) -> Array:
+  """[B] value in [0, 1] of a future-state sample: V(s, a, s'), or V(s') with `value_of_future_state` (official
+  default off; the ALOHA planning commands turn it on)."""
+  return conditioned_query(net, params, context, future_sample, proprio, noise, layout=layout, mode='value',
+                           num_steps=num_steps, masked=value_of_future_state, sampler_cfg=sampler_cfg,
+                           sigma_scale=sigma_scale)['value']
+
+
+def q_value_query(net: diffusion.NetFn, params, context: Array, action_sample: Array, proprio: Array, noise: Array,
+                  *, layout: layout_lib.SlotLayout, num_steps: int, mask_future_state: bool = False,
+                  sampler_cfg: sampler_lib.SamplerConfig = sampler_lib.SamplerConfig(),
+                  sigma_scale: Array | None = None) -> Array:
+  """[B] Q(s, a) in [0, 1] of an action sample (official get_qvalue_prediction; needs a model trained with
+  `mask_future_state_for_qvalue_prediction` when `mask_future_state`)."""
+  return conditioned_query(net, params, context, action_sample, proprio, noise, layout=layout, mode='q_value',
+                           num_steps=num_steps, masked=mask_future_state, sampler_cfg=sampler_cfg,
+                           sigma_scale=sigma_scale)['value']
 
 
 def aggregate_values(values: Array, scheme: str) -> Array:
   """Aggregates an ensemble of [0, 1] values along the last axis, then clamps to [0, 1].
 
-  average: mean; lcb: mean - 1.0 * std (unbiased); success_vote: fraction > 0.05; majority_mean: the mean of the
-  values > 0.05 if at least half are, else 0.
+  average: mean; lcb: mean - 1.0 * std (Bessel-corrected, so one member gives NaN, which the clamp keeps, as the
+  official torch.std); success_vote: fraction > 0.05; majority_mean: the mean of the values > 0.05 if at least
+  half are, else 0. The threshold is compared in float32 with a strict '>' (0.05f is not a success).
   """
   values = jnp.asarray(values, jnp.float32)
   if scheme == 'average':
@@ -189,11 +252,22 @@ def future_images(vae_params, vae_cfg, sample: Array, orig_latent: Array,
 
 
 def average_images(predictions: Sequence[Mapping[str, Array]]) -> dict[str, Array]:
-  """Per-pixel mean of several uint8 predictions, rounded (official average_future_image_predictions)."""
+  """Per-pixel float32 mean of several uint8 predictions, rounded half to even (official
+  average_future_image_predictions)."""
   if not predictions:
     return {}
   return {k: jnp.clip(jnp.round(jnp.mean(jnp.stack([p[k].astype(jnp.float32) for p in predictions]), axis=0)),
                       0, 255).astype(jnp.uint8) for k in predictions[0]}
+
+
+def aggregate_future_images(predictions: Sequence[Mapping[str, Array]], scheme: str) -> dict[str, Array]:
+  """The future images a future-state ensemble returns: 'average' (`average_images`) or 'last' (the last member,
+  the one with the most denoising steps)."""
+  if scheme not in FUTURE_AGGREGATIONS:
+    raise ValueError(f'unknown future-image aggregation {scheme!r}; expected one of {FUTURE_AGGREGATIONS}')
+  if not predictions:
+    return {}
+  return average_images(predictions) if scheme == 'average' else dict(predictions[-1])
 
 
 # Host-side convenience -------------------------------------------------------------------------------------------
@@ -217,12 +291,16 @@ def unnormalized_actions(actions: Array, stats: Mapping[str, Any]) -> np.ndarray
 
 @functools.partial(jax.jit, static_argnames=('net', 'layout', 'num_steps', 'sampler_cfg', 'trace'))
 def jit_action_query(net, params, context, latent, proprio, noise, *, layout, num_steps,
-                     sampler_cfg=sampler_lib.SamplerConfig(), trace=False):
+                     sampler_cfg=sampler_lib.SamplerConfig(), sigma_scale=None, trace=False):
   """`action_query` compiled (one program per network, layout, step count)."""
   return action_query(net, params, context, latent, proprio, noise, layout=layout, num_steps=num_steps,
-                      sampler_cfg=sampler_cfg, trace=trace)
+                      sampler_cfg=sampler_cfg, sigma_scale=sigma_scale, trace=trace)
 
 
+jit_conditioned_query = jax.jit(conditioned_query, static_argnames=('net', 'layout', 'mode', 'num_steps', 'masked',
+                                                                    'sampler_cfg', 'trace'))
 jit_world_model_query = jax.jit(world_model_query, static_argnames=('net', 'layout', 'num_steps', 'sampler_cfg'))
 jit_value_query = jax.jit(value_query, static_argnames=('net', 'layout', 'num_steps', 'value_of_future_state',
                                                         'sampler_cfg'))
+jit_q_value_query = jax.jit(q_value_query, static_argnames=('net', 'layout', 'num_steps', 'mask_future_state',
+                                                            'sampler_cfg'))

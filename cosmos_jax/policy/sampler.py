@@ -58,71 +58,107 @@ def call_sigmas(num_steps: int, cfg: SamplerConfig = SamplerConfig()) -> np.ndar
   return sigmas[:1] if num_steps <= 2 else sigmas
 
 
-def solver_coefficients(sigmas: np.ndarray) -> np.ndarray:
-  """[n, 3] float64 (a_i, b_i, c_i) with x_{i+1} = a_i x_i + b_i d_i + c_i d_{i-1}.
+def solver_coefficients(sigmas, xp=np):
+  """[..., n, 3] (a_i, b_i, c_i) with x_{i+1} = a_i x_i + b_i d_i + c_i d_{i-1}, for sigma tables [..., n+1].
 
   Step 0 is the Euler step in x0 form: a = s1/s0, b = 1 - s1/s0. Later steps are AB2 in lambda = -ln sigma:
   h = lambda_{i+1} - lambda_i, r = (lambda_{i-1} - lambda_i) / h, phi1 = (1 - e^-h)/h, phi2 = (phi1 - 1)/(-h);
-  a = e^-h, b = h (phi1 - phi2/r), c = h phi2/r.
+  a = e^-h, b = h (phi1 - phi2/r), c = h phi2/r. `xp` is numpy (host tables, float64) or jax.numpy (traced
+  per-sample tables).
   """
-  sigmas = np.asarray(sigmas, np.float64)
-  coeffs = np.zeros((len(sigmas) - 1, 3), np.float64)
-  lam = -np.log(sigmas)
-  for i in range(len(sigmas) - 1):
-    if i == 0:
-      ratio = sigmas[1] / sigmas[0]
-      coeffs[i] = (ratio, 1.0 - ratio, 0.0)
-      continue
-    h = lam[i + 1] - lam[i]
-    r = (lam[i - 1] - lam[i]) / h
-    phi1 = -np.expm1(-h) / h
-    phi2 = (phi1 - 1.0) / (-h)
-    coeffs[i] = (np.exp(-h), h * (phi1 - phi2 / r), h * phi2 / r)
-  return coeffs
+  sigmas = xp.asarray(sigmas, np.float64) if xp is np else sigmas
+  lam = -xp.log(sigmas)
+  h = lam[..., 1:] - lam[..., :-1]
+  ratio = sigmas[..., 1:2] / sigmas[..., :1]
+  euler = xp.stack([ratio, 1.0 - ratio, xp.zeros_like(ratio)], axis=-1)
+  h_cur, h_prev = h[..., 1:], h[..., :-1]
+  r = -h_prev / h_cur
+  phi1 = -xp.expm1(-h_cur) / h_cur
+  phi2 = (phi1 - 1.0) / (-h_cur)
+  ab2 = xp.stack([xp.exp(-h_cur), h_cur * (phi1 - phi2 / r), h_cur * phi2 / r], axis=-1)
+  return xp.concatenate([euler, ab2], axis=-2)
+
+
+def scaled_schedule(num_steps: int, sigma_scale: Array, cfg: SamplerConfig = SamplerConfig()) -> Array:
+  """[B, n+1] float32 per-sample `schedule` with sigma_max and sigma_min multiplied by sigma_scale[:, 0] and
+  sigma_scale[:, 1] (traced; official use_variance_scale)."""
+  if num_steps < 1:
+    raise ValueError(f'num_steps must be >= 1, got {num_steps}')
+  n = num_steps - 1 if num_steps > 1 else 1
+  sigma_scale = jnp.asarray(sigma_scale, jnp.float32)
+  if sigma_scale.ndim != 2 or sigma_scale.shape[1] != 2:
+    raise ValueError(f'sigma_scale must be [B, 2] (sigma_max factor, sigma_min factor), got {sigma_scale.shape}')
+  hi = (cfg.sigma_max * sigma_scale[:, :1]) ** (1 / cfg.rho)
+  lo = (cfg.sigma_min * sigma_scale[:, 1:]) ** (1 / cfg.rho)
+  i = jnp.arange(n + 1, dtype=jnp.float32)[None]
+  return (hi + i / n * (lo - hi)) ** cfg.rho
+
+
+def variance_scale(seed: int) -> tuple[float, float]:
+  """(sigma_max factor U(1, 3), sigma_min factor U(0.1, 1)) of the official `use_variance_scale`: two `torch.rand(1)`
+  draws after `torch.manual_seed(seed)`. Torch's CPU generator is MT19937 seeded like numpy's legacy RandomState,
+  and a float32 uniform keeps the low 24 bits of one 32-bit output, so the numbers are reproduced without torch."""
+  if not 0 <= seed < 2 ** 32:
+    raise ValueError(f'seed must be in [0, 2**32) for the variance scale, got {seed}')
+  raw = np.random.RandomState(seed)._bit_generator.random_raw(2)  # pylint: disable=protected-access
+  u = (raw.astype(np.uint64) & np.uint64((1 << 24) - 1)).astype(np.float64) * 2.0 ** -24
+  return float(u[0] * 2.0 + 1.0), float(u[1] * 0.9 + 0.1)
 
 
 def sample(denoise_fn: Callable, x_init: Array, num_steps: int, cfg: SamplerConfig = SamplerConfig(), *,
-           trace: bool = False):
+           sigma_scale: Array | None = None, trace: bool = False):
   """Runs the 2ab sampler from x_init (already scaled by sigma_max).
 
   Args:
-    denoise_fn: `denoise_fn(x, sigma) -> x0` with sigma a float32 scalar; with `trace`, it must return
-      `(x0, aux)` (a pytree of per-call arrays, e.g. the net's inputs).
+    denoise_fn: `denoise_fn(x, sigma) -> x0` with sigma a float32 scalar (or [B] with `sigma_scale`); with
+      `trace`, it must return `(x0, aux)` (a pytree of per-call arrays, e.g. the net's inputs).
     num_steps: requested steps N (static).
+    sigma_scale: optional [B, 2] per-sample (sigma_max, sigma_min) factors (official use_variance_scale,
+      `variance_scale(seed)`): x_init is multiplied by the sigma_max factor and each sample runs its own schedule
+      (computed in float32 in the program; without it the schedule is a float64 host table).
     trace: also return the trajectory: `calls` (per-call sigma, x_in, x0 and aux, stacked over calls) and
       `steps` (per solver step x_in, denoised, x_out).
 
   Returns:
     The final x0 prediction (float32), or `(x0, trajectory)` with `trace`.
   """
-  sigmas = schedule(num_steps, cfg)
   x = jnp.asarray(x_init, jnp.float32)
+  if sigma_scale is None:
+    sigmas = jnp.asarray(schedule(num_steps, cfg), jnp.float32)
+    coeffs = jnp.asarray(solver_coefficients(schedule(num_steps, cfg)), jnp.float32) if num_steps > 2 else None
+    per_sample = lambda v: v
+  else:
+    if sigma_scale.shape != (x.shape[0], 2):
+      raise ValueError(f'sigma_scale must be [B={x.shape[0]}, 2], got {tuple(sigma_scale.shape)}')
+    table = scaled_schedule(num_steps, sigma_scale, cfg)  # [B, n+1]
+    x = x * sigma_scale[:, 0].reshape((-1,) + (1,) * (x.ndim - 1))
+    sigmas = table.T  # step-major, so that scan and indexing walk the steps
+    coeffs = jnp.moveaxis(solver_coefficients(table, jnp), 0, 1) if num_steps > 2 else None  # [n, B, 3]
+    per_sample = lambda v: v.reshape((-1,) + (1,) * (x.ndim - 1))
 
   def call(x_in, sigma):
     out = denoise_fn(x_in, sigma)
     return out if trace else (out, None)
 
   if num_steps <= 2:
-    sigma = jnp.float32(sigmas[0])
+    sigma = sigmas[0]
     x0, aux = call(x, sigma)
     if not trace:
       return x0
     calls = jax.tree.map(lambda v: v[None], {'sigma': sigma, 'x_in': x, 'x0': x0, 'aux': aux})
     return x0, {'calls': calls, 'steps': None}
 
-  coeffs = jnp.asarray(solver_coefficients(sigmas), jnp.float32)
-
   def step(carry, inputs):
     x_cur, d_prev = carry
-    sigma, (a, b, c) = inputs[0], inputs[1]
+    sigma, coeff = inputs
     d, aux = call(x_cur, sigma)
+    a, b, c = (per_sample(coeff[..., k]) for k in range(3))
     x_next = a * x_cur + b * d + c * d_prev
     ys = {'sigma': sigma, 'x_in': x_cur, 'x0': d, 'x_out': x_next, 'aux': aux} if trace else None
     return (x_next, d), ys
 
-  (x_last, _), steps = jax.lax.scan(
-      step, (x, jnp.zeros_like(x)), (jnp.asarray(sigmas[:-1], jnp.float32), tuple(coeffs.T)))
-  sigma_last = jnp.float32(sigmas[-1])
+  (x_last, _), steps = jax.lax.scan(step, (x, jnp.zeros_like(x)), (sigmas[:-1], coeffs))
+  sigma_last = sigmas[-1]
   x0, aux = call(x_last, sigma_last)
   if not trace:
     return x0

@@ -85,6 +85,7 @@ def planning_config(args: argparse.Namespace):
     return None
   return planning_lib.PlanningConfig(
       num_candidates=args.num_candidates, base_seed=args.seed, action_steps=args.planning_action_steps,
+      predict_future=True, value_source='future_state', value_ensemble=True,
       future_steps=planning_lib.ensemble_steps(args.future_steps, args.future_ensemble),
       value_steps=planning_lib.ensemble_steps(args.value_steps, args.value_ensemble), aggregation=args.aggregation,
       value_of_future_state=not args.value_of_state_action, search_depth=args.search_depth)

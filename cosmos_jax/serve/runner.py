@@ -184,7 +184,7 @@ class PolicyRunner:
       planning_params, planning_cfg, planning_config = convert_lib.load_converted(planning_dir)
       _expect_kind(planning_config, 'dit', planning_dir)
       planning_cfg = dataclasses.replace(planning_cfg, **overrides)
-      planning = planning or planning_lib.PlanningConfig()
+      planning = planning or planning_lib.PlanningConfig.main_command()
     return cls(dit_cfg=dit_cfg, dit_params=dit_params, vae_cfg=vae_cfg, vae_params=vae_params,
                statistics=stats_lib.load_statistics(statistics), text_store=text_lib.TextStore.load(text_store),
                planning=planning, planning_dit_cfg=planning_cfg, planning_dit_params=planning_params,
@@ -348,7 +348,8 @@ class PolicyRunner:
       if self.planning is None:
         self._noise[key] = jnp.asarray(sampler_lib.parity_noise(self.seed, latent_shape))
       else:
-        self._noise[key] = jnp.asarray(planning_lib.noise_bank(self.planning, latent_shape))
+        bank = planning_lib.noise_bank(self.planning, latent_shape)
+        self._noise[key] = {k: v if k == 'seeds' else jnp.asarray(v) for k, v in bank.items()}
     return self._noise[key]
 
   def act(self, observation: Mapping[str, Any]) -> dict:

@@ -2,7 +2,6 @@
 subprocess and benchmarks/planning.py."""
 
 import jax
-import jax.numpy as jnp
 
 from cosmos_jax.nn import dit
 from cosmos_jax.policy import diffusion

@@ -13,6 +13,7 @@ import pytest
 
 from cosmos_jax.policy import inference
 from cosmos_jax.policy import planning
+from cosmos_jax.policy import sampler as sampler_lib
 from tests.policy import planning_fixture as fx
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -43,7 +44,7 @@ def assert_same_plan(batched, serial, n, kv):
 
 @pytest.mark.slow
 def test_batched_planner_equals_one_by_one():
-  cfg = planning.PlanningConfig()  # N = 8, steps 10 / (1, 3, 5) / (1, 2, 3, 4, 5), majority_mean, V(s')
+  cfg = planning.PlanningConfig.main_command()  # N = 8, steps 10 / (1, 3, 5) / (1, 2, 3, 4, 5), majority_mean, V(s')
   batched, serial = run_batched_and_serial(cfg)
   assert_same_plan(batched, serial, 8, 15)
   # The values are spread enough that the choice is not a tie artefact.
@@ -52,21 +53,21 @@ def test_batched_planner_equals_one_by_one():
 
 @pytest.mark.slow
 def test_search_depth_two_batched_equals_one_by_one():
-  cfg = planning.PlanningConfig(num_candidates=4, action_steps=3, future_steps=(1, 3), value_steps=(1, 3),
-                                search_depth=2, depth_aggregation='average', aggregation='average')
+  cfg = planning.PlanningConfig.main_command(num_candidates=4, action_steps=3, future_steps=(1, 3), value_steps=(1, 3),
+                                             search_depth=2, depth_aggregation='average', aggregation='average')
   batched, serial = run_batched_and_serial(cfg)
   assert_same_plan(batched, serial, 4, 4)
   assert batched['values_by_depth'].shape == (4, 1 + 2)  # depth 1, then one entry per depth-1 future sample
 
 
 def test_dit_passes_per_candidate():
-  assert planning.PlanningConfig().dit_passes_per_candidate() == 61
-  assert planning.PlanningConfig(search_depth=3, future_steps=(5,), value_steps=(5,)).dit_passes_per_candidate() == 60
+  assert planning.PlanningConfig.main_command().dit_passes_per_candidate() == 61
+  assert planning.PlanningConfig.depth3_command().dit_passes_per_candidate() == 60
 
 
 def test_runtime_dit_passes_match_count():
   """Count the rows the network actually processes in one batched planning query: 61 per candidate."""
-  cfg = planning.PlanningConfig(num_candidates=2)
+  cfg = planning.PlanningConfig.main_command(num_candidates=2)
   rows = []
 
   def counting_net(params, x, timesteps, context, condition_mask):
@@ -99,8 +100,8 @@ def test_aggregations():
 
 
 def test_noise_bank_seeds():
-  cfg = planning.PlanningConfig(num_candidates=3)
-  bank = planning.noise_bank(cfg, (1, 11, 2, 2, 16))
+  cfg = planning.PlanningConfig.main_command(num_candidates=3)
+  bank = planning.noise_bank(cfg, (1, 11, 2, 2, 16))['noise']
   assert bank.shape == (3, 5, 11, 2, 2, 16)
   # Candidate 1, offset 2 and candidate 2, offset 1 are the same seed (195 + 3).
   np.testing.assert_array_equal(bank[1, 2], bank[2, 1])
@@ -111,7 +112,7 @@ def test_noise_bank_seeds():
 def test_bad_planning_inputs():
   with pytest.raises(ValueError, match='aggregation'):
     planning.PlanningConfig(aggregation='max')
-  cfg = planning.PlanningConfig(num_candidates=2)
+  cfg = planning.PlanningConfig.main_command(num_candidates=2)
   context, latent, proprio = fx.observation()
   noise = planning.noise_bank(cfg, fx.LATENT_SHAPE)
   net = lambda p, x, t, c, m: x
@@ -119,7 +120,8 @@ def test_bad_planning_inputs():
     planning.plan(net, 0.0, net, 0.0, context, jnp.concatenate([latent, latent]), proprio, noise, layout=fx.LAYOUT,
                   cfg=cfg)
   with pytest.raises(ValueError, match='noise must be'):
-    planning.plan(net, 0.0, net, 0.0, context, latent, proprio, noise[:1], layout=fx.LAYOUT, cfg=cfg)
+    planning.plan(net, 0.0, net, 0.0, context, latent, proprio, {'noise': noise['noise'][:1]}, layout=fx.LAYOUT,
+                  cfg=cfg)
   with pytest.raises(ValueError, match='proprio_dim=14'):
     planning.plan(net, 0.0, net, 0.0, context, latent, proprio[:, :9], noise, layout=fx.LAYOUT, cfg=cfg)
 
@@ -131,7 +133,7 @@ from jax.sharding import Mesh, PartitionSpec
 from cosmos_jax.policy import planning
 from tests.policy import planning_fixture as fx
 assert len(jax.devices()) == 8, jax.devices()
-cfg = planning.PlanningConfig(num_candidates=8, action_steps=3, future_steps=(1, 3), value_steps=(1, 2, 3))
+cfg = planning.PlanningConfig.main_command(num_candidates=8, action_steps=3, future_steps=(1, 3), value_steps=(1, 2, 3))
 policy_net, policy_params = fx.tiny_model(0)
 planning_net, planning_params = fx.tiny_model(1)
 context, latent, proprio = fx.observation()
@@ -166,3 +168,156 @@ def test_sharded_candidates_on_eight_cpu_devices():
   assert result['values_shards'] == 8 and result['values_shard_shape'] == [1, 6], result
   assert result['max_value_diff'] <= 2e-6 and result['max_action_diff'] <= 2e-5, result
   assert result['chosen'][0] == result['chosen'][1], result
+
+
+# Official options ---------------------------------------------------------------------------------------------
+
+
+def test_defaults_are_the_official_deploy_defaults():
+  cfg = planning.PlanningConfig()
+  assert cfg == planning.PlanningConfig.from_deploy_config({})
+  # One candidate scored by the policy's own parallel value; V(s') masking off (the official default).
+  assert (cfg.num_candidates, cfg.value_source, cfg.predict_future, cfg.value_of_future_state) == (1, 'parallel',
+                                                                                                    False, False)
+  assert cfg.dit_passes_per_candidate() == 10
+
+
+def test_official_commands():
+  main = planning.PlanningConfig.main_command()
+  assert (main.num_candidates, main.action_steps, main.future_steps, main.value_steps) == (8, 10, (1, 3, 5),
+                                                                                           (1, 2, 3, 4, 5))
+  assert main.value_of_future_state and main.value_ensemble and main.aggregation == 'majority_mean'
+  assert main.dit_passes_per_candidate() == 61
+  depth3 = planning.PlanningConfig.depth3_command()
+  # Ensembles off: one sample at the full step count (an ensemble of one would be a single 1-step sample).
+  assert (depth3.future_steps, depth3.value_steps, depth3.value_ensemble) == ((5,), (5,), False)
+  assert depth3.search_depth == 3 and depth3.depth_aggregation == 'use_last_value'
+  assert depth3.depth_entries == 3 and depth3.dit_passes_per_candidate() == 3 * (10 + 5 + 5)
+  one = planning.PlanningConfig.from_deploy_config({**planning.DEPTH3_PLANNING_COMMAND,
+                                                    'use_ensemble_future_state_predictions': True})
+  assert one.future_steps == (1,)
+  assert planning.member_steps(5, None) == (5,) and planning.member_steps(5, 1) == (1,)
+  assert planning.ensemble_steps(3, 5) == (1, 1, 2, 2, 3) and planning.ensemble_steps(2, 3) == (1, 1, 2)
+
+
+def test_q_value_options():
+  cfg = planning.PlanningConfig.from_deploy_config({
+      'num_queries_best_of_n': 4, 'ar_qvalue_prediction': True, 'num_denoising_steps_value': 2,
+      'use_ensemble_value_predictions': True, 'num_value_predictions_in_ensemble': 3,
+      'value_ensemble_aggregation_scheme': 'lcb', 'mask_future_state_for_qvalue_prediction': True})
+  assert (cfg.value_source, cfg.value_steps, cfg.aggregation, cfg.q_value_mask_future_state) == ('q_value', (1, 1, 2),
+                                                                                                 'lcb', True)
+  assert not cfg.predict_future and cfg.dit_passes_per_candidate() == 10 + 3
+
+
+@pytest.mark.parametrize('fields,match', [
+    ({'num_queries': 8}, r"unknown planning options \['num_queries'\]"),
+    ({'ar_future_prediction': True, 'ar_value_prediction': True, 'ar_qvalue_prediction': True},
+     'ar_qvalue_prediction'),
+    ({'ar_value_prediction': True}, 'needs predict_future'),
+    ({'ar_future_prediction': True}, 'needs a value query'),
+    ({'use_ensemble_value_predictions': True}, 'use_ensemble_value_predictions needs'),
+    ({'use_ensemble_future_state_predictions': True}, 'use_ensemble_future_state_predictions needs'),
+    ({'mask_current_state_action_for_value_prediction': True}, 'value_of_future_state'),
+    ({'mask_future_state_for_qvalue_prediction': True, 'ar_future_prediction': True, 'ar_value_prediction': True},
+     'q_value_mask_future_state'),
+    ({'search_depth': 2, 'ar_qvalue_prediction': True}, 'search_depth > 1'),
+    ({'ar_qvalue_prediction': True, 'use_ensemble_value_predictions': True,
+      'value_ensemble_aggregation_scheme': 'gamma_weighted_average'}, 'aggregation'),
+    ({'ar_future_prediction': True, 'ar_value_prediction': True,
+      'future_state_ensemble_aggregation_scheme': 'median'}, 'future_aggregation'),
+    ({'search_depth_value_aggregation_scheme': 'max'}, 'depth_aggregation'),
+])
+def test_refused_options(fields, match):
+  with pytest.raises(ValueError, match=match):
+    planning.PlanningConfig.from_deploy_config(fields)
+
+
+def test_value_steps_need_an_ensemble():
+  with pytest.raises(ValueError, match='value_ensemble is off'):
+    planning.PlanningConfig.main_command(value_ensemble=False)
+
+
+def test_selection_follows_python_max_with_nan():
+  nan = float('nan')
+  assert int(planning.select(jnp.array([0.3, nan, 0.5]))) == 2  # NaN is never better
+  assert int(planning.select(jnp.array([nan, 0.9, 0.5]))) == 0  # nothing beats a NaN base in Python's max
+  assert int(planning.select(jnp.array([0.3, nan]))) == 0
+
+
+def test_variance_scale_matches_torch():
+  torch = pytest.importorskip('torch')
+  for seed in (0, 195, 196, 255, 2 ** 31 + 7):
+    torch.manual_seed(seed)
+    expected = (torch.rand(1).item() * 2.0 + 1.0, torch.rand(1).item() * 0.9 + 0.1)
+    assert sampler_lib.variance_scale(seed) == expected
+
+
+def test_randomized_seeds():
+  cfg = planning.PlanningConfig.main_command(num_candidates=3, randomize_seed=True)
+  assert cfg.noise_slots == cfg.queries_per_candidate() == 1 + 3 + 15
+  seeds = planning.draw_seeds(cfg, np.random.default_rng(0))
+  assert seeds.shape == (3, 19) and seeds.min() >= 0 and seeds.max() < 256
+  assert len(np.unique(planning.draw_seeds(cfg))) > 19  # fresh draws, not base + q + m
+
+
+# Batched planner == serial loop for every value source (a cheap stand-in network, so that every option runs in
+# seconds; the tiny DiT versions above are marked slow).
+
+
+def cheap_net(params, x, timesteps, context, condition_mask):
+  per_sample = lambda v: v.reshape((-1,) + (1,) * (x.ndim - 1))
+  return (jnp.tanh(x * params + 0.3 * timesteps[:, :, None, None, None] - 0.2 * condition_mask)
+          + per_sample(context.mean(axis=(1, 2))))
+
+
+SMALL = dict(num_candidates=3, action_steps=3)
+OPTION_CASES = {
+    'parallel value (policy scores itself)': planning.PlanningConfig(**SMALL),
+    'V(s) future ensemble, value ensemble off (first value)': planning.PlanningConfig.main_command(
+        **SMALL, future_steps=(1, 3), value_steps=(3,), value_ensemble=False, value_of_future_state=False),
+    'Q(s,a) ensemble lcb, masked, with future images': planning.PlanningConfig.from_deploy_config(dict(
+        num_queries_best_of_n=3, num_denoising_steps_action=3, ar_future_prediction=True, ar_qvalue_prediction=True,
+        num_denoising_steps_value=3, use_ensemble_value_predictions=True, num_value_predictions_in_ensemble=2,
+        value_ensemble_aggregation_scheme='lcb', mask_future_state_for_qvalue_prediction=True)),
+    'Q(s,a) single': planning.PlanningConfig(**SMALL, value_source='q_value', value_steps=(3,)),
+    'depth 2 average, last images': planning.PlanningConfig.main_command(
+        **SMALL, future_steps=(1, 3), value_steps=(1, 2), search_depth=2, depth_aggregation='average',
+        future_aggregation='last'),
+    'depth 3 command': planning.PlanningConfig.depth3_command(**SMALL, future_steps=(3,), value_steps=(3,)),
+    'randomized seeds with variance scale': planning.PlanningConfig.main_command(
+        **SMALL, future_steps=(1, 3), value_steps=(1, 3), randomize_seed=True, use_variance_scale=True),
+}
+
+
+def counting(net, rows):
+  def counted(params, x, timesteps, context, condition_mask):
+    jax.debug.callback(lambda b: rows.append(int(b)), x.shape[0])
+    return net(params, x, timesteps, context, condition_mask)
+  return counted
+
+
+@pytest.mark.parametrize('name', list(OPTION_CASES))
+def test_every_option_batched_equals_serial(name):
+  """Same choice, scores, values and actions; the DiT passes counted at run time match the config's count."""
+  cfg = OPTION_CASES[name]
+  context, latent, proprio = fx.observation()
+  bank = planning.noise_bank(cfg, fx.LATENT_SHAPE, rng=np.random.default_rng(1))
+  assert ('sigma_scale' in bank) == cfg.use_variance_scale
+  policy_rows, planning_rows = [], []
+  batched = planning.make_planner(counting(cheap_net, policy_rows), counting(cheap_net, planning_rows), fx.LAYOUT,
+                                  cfg)(jnp.float32(0.5), jnp.float32(0.3), context, latent, proprio, bank)
+  jax.block_until_ready(batched)
+  serial = planning.plan_serially(cheap_net, jnp.float32(0.5), cheap_net, jnp.float32(0.3), context, latent, proprio,
+                                  bank, layout=fx.LAYOUT, cfg=cfg)
+  assert_same_plan(batched, serial, cfg.num_candidates, batched['values'].shape[1])
+  assert batched['values_by_depth'].shape == (cfg.num_candidates, cfg.depth_entries)
+  assert sum(policy_rows) == cfg.num_candidates * sampler_lib.num_calls(cfg.action_steps) * cfg.depth_entries
+  assert sum(policy_rows) + sum(planning_rows) == cfg.num_candidates * cfg.dit_passes_per_candidate()
+  if cfg.value_source == 'parallel':
+    np.testing.assert_array_equal(batched['scores'], batched['action_values'])
+  if cfg.predict_future:
+    assert batched['future_samples_by_depth'].shape[:3] == (cfg.num_candidates, cfg.depth_entries,
+                                                            cfg.num_future_samples)
+  else:
+    assert 'future_samples' not in batched

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from cosmos_jax.data import decode
-from cosmos_jax.data import stats as stats_lib
 from cosmos_jax.data import transforms
 from cosmos_jax.nn import vae
 from cosmos_jax.policy import diffusion
@@ -71,6 +70,22 @@ def test_sampler_matches_reference_and_counts_calls(num_steps):
                        sampler.schedule(num_steps)) if num_steps > 2 else d_np(x_init.astype(np.float64), 80.0)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   assert len(calls) == sampler.num_calls(num_steps)
+
+
+@pytest.mark.parametrize('num_steps', [2, 3, 5])
+def test_per_sample_sigma_scale_equals_scaled_schedule(num_steps):
+  """use_variance_scale: each sample runs the schedule of its own (sigma_max, sigma_min) factors, from x_init times
+  its sigma_max factor; equal to the host-table sampler with the scaled range."""
+  x_init = np.random.default_rng(1).standard_normal((2, 3, 4)).astype(np.float32) * 80
+  per_sample = lambda s: jnp.reshape(s, (-1, 1, 1))
+  d = lambda x, s: jnp.tanh(x / (1 + per_sample(s))) * 0.9 + 0.05 * x / per_sample(s)
+  scales = np.array([sampler.variance_scale(195), sampler.variance_scale(7)], np.float32)
+  got = jax.jit(lambda x, sc: sampler.sample(d, x, num_steps, sigma_scale=sc))(x_init, scales)
+  for b in range(2):
+    cfg = sampler.SamplerConfig(sigma_min=4.0 * float(scales[b, 1]), sigma_max=80.0 * float(scales[b, 0]))
+    want = sampler.sample(lambda x, s: d(x, jnp.reshape(s, (1,))), x_init[b:b + 1] * scales[b, 0], num_steps, cfg)
+    np.testing.assert_allclose(got[b:b + 1], want, rtol=2e-5, atol=2e-5)
+  assert not np.allclose(got, sampler.sample(lambda x, s: d(x, jnp.full((2,), s)), x_init, num_steps), atol=1e-3)
 
 
 def test_parity_noise_layout():

@@ -117,8 +117,8 @@ def test_metadata(tiny_runner):
 
 
 def test_planning_response():
-  cfg = planning.PlanningConfig(num_candidates=2, action_steps=2, future_steps=(1,), value_steps=(1,),
-                                aggregation='average')
+  cfg = planning.PlanningConfig.main_command(num_candidates=2, action_steps=2, future_steps=(1,), value_steps=(1,),
+                                             aggregation='average')
   runner = runner_lib.PolicyRunner.tiny(seed=1, image_size=S, planning=cfg, with_planning_model=True)
   assert runner.metadata()['planning']['num_candidates'] == 2
   out = runner.act({**make_observation(runner, seed=5), 'return_all_query_results': True})
@@ -189,11 +189,11 @@ def test_real_size_programs_trace():
   latent = jax.eval_shape(functools.partial(runner_lib._encode_sequence, vae_cfg=vae_cfg, layout=layout,
                                             image_size=224), vae_params, images)
   assert latent.shape == (1, 11, 28, 28, 16)
-  cfg = planning.PlanningConfig()
+  cfg = planning.PlanningConfig.main_command()
   net = diffusion.DiTNet(dit_cfg)
   out = jax.eval_shape(planning.make_planner(net, net, layout, cfg), dit_params, dit_params,
                        spec((1, 512, 1024), np.float32), latent, spec((1, 14), np.float32),
-                       spec((8, cfg.noise_offsets) + latent.shape[1:], np.float32))
+                       {'noise': spec((8, cfg.noise_slots) + latent.shape[1:], np.float32)})
   assert out['actions'].shape == (8, 50, 14) and out['values'].shape == (8, 15)
   assert out['future_samples'].shape == (8, 3, 11, 28, 28, 16)
   futures = jax.eval_shape(functools.partial(inference.future_images, vae_cfg=vae_cfg, layout=layout), vae_params,

@@ -187,7 +187,7 @@ def load_dataset(data_dir: str, config=None, *, split: str = 'train', stats_path
   return readers.build_dataset(data_dir, demos, config, rollouts=rollouts, stats_path=stats_path, tasks=tasks)
 
 
-# The bundled gym-aloha sample (3 episodes x 60 steps, "transfer cube"; see make_sample.py). Its text store holds
+# The bundled gym-aloha sample (3 successful 400-step "transfer cube" demos; see make_sample.py). Its text store holds
 # a STAND-IN embedding, not T5.
 SAMPLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'sample_aloha')
 SAMPLE_TEXT_STORE = os.path.join(SAMPLE_DIR, 'text_store')

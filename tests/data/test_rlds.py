@@ -33,7 +33,7 @@ def test_built_dataset_reads_back_with_tfds(built):
   example = split[0]
   steps = [example['steps'][t] for t in range(len(example['steps']))]
   demo = aloha.read_demo(str(source / f'{EPISODE}.hdf5'), SIZE)
-  assert len(steps) == demo.num_steps == 60
+  assert len(steps) == demo.num_steps == 400
   np.testing.assert_array_equal(np.stack([s['action'] for s in steps]), demo.actions)
   np.testing.assert_array_equal(np.stack([s['observation']['state'] for s in steps]), demo.proprio)
   for cam, role in aloha.CAMERA_ROLES.items():
@@ -52,8 +52,8 @@ def test_rlds_episodes_give_the_same_training_samples(built):
   from_hdf5 = aloha.load_dataset(str(source), config)
   from_rlds = aloha_builder.load_policy_dataset(builder_dir, config,
                                                 stats_path=str(source / 'dataset_statistics.json'))
-  assert len(from_rlds) == len(from_hdf5) == 120 and from_rlds.tasks == from_hdf5.tasks
-  for index in (0, 37, 59, 60, 119):
+  assert len(from_rlds) == len(from_hdf5) == 800 and from_rlds.tasks == from_hdf5.tasks
+  for index in (0, 37, 399, 400, 799):
     want = from_hdf5.sample(index, np.random.default_rng(index))
     got = from_rlds.sample(index, np.random.default_rng(index))
     for key in want:

@@ -1,19 +1,20 @@
 """The bundled gym-aloha sample: read end to end into a training batch; the generator reproduces its format."""
 
+import json
 import os
 
 import h5py
 import numpy as np
 import pytest
 
-from cosmos_jax.data import aloha, pipeline, sample as sample_lib, stats, text
+from cosmos_jax.data import aloha, make_sample, pipeline, sample as sample_lib, stats, text
 
 
 def test_bundled_sample_end_to_end_into_a_training_batch():
   dataset = aloha.load_sample_dataset(sample_lib.SampleConfig(image_size=224, augment=True))
   assert dataset.tasks == ('transfer cube',)
-  assert [p.episode.num_steps for p in dataset.sections[0]] == [60, 60, 60]
-  assert len(dataset) == 360  # 180 demo steps + the same steps as success rollouts (ALOHA main mixture)
+  assert [p.episode.num_steps for p in dataset.sections[0]] == [400, 400, 400]  # full-length demos
+  assert len(dataset) == 2400  # 1200 demo steps + the same steps as success rollouts (ALOHA main mixture)
   store = text.TextStore.load(aloha.SAMPLE_TEXT_STORE)
   assert 'NOT T5' in store.kind
   batch = next(pipeline.make_loader(dataset, 4, seed=0, process_index=0, process_count=1, text_store=store))
@@ -43,11 +44,7 @@ def _structure(path):
   return items
 
 
-@pytest.mark.slow
 def test_generator_reproduces_the_bundled_format(tmp_path):
-  os.environ.setdefault('MUJOCO_GL', 'egl')
-  from cosmos_jax.data import make_sample  # pylint: disable=g-import-not-at-top
-
   make_sample.generate(str(tmp_path), num_episodes=1, num_steps=6, seed=11)
   new = aloha.find_episode_files(str(tmp_path))
   bundled = aloha.find_episode_files(aloha.SAMPLE_DIR)
@@ -58,3 +55,16 @@ def test_generator_reproduces_the_bundled_format(tmp_path):
   assert {k: v.shape for k, v in episode.frames.items()} == {r: (6, 224, 224, 3) for r in aloha.CAMERA_ROLES.values()}
   assert sorted(os.listdir(tmp_path)) == sorted(os.listdir(aloha.SAMPLE_DIR))
   assert text.TextStore.load(tmp_path / 'text_store').tasks == ('transfer cube',)
+
+
+def test_bundled_demonstrations_are_full_length_successes_with_their_seeds():
+  with open(os.path.join(aloha.SAMPLE_DIR, make_sample.METADATA_FILENAME), encoding='utf-8') as f:
+    metadata = json.load(f)['transfer_cube']
+  files = aloha.find_episode_files(aloha.SAMPLE_DIR)
+  seeds = []
+  for path in files:
+    with h5py.File(path, 'r') as f:
+      assert f.attrs['success'] and f['rewards'][:].max() == f.attrs['max_reward'] == 4.0, path
+      assert f['action'].shape == (metadata['num_steps'], 14) == (400, 14)
+      seeds.append(int(f.attrs['seed']))
+  assert seeds == metadata['seeds'] and len(files) == 3

@@ -1,0 +1,47 @@
+"""The gym-aloha environment shared by the demonstrations and the evaluation: seeds, absolute joint targets,
+cameras, object positions. Needs gym-aloha (the `test` extra) and headless EGL (MUJOCO_GL=egl)."""
+
+import os
+
+os.environ.setdefault('MUJOCO_GL', 'egl')  # before anything imports mujoco
+
+import numpy as np
+import pytest
+
+from cosmos_jax.data import simulator
+
+
+def test_simulator_steps_and_seeds():
+  sim = simulator.AlohaSim('transfer_cube', control_hz=25)
+  sim.reset(seed=0)
+  start = sim.qpos()
+  cube_0 = sim.object_position('red_box_joint')
+  target = start.copy()
+  target[0] += 0.2  # left waist
+  for _ in range(10):
+    assert sim.step(target) == 0.0
+  assert sim.qpos()[0] > start[0] + 0.1  # the joint follows the absolute target
+  sim.reset(seed=1)
+  np.testing.assert_allclose(sim.qpos(), start, atol=1e-6)
+  assert not np.allclose(sim.object_position('red_box_joint'), cube_0)  # another seed, another cube position
+  sim.reset(seed=0)
+  np.testing.assert_array_equal(sim.object_position('red_box_joint'), cube_0)  # gym-aloha's seeding
+  with pytest.raises(ValueError, match=r'\(14,\)'):
+    sim.step(np.zeros(7))
+  with pytest.raises(ValueError, match='no object joint'):
+    sim.object_position('red_peg_joint')
+  with pytest.raises(ValueError, match='whole number of physics steps'):
+    simulator.AlohaSim('transfer_cube', control_hz=30)
+  with pytest.raises(ValueError, match='unknown task'):
+    simulator.AlohaSim('fold_shirt')
+
+
+def test_cameras_and_objects():
+  sim = simulator.AlohaSim('insertion')
+  sim.reset(seed=2)
+  frames = sim.render(48, 64)
+  assert {cam: f.shape for cam, f in frames.items()} == {cam: (48, 64, 3) for cam in simulator.SIM_CAMERAS}
+  assert len({f.tobytes() for f in frames.values()}) == 3  # three different views
+  peg, socket = sim.object_position('red_peg_joint'), sim.object_position('blue_socket_joint')
+  assert 0.1 <= peg[0] <= 0.2 and -0.2 <= socket[0] <= -0.1  # gym-aloha's sampling ranges
+  assert simulator.task_description('insertion') == 'insertion'

@@ -258,7 +258,8 @@ def transfer_cube_policy(sim: simulator.AlohaSim) -> ScriptedPolicy:
       Move(200, fixed(MEETING_POINT + [0, 0, 0.01], RIGHT_DOWN), CLOSED),
       Move(265, hold, CLOSED),
       Move(285, hold, OPEN),
-      Move(330, shifted([0.1, 0, 0.03]), OPEN),  # back towards its base: pointing down higher up is past the wrist limit
+      # Back towards its base: pointing down from higher up is past the wrist's limit.
+      Move(330, shifted([0.1, 0, 0.03]), OPEN),
   ]
   left = [
       Move(150, fixed(MEETING_POINT + [-0.12, 0, 0], LEFT_ALONG_X), OPEN),

@@ -25,7 +25,8 @@ ROLLOUT_JPEG_KEYS = {'cam_high': 'primary_images_jpeg', 'cam_left_wrist': 'wrist
                      'cam_right_wrist': 'wrist_right_images_jpeg'}
 
 
-def save_rollout(path: str, episode: episode_lib.EpisodeResult, *, policy_name: str = '', control_hz: float | None = None) -> str:
+def save_rollout(path: str, episode: episode_lib.EpisodeResult, *, policy_name: str = '',
+                 control_hz: float | None = None) -> str:
   """Writes the episode in the ALOHA rollout format (JPEG variant); see the module docstring."""
   if episode.length == 0:
     raise ValueError('refusing to save an empty rollout (no executed actions)')

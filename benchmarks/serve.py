@@ -38,12 +38,14 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from cosmos_jax.data import bundled  # pylint: disable=g-import-not-at-top
 from cosmos_jax.data import stats as stats_lib  # pylint: disable=g-import-not-at-top
 from cosmos_jax.data import text as text_lib  # pylint: disable=g-import-not-at-top
 from cosmos_jax.nn import dit as dit_lib  # pylint: disable=g-import-not-at-top
 from cosmos_jax.nn import vae as vae_lib  # pylint: disable=g-import-not-at-top
 from cosmos_jax.policy import planning  # pylint: disable=g-import-not-at-top
 from cosmos_jax.serve import client as client_lib  # pylint: disable=g-import-not-at-top
+from cosmos_jax.serve import factory  # pylint: disable=g-import-not-at-top
 from cosmos_jax.serve import http as http_lib  # pylint: disable=g-import-not-at-top
 from cosmos_jax.serve import runner as runner_lib  # pylint: disable=g-import-not-at-top
 from cosmos_jax.serve import service as service_lib  # pylint: disable=g-import-not-at-top
@@ -60,11 +62,13 @@ def random_2b_runner(args, with_planning: bool) -> runner_lib.PolicyRunner:
   vae_cfg = vae_lib.VAEConfig.policy()
   dit_params = jax.jit(lambda k: dit_lib.init_params(dit_cfg, k))(jax.random.key(0))
   vae_params = jax.jit(lambda k: vae_lib.init_params(vae_cfg, k))(jax.random.key(1))
-  return runner_lib.PolicyRunner(
+  sample = bundled.sample_dir('aloha')
+  models = factory.PolicyModels(
       dit_cfg=dit_cfg, dit_params=dit_params, vae_cfg=vae_cfg, vae_params=vae_params,
-      statistics=stats_lib.load_statistics(runner_lib.SAMPLE_DIR / stats_lib.STATISTICS_FILENAME),
-      text_store=text_lib.TextStore.load(runner_lib.SAMPLE_DIR / 'text_store'), image_size=224, action_steps=10,
-      planning=planning.PlanningConfig.main_command() if with_planning else None, name='random-weight 2B policy')
+      statistics=stats_lib.load_statistics(sample / stats_lib.STATISTICS_FILENAME),
+      text_store=text_lib.TextStore.load(bundled.text_store_dir('aloha')), name='random-weight 2B policy')
+  return runner_lib.PolicyRunner.build(models, image_size=224, action_steps=10,
+                                       planning=planning.PlanningConfig.main_command() if with_planning else None)
 
 
 def make_runner(row: str, args) -> runner_lib.PolicyRunner:
@@ -82,11 +86,12 @@ def make_runner(row: str, args) -> runner_lib.PolicyRunner:
 
 def observation(runner: runner_lib.PolicyRunner, seed: int) -> dict:
   rng = np.random.default_rng(seed)
-  size = runner.image_size
-  obs = {f: rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for f in runner_lib.ALOHA_IMAGE_FIELDS}
-  lo, hi = runner.statistics['proprio_min'], runner.statistics['proprio_max']
+  protocol = runner.protocol
+  size = protocol.image_size
+  obs = {f: rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for f in protocol.image_fields}
+  lo, hi = protocol.statistics['proprio_min'], protocol.statistics['proprio_max']
   obs['proprio'] = (lo + rng.uniform(0.2, 0.8, lo.shape) * (hi - lo)).astype(np.float32)
-  obs['task_description'] = runner.text_store.tasks[0]
+  obs['task_description'] = protocol.tasks[0]
   return obs
 
 
@@ -112,7 +117,7 @@ def measure(runner, protocol: str, args) -> dict:
       start = time.perf_counter()
       response = send(o)
       elapsed = time.perf_counter() - start
-      assert np.asarray(response['actions']).shape == (runner.layout.chunk_size, runner.layout.action_dim)
+      assert np.asarray(response['actions']).shape == (runner.query.layout.chunk_size, runner.query.layout.action_dim)
       if i >= args.warmup:
         latencies.append(elapsed)
         timings.append(response['timing'])
@@ -160,9 +165,9 @@ def main(argv=None) -> int:
     warmup_s = runner.warmup()
     device = (jax.devices('cpu')[0] if row == 'tiny-cpu' else jax.devices()[0])
     for protocol in protocols:
-      entry = {'row': row, 'device': device.device_kind, 'image_size': runner.image_size,
-               'planning': dataclasses.asdict(runner.planning) if runner.planning else None,
-               'action_steps': runner.action_steps, 'build_s': build_s, 'compile_warmup_s': warmup_s}
+      entry = {'row': row, 'device': device.device_kind, 'image_size': runner.query.image_size,
+               'planning': dataclasses.asdict(runner.query.planning) if runner.query.planning else None,
+               'action_steps': runner.query.action_steps, 'build_s': build_s, 'compile_warmup_s': warmup_s}
       if row == 'tiny-cpu':
         with jax.default_device(jax.devices('cpu')[0]):
           entry.update(measure(runner, protocol, args))

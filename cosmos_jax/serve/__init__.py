@@ -1,6 +1,10 @@
-"""Serving cosmos_jax policies (policy_spec section 12).
+"""Serving cosmos_jax policies to robots, compatible with the official ALOHA server and client (NVlabs/cosmos-policy
+18a2acc, cosmos_policy/experiments/robot/aloha/deploy.py).
 
-* `runner.PolicyRunner`: the in-process policy (validation, preprocessing, policy or best-of-N planning, response).
+* `protocols/`: robot request protocols (`aloha.AlohaProtocol`: request validation, response fields; pure numpy).
+* `factory`: the weights and assets of a policy, from converted checkpoints or as a random tiny model.
+* `query.PolicyQuery`: query orchestration (preprocessing, one action query or best-of-N planning, decoding).
+* `runner.PolicyRunner`: a protocol in front of a query; what the servers drive.
 * `service.PolicyService`: validation on the event loop before queuing; one model execution at a time in a worker
   thread fed from an explicit bounded queue that drops requests whose client went away or whose deadline passed.
 * `http`: aiohttp server for the official ALOHA client (POST /act, port 8777).

@@ -18,7 +18,6 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from cosmos_jax.data import text as text_lib
 from cosmos_jax.serve import http as http_lib
 from cosmos_jax.serve import service as service_lib
 from cosmos_jax.serve import websocket as websocket_lib
@@ -98,7 +97,7 @@ def make_runner(args: argparse.Namespace):
   if args.action_steps is not None:
     common['action_steps'] = args.action_steps
   if args.t5:
-    common['text_encoder'] = text_lib.T5TextEncoder.load(args.t5)
+    common['t5_dir'] = args.t5
   if args.tiny:
     if args.dit or args.vae or args.planning_dit:
       raise ValueError('--tiny builds its own model; do not combine it with --dit/--vae/--planning-dit')

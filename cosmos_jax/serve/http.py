@@ -1,4 +1,4 @@
-"""HTTP server compatible with the official ALOHA client (policy_spec section 12), on aiohttp.
+"""HTTP server compatible with the official ALOHA client (run_aloha_eval.py), on aiohttp.
 
     POST /act       json_numpy request (or {"encoded": <JSON string>}) -> json_numpy response
     GET  /healthz   "OK"
@@ -30,8 +30,8 @@ import traceback
 
 from aiohttp import web
 
-from cosmos_jax.serve import runner as runner_lib
 from cosmos_jax.serve import service as service_lib
+from cosmos_jax.serve.protocols import base as protocol_lib
 from cosmos_jax_client import codec
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def make_app(service: service_lib.PolicyService) -> web.Application:
       payload, double_encoded = codec.decode_request(body)
       decoded = time.perf_counter()
       observation = service.validate(payload)
-    except (codec.CodecError, runner_lib.InvalidObservation) as e:
+    except (codec.CodecError, protocol_lib.InvalidObservation) as e:
       service_lib.log_request('http', {'request_decode_s': time.perf_counter() - received}, 'refused')
       return _error(400, str(e))
     validated = time.perf_counter()

@@ -23,8 +23,8 @@ import traceback
 import websockets
 from websockets.asyncio import server as ws_server
 
-from cosmos_jax.serve import runner as runner_lib
 from cosmos_jax.serve import service as service_lib
+from cosmos_jax.serve.protocols import base as protocol_lib
 from cosmos_jax_client import codec
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class WebsocketServer:
           payload = codec.unpackb(message)
           decoded = time.perf_counter()
           observation = self.service.validate(payload)
-        except (codec.CodecError, runner_lib.InvalidObservation) as e:
+        except (codec.CodecError, protocol_lib.InvalidObservation) as e:
           service_lib.log_request('websocket', {'request_decode_s': time.perf_counter() - start}, 'refused')
           await connection.send(f'error: {e}')
           continue

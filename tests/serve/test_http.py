@@ -58,7 +58,7 @@ def check_response(response):
 
 
 def test_official_protocol_both_encodings(server, tiny_runner):
-  observation = make_observation(tiny_runner, seed=1)
+  observation = make_observation(tiny_runner.protocol, seed=1)
   plain = _post_official(server, {**observation, 'return_all_query_results': True})
   assert plain.status_code == 200 and 'policy;dur=' in plain.headers['Server-Timing']
   reply = json_numpy.loads(plain.text)
@@ -108,16 +108,16 @@ def _bad_requests(runner):
 
 
 def test_malformed_requests_get_clear_errors_and_the_server_keeps_serving(server, tiny_runner):
-  for name, body, status, pattern in _bad_requests(tiny_runner):
+  for name, body, status, pattern in _bad_requests(tiny_runner.protocol):
     response = requests.post(f'{server}/act', data=body, headers={'Content-Type': 'application/json'}, timeout=60)
     assert response.status_code == status, (name, response.text)
     error = response.json()
     assert error['status'] == status
     assert re.search(pattern, error['error']), (name, error['error'])
   # The next valid request is answered, through our own HTTP client this time.
-  reply = client_lib.HTTPClient(f'{server}/act').act(make_observation(tiny_runner, seed=4))
+  reply = client_lib.HTTPClient(f'{server}/act').act(make_observation(tiny_runner.protocol, seed=4))
   check_response(reply)
   with pytest.raises(client_lib.ServerError, match='unknown task') as refused:
-    client_lib.HTTPClient(f'{server}/act').act({**make_observation(tiny_runner), 'task_description': '?'},
+    client_lib.HTTPClient(f'{server}/act').act({**make_observation(tiny_runner.protocol), 'task_description': '?'},
                                                double_encoded=True)
   assert refused.value.status == 400

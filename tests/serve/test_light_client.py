@@ -102,7 +102,7 @@ def test_the_client_venv_has_no_jax_and_no_cosmos_jax(client_venv):
 
 
 def test_the_light_client_drives_the_tiny_policy(client_venv, ports, tiny_runner):
-  observation = make_observation(tiny_runner)
+  observation = make_observation(tiny_runner.protocol)
   ws_port, http_port = ports
   result = _run_in(client_venv, '-c', CLIENT_SCRIPT, str(ws_port), str(http_port),
                    json.dumps(observation['proprio'].tolist()))
@@ -119,7 +119,7 @@ def test_the_light_client_drives_the_tiny_policy(client_venv, ports, tiny_runner
   assert summary['http_refused'][0] == 400 and 'non-finite' in summary['http_refused'][1]
   # The same request through the in-process runner gives the same first action (fixed sampler seed).
   rng = np.random.default_rng(0)
-  local = {field: rng.integers(0, 256, (tiny_runner.image_size, tiny_runner.image_size, 3), dtype=np.uint8)
+  local = {field: rng.integers(0, 256, (tiny_runner.protocol.image_size, tiny_runner.protocol.image_size, 3), dtype=np.uint8)
            for field in tiny_runner.metadata()['image_fields']}
   local.update(proprio=observation['proprio'], task_description='transfer cube')
   np.testing.assert_array_equal(np.asarray(summary['first_action']), tiny_runner.act(local)['actions'][0])

@@ -31,7 +31,7 @@ FAST_S = 0.2  # what "answered at once" means here
 
 
 class TimedRunner:
-  """The real runner's validation; `infer` sleeps ACT_SECONDS, records its interval and returns the observation's
+  """The real request validation (the ALOHA protocol); `infer` sleeps ACT_SECONDS, records its interval and returns the observation's
   proprio as every action row (so a response can be matched to its request). `fail_next` / `unencodable_next`
   make the next inference raise, or return a value no codec can send."""
 
@@ -69,8 +69,8 @@ class TimedRunner:
 
 
 @contextlib.contextmanager
-def serving(tiny_runner, protocol='http', **service_kwargs):
-  runner = TimedRunner(tiny_runner)
+def serving(validator, protocol='http', **service_kwargs):
+  runner = TimedRunner(validator)
   service = service_lib.PolicyService(runner, **service_kwargs)
   loop = service_lib.BackgroundLoop()
   server = (http_lib.HTTPServer if protocol == 'http' else websocket_lib.WebsocketServer)(service, '127.0.0.1', 0)
@@ -118,9 +118,9 @@ def _malformed(runner):
   ]
 
 
-def test_one_execution_at_a_time_and_health_probes_meanwhile(tiny_runner):
-  with serving(tiny_runner, max_queue=2) as (port, runner, _):
-    observations = [make_observation(tiny_runner, seed=i) for i in range(3)]
+def test_one_execution_at_a_time_and_health_probes_meanwhile(aloha_protocol):
+  with serving(aloha_protocol, max_queue=2) as (port, runner, _):
+    observations = [make_observation(aloha_protocol, seed=i) for i in range(3)]
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
       futures = [pool.submit(_post, port, o) for o in observations]
       _wait_until(lambda: runner.calls >= 1, what='the first inference')
@@ -144,13 +144,13 @@ def test_one_execution_at_a_time_and_health_probes_meanwhile(tiny_runner):
     assert {'request_read_s', 'request_decode_s', 'queue_s', 'policy_s'} <= set(timing)
 
 
-def test_malformed_requests_are_answered_at_once_and_take_no_queue_slot(tiny_runner):
+def test_malformed_requests_are_answered_at_once_and_take_no_queue_slot(aloha_protocol):
   """One request running and one waiting (max_queue=2: one free slot). Each malformed request gets its 400 in under
   FAST_S; eight concurrent copies of it get theirs without waiting for the model and leave the free slot free:
   the next valid request is accepted. With the queue then full, malformed requests are still answered 400 at once
   (validation comes before the queue)."""
-  with serving(tiny_runner, max_queue=2) as (port, runner, service):
-    valid = [make_observation(tiny_runner, seed=i) for i in range(4)]
+  with serving(aloha_protocol, max_queue=2) as (port, runner, service):
+    valid = [make_observation(aloha_protocol, seed=i) for i in range(4)]
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
       running = pool.submit(_post, port, valid[0])
       _wait_until(lambda: runner.calls == 1, what='the first inference')
@@ -162,7 +162,7 @@ def test_malformed_requests_are_answered_at_once_and_take_no_queue_slot(tiny_run
         response = requests.post(f'http://127.0.0.1:{port}/act', data=body, timeout=30)
         return response.status_code, response.json(), time.perf_counter() - start
 
-      for name, body, status in _malformed(tiny_runner):
+      for name, body, status in _malformed(aloha_protocol):
         got, error, seconds = timed_post(body)
         assert got == status and error['status'] == status, (name, error)
         assert seconds < FAST_S, f'{name}: answered after {seconds:.3f} s with the model busy'
@@ -172,7 +172,7 @@ def test_malformed_requests_are_answered_at_once_and_take_no_queue_slot(tiny_run
         assert service.queued == 1, f'{name} took a queue slot'
       waiting.append(pool.submit(_post, port, valid[2]))  # takes the free slot
       _wait_until(lambda: service.queued == 2, what='the queue to fill')
-      for name, body, status in _malformed(tiny_runner):
+      for name, body, status in _malformed(aloha_protocol):
         got, error, seconds = timed_post(body)
         assert got == status and seconds < FAST_S, (name, got, seconds)
       assert runner.calls == 1
@@ -186,20 +186,20 @@ def test_malformed_requests_are_answered_at_once_and_take_no_queue_slot(tiny_run
   assert '2 requests are already waiting' in refused['error'], refused['error']
 
 
-def test_queue_limit_counts_waiting_requests_only(tiny_runner):
-  with serving(tiny_runner, max_queue=0) as (port, runner, _):
+def test_queue_limit_counts_waiting_requests_only(aloha_protocol):
+  with serving(aloha_protocol, max_queue=0) as (port, runner, _):
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-      first = pool.submit(_post, port, make_observation(tiny_runner))  # runs at once: no waiting needed
+      first = pool.submit(_post, port, make_observation(aloha_protocol))  # runs at once: no waiting needed
       _wait_until(lambda: runner.calls == 1, what='the first inference')
-      status, reply, headers = _post(port, make_observation(tiny_runner, seed=1))
+      status, reply, headers = _post(port, make_observation(aloha_protocol, seed=1))
       assert first.result()[0] == 200
   assert status == 503 and headers['Retry-After'] == '1' and '0 requests are already waiting' in reply['error']
 
 
-def test_client_that_disconnects_while_queued_is_never_run(tiny_runner, caplog):
+def test_client_that_disconnects_while_queued_is_never_run(aloha_protocol, caplog):
   caplog.set_level(logging.INFO)
-  with serving(tiny_runner, max_queue=4) as (port, runner, service):
-    first, abandoned, last = (make_observation(tiny_runner, seed=i) for i in range(3))
+  with serving(aloha_protocol, max_queue=4) as (port, runner, service):
+    first, abandoned, last = (make_observation(aloha_protocol, seed=i) for i in range(3))
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
       running = pool.submit(_post, port, first)
       _wait_until(lambda: runner.calls == 1, what='the first inference')
@@ -217,14 +217,14 @@ def test_client_that_disconnects_while_queued_is_never_run(tiny_runner, caplog):
   assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], caplog.text
 
 
-def test_past_its_deadline_a_request_gets_504_and_is_not_run(tiny_runner):
+def test_past_its_deadline_a_request_gets_504_and_is_not_run(aloha_protocol):
   deadline = ACT_SECONDS / 3
-  with serving(tiny_runner, deadline_s=deadline) as (port, runner, service):
+  with serving(aloha_protocol, deadline_s=deadline) as (port, runner, service):
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-      running = pool.submit(_post, port, make_observation(tiny_runner))
+      running = pool.submit(_post, port, make_observation(aloha_protocol))
       _wait_until(lambda: runner.calls == 1, what='the first inference')
       start = time.perf_counter()
-      status, reply, _ = _post(port, make_observation(tiny_runner, seed=1))
+      status, reply, _ = _post(port, make_observation(aloha_protocol, seed=1))
       waited = time.perf_counter() - start
       assert running.result()[0] == 200
     assert status == 504 and reply['status'] == 504 and 'deadline' in reply['error']
@@ -233,8 +233,8 @@ def test_past_its_deadline_a_request_gets_504_and_is_not_run(tiny_runner):
     assert runner.calls == 1 and service.requests_dropped == 1
 
 
-def test_slow_body_is_cut_off_after_the_read_timeout(tiny_runner):
-  with serving(tiny_runner, body_timeout_s=0.3) as (port, _, _):
+def test_slow_body_is_cut_off_after_the_read_timeout(aloha_protocol):
+  with serving(aloha_protocol, body_timeout_s=0.3) as (port, _, _):
     sock = _send_raw(port, _http_head(100_000), b'{"abc')
     sock.settimeout(5)
     start = time.perf_counter()
@@ -250,23 +250,23 @@ def test_slow_body_is_cut_off_after_the_read_timeout(tiny_runner):
     assert requests.get(f'http://127.0.0.1:{port}/healthz', timeout=5).status_code == 200
 
 
-def test_disconnect_mid_body_is_logged_at_info_without_a_traceback(tiny_runner, caplog):
+def test_disconnect_mid_body_is_logged_at_info_without_a_traceback(aloha_protocol, caplog):
   caplog.set_level(logging.DEBUG)
-  with serving(tiny_runner) as (port, runner, _):
+  with serving(aloha_protocol) as (port, runner, _):
     sock = _send_raw(port, _http_head(100_000), b'{"abc')
     time.sleep(0.1)
     sock.close()
     _wait_until(lambda: any('disconnected while sending' in r.getMessage() for r in caplog.records),
                 what='the disconnect to be logged')
-    assert _post(port, make_observation(tiny_runner))[0] == 200
+    assert _post(port, make_observation(aloha_protocol))[0] == 200
   assert runner.calls == 1
   record = next(r for r in caplog.records if 'disconnected while sending' in r.getMessage())
   assert record.levelno == logging.INFO
   assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info], caplog.text
 
 
-def test_every_error_is_json(tiny_runner):
-  with serving(tiny_runner) as (port, runner, _):
+def test_every_error_is_json(aloha_protocol):
+  with serving(aloha_protocol) as (port, runner, _):
     url = f'http://127.0.0.1:{port}'
     missing = requests.get(f'{url}/nope', timeout=5)
     assert missing.status_code == 404 and missing.json()['status'] == 404
@@ -275,22 +275,22 @@ def test_every_error_is_json(tiny_runner):
     assert wrong_method.status_code == 405 and wrong_method.json()['status'] == 405
     assert wrong_method.headers['Allow'] == 'POST' and 'allowed: POST' in wrong_method.json()['error']
     runner.fail_next = True
-    status, reply, _ = _post(port, make_observation(tiny_runner))
+    status, reply, _ = _post(port, make_observation(aloha_protocol))
     assert status == 500 and 'RuntimeError: model failure on purpose' in reply['error']
     runner.unencodable_next = True
-    status, reply, _ = _post(port, make_observation(tiny_runner))
+    status, reply, _ = _post(port, make_observation(aloha_protocol))
     assert status == 500 and 'response encoding failed' in reply['error']
-    status, reply, _ = _post(port, make_observation(tiny_runner, seed=7))
+    status, reply, _ = _post(port, make_observation(aloha_protocol, seed=7))
     assert status == 200
 
 
-def test_websocket_queue_disconnect_and_encode_errors(tiny_runner, caplog):
+def test_websocket_queue_disconnect_and_encode_errors(aloha_protocol, caplog):
   """Over the websocket: a malformed request answered at once while the model is busy, a connection closed while
   its request waits (never run), a full queue as an error frame, and an unencodable response answered as an
   error frame on a connection that stays usable."""
   caplog.set_level(logging.INFO)
-  with serving(tiny_runner, 'websocket', max_queue=1) as (port, runner, service):
-    first, abandoned, refused, last = (make_observation(tiny_runner, seed=i) for i in range(4))
+  with serving(aloha_protocol, 'websocket', max_queue=1) as (port, runner, service):
+    first, abandoned, refused, last = (make_observation(aloha_protocol, seed=i) for i in range(4))
     with client_lib.WebsocketClient('127.0.0.1', port) as busy, \
         client_lib.WebsocketClient('127.0.0.1', port) as other:
       with concurrent.futures.ThreadPoolExecutor(1) as pool:

@@ -1,13 +1,16 @@
 """Serving with --t5: an instruction missing from the text store is encoded on first use, answered, and cached (the
 second request does not encode again); without an encoder the clear refusal stays."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from cosmos_jax.convert import library
 from cosmos_jax.data import text
-from cosmos_jax.serve import __main__ as serve_main
+from cosmos_jax.serve import query as query_lib
 from cosmos_jax.serve import runner as runner_lib
+from cosmos_jax.serve.protocols import base
 from tests.convert import t5_folders
 from tests.serve.conftest import make_observation
 
@@ -25,9 +28,9 @@ def t5_dir(tmp_path_factory):
 
 
 def test_unknown_task_is_encoded_once_and_answered(tiny_runner, t5_dir, monkeypatch):
-  observation = make_observation(tiny_runner, seed=3)
+  observation = make_observation(tiny_runner.protocol, seed=3)
   observation['task_description'] = NEW_TASK
-  with pytest.raises(runner_lib.InvalidObservation, match='--t5'):
+  with pytest.raises(base.InvalidObservation, match='--config.model.t5'):
     tiny_runner.validate(observation)
 
   encoder = text.T5TextEncoder.load(t5_dir)
@@ -35,32 +38,33 @@ def test_unknown_task_is_encoded_once_and_answered(tiny_runner, t5_dir, monkeypa
   encode = encoder.encode
   monkeypatch.setattr(encoder, 'encode', lambda prompts, *a, **k: calls.append(list(prompts)) or encode(prompts))
   # The shared runner gets the encoder for this test only (restored afterwards, store included).
-  monkeypatch.setattr(tiny_runner, 'text_encoder', encoder)
-  monkeypatch.setattr(tiny_runner, 'text_store', tiny_runner.text_store)
-  monkeypatch.setattr(tiny_runner, 'encoded_tasks', [])
+  query = tiny_runner.query
+  monkeypatch.setattr(query, 'text_encoder', encoder)
+  monkeypatch.setattr(query, 'text_store', query.text_store)
+  monkeypatch.setattr(query, 'encoded_tasks', [])
+  monkeypatch.setattr(tiny_runner.protocol, 'accept_new_tasks', True)
 
   first = tiny_runner.act(observation)
-  assert calls == [[NEW_TASK]] and tiny_runner.encoded_tasks == [NEW_TASK]
+  assert calls == [[NEW_TASK]] and query.encoded_tasks == [NEW_TASK]
   assert np.all(np.isfinite(first['actions']))
-  np.testing.assert_array_equal(tiny_runner.text_store.lookup(NEW_TASK), encode([NEW_TASK])[NEW_TASK])
+  np.testing.assert_array_equal(query.text_store.lookup(NEW_TASK), encode([NEW_TASK])[NEW_TASK])
   assert NEW_TASK in tiny_runner.metadata()['tasks'] and 'first use' in tiny_runner.metadata()['text_embeddings']
 
   second = tiny_runner.act(observation)
   assert calls == [[NEW_TASK]], 'the second request encoded again'
   np.testing.assert_array_equal(second['actions'], first['actions'])
   # Known tasks never touch the encoder.
-  tiny_runner.act(make_observation(tiny_runner, seed=4))
+  tiny_runner.act(make_observation(tiny_runner.protocol, seed=4))
   assert calls == [[NEW_TASK]]
 
 
-def test_cli_flag_and_width_check(tiny_runner, t5_dir, tmp_path):
-  args = serve_main.build_parser().parse_args(['http', '--tiny', '--tiny-image-size', '64', '--t5', str(t5_dir)])
-  assert args.t5 == str(t5_dir)
+def test_t5_reaches_the_runner_and_its_width_is_checked(tiny_runner, t5_dir, tmp_path):
+  runner = runner_lib.PolicyRunner.tiny(image_size=tiny_runner.protocol.image_size, t5_dir=t5_dir)
+  assert runner.protocol.accept_new_tasks and runner.query.text_encoder is not None
+  assert runner.metadata()['new_tasks']
   narrow = tmp_path / 'narrow'
   t5_folders.write_folder(narrow / 'hf', t5_folders.train_spiece())
   library.convert_t5(narrow / 'hf', narrow / 't5')
+  models = dataclasses.replace(tiny_runner.query.models, text_encoder=text.T5TextEncoder.load(narrow / 't5'))
   with pytest.raises(ValueError, match='32-wide embeddings'):
-    runner_lib.PolicyRunner(dit_cfg=tiny_runner.dit_cfg, dit_params=tiny_runner.dit_params,
-                            vae_cfg=tiny_runner.vae_cfg, vae_params=tiny_runner.vae_params,
-                            statistics=tiny_runner.statistics, text_store=tiny_runner.text_store,
-                            image_size=tiny_runner.image_size, text_encoder=text.T5TextEncoder.load(narrow / 't5'))
+    query_lib.PolicyQuery(models, image_size=tiny_runner.protocol.image_size)

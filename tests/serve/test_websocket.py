@@ -33,8 +33,8 @@ def port(tiny_runner):
 def test_metadata_infer_and_action_chunk_broker(port, tiny_runner):
   with client_lib.WebsocketClient('127.0.0.1', port) as client:
     assert client.metadata['tasks'] == ['transfer cube'] and client.metadata['open_loop_steps'] == 50
-    assert client.metadata['image_fields']['primary_image'] == [tiny_runner.image_size] * 2 + [3]
-    observation = make_observation(tiny_runner, seed=1)
+    assert client.metadata['image_fields']['primary_image'] == [tiny_runner.protocol.image_size] * 2 + [3]
+    observation = make_observation(tiny_runner.protocol, seed=1)
     response = client.infer(observation)
     check_response(response)
     broker = client_lib.ActionChunkBroker(client)
@@ -49,7 +49,7 @@ def test_metadata_infer_and_action_chunk_broker(port, tiny_runner):
 
 
 def test_errors_are_text_frames_and_the_connection_stays_usable(port, tiny_runner):
-  observation = make_observation(tiny_runner, seed=2)
+  observation = make_observation(tiny_runner.protocol, seed=2)
   bad = [
       (codec.packb({**observation, 'proprio': np.full(14, np.nan, np.float32)}), 'non-finite'),
       (codec.packb({**observation, 'task_description': 'fold shirt'}), "unknown task 'fold shirt'"),
@@ -71,7 +71,7 @@ def test_errors_are_text_frames_and_the_connection_stays_usable(port, tiny_runne
 
 
 def test_oversized_message_closes_the_connection_and_the_server_goes_on(port, tiny_runner):
-  observation = make_observation(tiny_runner, seed=3)
+  observation = make_observation(tiny_runner.protocol, seed=3)
   with client_lib.WebsocketClient('127.0.0.1', port) as client:
     with pytest.raises(websockets.ConnectionClosed) as closed:
       client.infer({**observation, 'images_history': np.zeros(MAX_PAYLOAD + 1, np.uint8)})

@@ -1,0 +1,14 @@
+"""Robot request protocols: one module per benchmark's request and response format (ALOHA now; LIBERO and
+RoboCasa are to be added as siblings), each a `base.RobotProtocol`."""
+
+from cosmos_jax.serve.protocols import aloha
+from cosmos_jax.serve.protocols import base
+
+PROTOCOLS: dict[str, type[base.RobotProtocol]] = {'aloha': aloha.AlohaProtocol}
+
+
+def get(name: str) -> type[base.RobotProtocol]:
+  """The protocol class of a benchmark (its layout name)."""
+  if name not in PROTOCOLS:
+    raise ValueError(f'no request protocol for {name!r}; protocols: {sorted(PROTOCOLS)}')
+  return PROTOCOLS[name]

@@ -99,7 +99,9 @@ def base(*, experiment: str, layout: str, batch_size: int, cycle: int, warm_up: 
 
   c.data = ConfigDict()
   c.data.dataset_dir = ''  # the benchmark's episodes (the tiny variants point at the bundled sample)
-  c.data.statistics = ''  # dataset_statistics.json ('' = <dataset_dir>/dataset_statistics.json)
+  # dataset_statistics.json ('' = <dataset_dir>/dataset_statistics.json; when that is absent, process 0 computes them
+  # into <workdir>/assets/, the dataset folder is never written)
+  c.data.statistics = ''
   c.data.text_store = ''  # safe T5 store made by `python -m cosmos_jax.data.text import` ('' = <dataset_dir>/text_store)
   c.data.t5 = ''  # converted T5 (python -m cosmos_jax.convert t5): encodes tasks missing from the store at start-up
   c.data.rollouts_dir = ''  # rollouts for world-model / value samples (planning model)

@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 
 from cosmos_jax.data import decode, readers
+from cosmos_jax.data import stats as stats_lib
 from cosmos_jax.data.episodes import Episode, check_episode, require_keys
 from cosmos_jax.policy import layout as layout_lib
 
@@ -172,6 +173,7 @@ def read_rollout(path: str, image_size: int = 224, *, lazy: bool = True) -> Epis
 
 
 def load_dataset(data_dir: str, config=None, *, split: str = 'train', stats_path: str | None = None,
+                 run_copy: stats_lib.RunCopy | None = None,
                  rollout_dir: str | None = None, tasks=None, lazy: bool = False,
                  skip_mismatched_rollouts: bool = False):
   """`PolicyDataset` over the ALOHA demonstrations under `data_dir` (and rollouts under `rollout_dir`)."""
@@ -184,7 +186,8 @@ def load_dataset(data_dir: str, config=None, *, split: str = 'train', stats_path
   demos = [read_demo(f, config.image_size, lazy=lazy) for f in files]
   rollouts = readers.read_rollouts(rollout_dir, lambda f: read_rollout(f, config.image_size, lazy=True),
                                    skip_mismatched=skip_mismatched_rollouts) if rollout_dir else []
-  return readers.build_dataset(data_dir, demos, config, rollouts=rollouts, stats_path=stats_path, tasks=tasks)
+  return readers.build_dataset(data_dir, demos, config, rollouts=rollouts, stats_path=stats_path,
+                               run_copy=run_copy, tasks=tasks)
 
 
 # The bundled gym-aloha sample (3 successful 400-step "transfer cube" demos; see make_sample.py). Its text store holds

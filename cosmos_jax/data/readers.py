@@ -101,13 +101,17 @@ def read_attr_string(path: str, attrs, name: str, *, required: bool) -> str:
   return value.decode('utf-8') if isinstance(value, bytes) else str(value)
 
 
-def load_statistics_or_compute(data_dir: str, demos: Sequence[Episode], stats_path: str | None = None):
-  """The official behaviour: read `<data_dir>/dataset_statistics.json`, or compute it from the demos and write it."""
-  path = stats_path or os.path.join(data_dir, stats_lib.STATISTICS_FILENAME)
-  if not os.path.exists(path):
-    stats_lib.save_statistics(stats_lib.compute_statistics(
-        {'actions': e.actions, 'proprio': e.proprio} for e in demos), path)
-  return stats_lib.load_statistics(path)
+def load_statistics_or_compute(data_dir: str, demos: Sequence[Episode], stats_path: str | None = None,
+                               run_copy: stats_lib.RunCopy | None = None):
+  """`stats_path` (which must exist), else `<data_dir>/dataset_statistics.json` when present, else computed from the
+  demos; a training run passes its `run_copy` (see `stats.resolve_statistics`). The dataset folder is never written."""
+  if stats_path and not os.path.exists(stats_path):
+    raise FileNotFoundError(f'statistics file {stats_path} does not exist (leave it unset to use '
+                            f'{os.path.join(data_dir, stats_lib.STATISTICS_FILENAME)} or compute them)')
+  return stats_lib.resolve_statistics(
+      stats_path or os.path.join(data_dir, stats_lib.STATISTICS_FILENAME),
+      lambda: stats_lib.compute_statistics({'actions': e.actions, 'proprio': e.proprio} for e in demos),
+      run_copy=run_copy)
 
 
 def read_rollouts(rollout_dir: str, read: Callable[[str], Episode], *,
@@ -128,9 +132,9 @@ def read_rollouts(rollout_dir: str, read: Callable[[str], Episode], *,
 
 
 def build_dataset(data_dir: str, demos: Sequence[Episode], config, *, rollouts: Sequence[Episode] = (),
-                  stats_path: str | None = None, tasks=None):
+                  stats_path: str | None = None, run_copy: stats_lib.RunCopy | None = None, tasks=None):
   """Statistics from the demos (or the file), then the `PolicyDataset` over demos and rollouts."""
   from cosmos_jax.data import sample as sample_lib  # pylint: disable=g-import-not-at-top
 
-  stats = load_statistics_or_compute(data_dir, demos, stats_path)
+  stats = load_statistics_or_compute(data_dir, demos, stats_path, run_copy)
   return sample_lib.PolicyDataset(demos, stats, config, rollouts=rollouts, tasks=tasks)

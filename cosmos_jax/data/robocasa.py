@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 
 from cosmos_jax.data import readers
+from cosmos_jax.data import stats as stats_lib
 from cosmos_jax.data.episodes import Episode, require_keys
 from cosmos_jax.data.libero import demo_keys
 from cosmos_jax.policy import layout as layout_lib
@@ -62,7 +63,7 @@ def read_rollout(path: str, image_size: int = 224, *, lazy: bool = True) -> Epis
 
 
 def load_dataset(data_dir: str, config=None, *, stats_path: str | None = None, rollout_dir: str | None = None,
-                 tasks=None, lazy: bool = False, skip_mismatched_rollouts: bool = False):
+                 run_copy: stats_lib.RunCopy | None = None, tasks=None, lazy: bool = False, skip_mismatched_rollouts: bool = False):
   """`PolicyDataset` over the RoboCasa demos under `data_dir` (and rollouts under `rollout_dir`)."""
   from cosmos_jax.data import sample as sample_lib  # pylint: disable=g-import-not-at-top
 
@@ -73,4 +74,5 @@ def load_dataset(data_dir: str, config=None, *, stats_path: str | None = None, r
   demos = [e for path in files for e in read_demos(path, config.image_size, lazy=lazy)]
   rollouts = readers.read_rollouts(rollout_dir, lambda f: read_rollout(f, config.image_size, lazy=True),
                                    skip_mismatched=skip_mismatched_rollouts) if rollout_dir else []
-  return readers.build_dataset(data_dir, demos, config, rollouts=rollouts, stats_path=stats_path, tasks=tasks)
+  return readers.build_dataset(data_dir, demos, config, rollouts=rollouts, stats_path=stats_path,
+                               run_copy=run_copy, tasks=tasks)

@@ -6,13 +6,21 @@ are used: x_n = 2 * (x - min) / (max - min) - 1, and back x = 0.5 * (x_n + 1) * 
 
 The official code divides by zero on a constant dimension; here that is a ValueError naming the dimension.
 The functions are array-namespace agnostic (numpy or jax.numpy inputs); the statistics themselves are numpy.
+
+Where the statistics come from (`resolve_statistics`): the dataset's file when it has one (the official behaviour),
+else computed from the demonstrations. The official code then writes the file into the dataset folder from every
+process; here a dataset folder is never written (it may be read-only, and processes would race). A training run
+keeps its statistics in its own folder instead (`RunCopy`): process 0 writes them there, the others wait for that
+file, and a resumed run reads them back.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -74,9 +82,75 @@ def load_statistics(path: str | os.PathLike) -> Statistics:
 
 
 def save_statistics(stats: Mapping[str, Any], path: str | os.PathLike) -> None:
-  """Writes statistics in the official JSON layout (lists of floats, indent 4)."""
-  with open(path, 'w', encoding='utf-8') as f:
+  """Writes statistics in the official JSON layout (lists of floats, indent 4).
+
+  Written to a temporary sibling and renamed into place, so a reader waiting for the file never sees half of it.
+  """
+  path = os.fspath(path)
+  partial = f'{path}.partial-{os.getpid()}'
+  with open(partial, 'w', encoding='utf-8') as f:
     json.dump({name: np.asarray(value).tolist() for name, value in stats.items()}, f, indent=4)
+  os.replace(partial, path)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunCopy:
+  """The statistics file a training run keeps in its own folder, and whether this process writes it.
+
+  Exactly one process writes (`writer`: process 0); the others wait up to `timeout_s` for the file and read it, so
+  every process normalises with the same numbers.
+  """
+
+  path: str
+  writer: bool
+  timeout_s: float = 600.0
+  poll_s: float = 0.1
+
+
+def resolve_statistics(source: str | os.PathLike, compute: Callable[[], Mapping[str, Any]], *,
+                       run_copy: RunCopy | None = None) -> Statistics:
+  """The statistics to normalise with; `source` is the dataset's (or an explicitly named) statistics file.
+
+  1. The run copy exists: the run's own statistics (a resumed run keeps what it started with). When `source` exists
+     too, the two must agree.
+  2. `source` exists: read it (the official behaviour); the writer saves a copy with the run.
+  3. Neither: `compute()` from the demonstrations. With a run copy the writer computes and saves it and every other
+     process waits for that file; without one the statistics stay in memory.
+  Nothing is ever written next to `source`.
+  """
+  source = os.fspath(source)
+  if run_copy is not None and os.path.exists(run_copy.path):
+    stats = load_statistics(run_copy.path)
+    if os.path.exists(source):
+      dataset_stats = load_statistics(source)
+      differing = sorted(k for k in set(stats) | set(dataset_stats)
+                         if k not in stats or k not in dataset_stats or not np.array_equal(stats[k], dataset_stats[k]))
+      if differing:
+        raise ValueError(f'the run statistics {run_copy.path} differ from {source} in {differing}: the run started '
+                         'with other statistics. Use a new --workdir for the new ones, or restore that file.')
+    return stats
+  if os.path.exists(source):
+    stats = load_statistics(source)
+    if run_copy is not None and run_copy.writer:
+      os.makedirs(os.path.dirname(os.path.abspath(run_copy.path)), exist_ok=True)
+      save_statistics(stats, run_copy.path)
+    return stats
+  if run_copy is None:
+    stats = {name: np.asarray(value, np.float64) for name, value in compute().items()}
+    validate_statistics(stats, source=f'statistics computed from the demonstrations (no {source})')
+    return stats
+  if run_copy.writer:
+    os.makedirs(os.path.dirname(os.path.abspath(run_copy.path)), exist_ok=True)
+    save_statistics(compute(), run_copy.path)
+    return load_statistics(run_copy.path)  # the same JSON round trip the other processes read
+  deadline = time.monotonic() + run_copy.timeout_s
+  while not os.path.exists(run_copy.path):
+    if time.monotonic() > deadline:
+      raise TimeoutError(f'waited {run_copy.timeout_s:g} s for the dataset statistics {run_copy.path}, which process '
+                         f'0 computes (there is no {source}); is process 0 running, with the same --workdir on a '
+                         'shared filesystem?')
+    time.sleep(run_copy.poll_s)
+  return load_statistics(run_copy.path)
 
 
 def compute_statistics(episodes: Iterable[Mapping[str, Any]], keys=STAT_KEYS) -> Statistics:

@@ -15,10 +15,16 @@ import numpy as np
 from cosmos_jax.data import datasets
 from cosmos_jax.data import pipeline
 from cosmos_jax.data import sample as sample_lib
+from cosmos_jax.data import stats as stats_lib
 from cosmos_jax.data import text as text_lib
 from cosmos_jax.policy import layout as layout_lib
 from cosmos_jax.train import sharding as sharding_lib
 from cosmos_jax.train import state as state_lib
+
+
+def run_statistics_path(assets_dir: str) -> str:
+  """Where a run keeps the dataset statistics it trains with: `<workdir>/assets/dataset_statistics.json`."""
+  return os.path.join(assets_dir, stats_lib.STATISTICS_FILENAME)
 
 
 class TrainingData:
@@ -35,8 +41,11 @@ class TrainingData:
       raise FileNotFoundError(f'data.dataset_dir {dataset_dir!r} is not a directory')
     sample_cfg = sample_lib.SampleConfig.for_layout(layout.name, layout=layout, chunk_size=layout.chunk_size,
                                                     gamma=layout.gamma, image_size=d.image_size, augment=d.augment)
+    # The run keeps its statistics in <assets_dir>: written by process 0 only, awaited and read by the others; the
+    # dataset folder is only read (it may be read-only).
+    run_copy = stats_lib.RunCopy(run_statistics_path(assets_dir), writer=process_index == 0) if assets_dir else None
     self.dataset = datasets.load_dataset(layout.name, dataset_dir, sample_cfg, stats_path=d.statistics or None,
-                                         rollout_dir=d.rollouts_dir or None)
+                                         rollout_dir=d.rollouts_dir or None, run_copy=run_copy)
     store_dir = d.text_store or os.path.join(dataset_dir, 'text_store')
     if not os.path.isdir(store_dir):
       raise FileNotFoundError(f'text store {store_dir!r} not found (make one with python -m cosmos_jax.data.text '

@@ -75,7 +75,7 @@ def test_rollouts_and_dataset_through_the_pipeline(tmp_path):
   demos, success, failure = dataset.sections
   assert (len(demos), len(success), len(failure)) == (3, 1, 1)
   assert dataset.tasks == ('turn on the stove',)
-  assert (tmp_path / 'success_only' / 'dataset_statistics.json').exists()
+  assert not (tmp_path / 'success_only' / 'dataset_statistics.json').exists()  # computed, never written there
   batch = next(pipeline.make_loader(dataset, 4, seed=0, process_index=0, process_count=1))
   layout = layout_lib.LAYOUTS['libero']
   assert batch['video'].shape == (4, layout.state_t, SIZE, SIZE, 3)

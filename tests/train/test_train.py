@@ -2,17 +2,23 @@
 prediction grids, orbax checkpoints, exact resume, and refusing to silently train from scratch."""
 
 import glob
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
 import jax
+import numpy as np
 import pytest
 
 from configs import aloha
+from cosmos_jax.data import bundled
+from cosmos_jax.data import stats as stats_lib
+from cosmos_jax.train import data as train_data
 from cosmos_jax.train import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -66,6 +72,43 @@ def test_resume_continues_exactly(tmp_path):
   # Logging every 3rd step (and the last) syncs only then, and reports the same losses.
   sparse = trainer.train(tiny_config(**{'log.every_steps': 3}), str(tmp_path / 'c'))
   assert sparse.losses == {k: uninterrupted.losses[k] for k in (3, 4)}
+
+
+def _read_only_sample_without_statistics(tmp_path):
+  """A copy of the bundled sample without its statistics file, with write permission removed everywhere."""
+  dataset = tmp_path / 'dataset'
+  shutil.copytree(bundled.sample_dir('aloha'), dataset)
+  (dataset / stats_lib.STATISTICS_FILENAME).unlink()
+  for p in [dataset, *dataset.rglob('*')]:
+    p.chmod(p.stat().st_mode & ~0o222)
+  return dataset
+
+
+def _snapshot(folder):
+  """Every path under `folder` with its mtime and bytes (root ignores permissions, so compare, not just chmod)."""
+  return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else None)
+          for p in sorted(folder.rglob('*'))}
+
+
+def test_statistics_are_computed_into_the_run_folder_and_the_dataset_stays_untouched(tmp_path):
+  dataset = _read_only_sample_without_statistics(tmp_path)
+  before = _snapshot(dataset)
+  try:
+    result = trainer.train(tiny_config(**{'data.dataset_dir': str(dataset), 'total_steps': 2}), str(tmp_path / 'run'))
+  finally:
+    for p in [dataset, *dataset.rglob('*')]:
+      p.chmod(p.stat().st_mode | 0o200)
+  assert sorted(result.losses) == [1, 2]
+  assert _snapshot(dataset) == before
+  saved = stats_lib.load_statistics(train_data.run_statistics_path(str(tmp_path / 'run' / 'assets')))
+  # The bundled file was computed from the same episodes (tests/data/test_sample_data.py), so it is the expectation.
+  expected = stats_lib.load_statistics(bundled.sample_dir('aloha'))
+  assert sorted(saved) == sorted(expected)
+  for name, value in expected.items():
+    np.testing.assert_array_equal(saved[name], value, err_msg=name)
+  with open(tmp_path / 'run' / 'checkpoints' / '2' / 'meta' / 'metadata', encoding='utf-8') as f:
+    in_checkpoint = json.load(f)['statistics']
+  assert {k: np.asarray(v).tolist() for k, v in saved.items()} == in_checkpoint
 
 
 def test_missing_initialisation_is_an_error_not_a_silent_fresh_start(tmp_path):
@@ -139,3 +182,49 @@ def test_two_processes_train_like_one_process_with_four_devices(tmp_path, compil
   assert all(p.returncode == 0 for p in procs), '\n'.join(outputs)
   got = _losses(tmp_path / 'two')
   assert got == expected, f'two processes {got} != one process {expected}\n{outputs[0]}'
+
+
+# Runs the training CLI, recording every statistics file this process writes (process index and path).
+_RECORDING_CLI = '''
+import os
+from absl import app
+import jax
+from cosmos_jax.data import stats
+from cosmos_jax.train import __main__ as cli
+save = stats.save_statistics
+def recording_save(values, path):
+  with open(os.environ['STATISTICS_WRITES'], 'a', encoding='utf-8') as f:
+    f.write(f'{jax.process_index()} {path}\\n')
+  save(values, path)
+stats.save_statistics = recording_save
+app.run(cli.main)
+'''
+
+
+@pytest.mark.slow
+def test_two_processes_write_statistics_once_from_process_zero(tmp_path, compilation_cache):
+  """Without statistics in a read-only dataset folder, process 0 computes and writes them into the run folder and
+  process 1 waits for that file: one write, the dataset folder untouched."""
+  dataset = _read_only_sample_without_statistics(tmp_path)
+  before = _snapshot(dataset)
+  writes = tmp_path / 'writes.txt'
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'JAX_COMPILATION_CACHE_DIR': compilation_cache,
+         'XLA_FLAGS': '--xla_force_host_platform_device_count=1', 'STATISTICS_WRITES': str(writes)}
+  port = _free_port()
+  args = [f'--config.data.dataset_dir={dataset}', '--config.batch_size=2', '--config.total_steps=1',
+          f'--coordinator=127.0.0.1:{port}', '--num_processes=2']
+  try:
+    procs = [subprocess.Popen([sys.executable, '-c', _RECORDING_CLI, *_cli(tmp_path / 'run', *args)[3:],
+                               f'--process_id={i}'], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=900)[0] for p in procs]
+  finally:
+    for p in [dataset, *dataset.rglob('*')]:
+      p.chmod(p.stat().st_mode | 0o200)
+  assert all(p.returncode == 0 for p in procs), '\n'.join(outputs)
+  run_path = train_data.run_statistics_path(str(tmp_path / 'run' / 'assets'))
+  assert writes.read_text().splitlines() == [f'0 {run_path}']
+  assert _snapshot(dataset) == before
+  saved, expected = stats_lib.load_statistics(run_path), stats_lib.load_statistics(bundled.sample_dir('aloha'))
+  for name, value in expected.items():
+    np.testing.assert_array_equal(saved[name], value, err_msg=name)

@@ -33,6 +33,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from cosmos_jax.data import aloha, decode, readers
+from cosmos_jax.data import stats as stats_lib
 from cosmos_jax.data.episodes import Episode, check_episode
 
 NAME = 'aloha_rlds'
@@ -188,10 +189,11 @@ def _as_text(value) -> str:
 
 
 def load_policy_dataset(builder_dir: str, config=None, *, split: str = 'train', rollout_split: str | None = None,
-                        stats_path: str | None = None, tasks=None, **episode_kwargs):
+                        stats_path: str | None = None, run_copy: stats_lib.RunCopy | None = None, tasks=None,
+                        **episode_kwargs):
   """A `PolicyDataset` from an RLDS directory (`<data_dir>/<name>/<config>/<version>`): demos from `split`,
-  rollouts from `rollout_split`. Statistics: `stats_path`, else `<builder_dir>/dataset_statistics.json`
-  (computed from the demos and written there if absent, as the official readers do)."""
+  rollouts from `rollout_split`. Statistics: `stats_path`, else `<builder_dir>/dataset_statistics.json`, else
+  computed from the demos (see `stats.resolve_statistics`; a training run passes its `run_copy`)."""
   from cosmos_jax.data import sample as sample_lib  # pylint: disable=g-import-not-at-top
 
   config = config or sample_lib.SampleConfig.for_layout('aloha')
@@ -213,4 +215,5 @@ def load_policy_dataset(builder_dir: str, config=None, *, split: str = 'train', 
 
   demos = episodes(split)
   rollouts = episodes(rollout_split) if rollout_split else []
-  return readers.build_dataset(builder_dir, demos, config, rollouts=rollouts, stats_path=stats_path, tasks=tasks)
+  return readers.build_dataset(builder_dir, demos, config, rollouts=rollouts, stats_path=stats_path,
+                               run_copy=run_copy, tasks=tasks)

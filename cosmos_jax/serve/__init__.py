@@ -12,6 +12,8 @@
 * `client`: the websocket and HTTP clients and the action-chunk broker, re-exported from the light client package
   `cosmos_jax_client` (packages/cosmos_jax_client: numpy, msgpack, websockets, requests; no JAX), whose `codec`
   (json_numpy for HTTP, msgpack for the websocket; numeric dtypes only, no pickle) the servers use too.
+* `command`: the serve command's work (config -> runner -> service -> server); `__main__` parses its flags.
 
-Command line: `python -m cosmos_jax.serve --help`. Needs the `serve` extra (aiohttp, websockets, msgpack).
+Command line: `python -m cosmos_jax.serve http|websocket --config=configs/serve/aloha.py[:tiny]` (`--help`). Needs
+the `serve` extra (aiohttp, websockets, msgpack, requests).
 """

@@ -5,6 +5,7 @@ request raising ServerError on a connection that stays usable."""
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -64,12 +65,16 @@ CLIENT_SCRIPT = textwrap.dedent('''
 @pytest.fixture(scope='module')
 def client_venv(tmp_path_factory):
   """An empty virtualenv holding only the client package (installed --no-deps) and its declared dependencies."""
-  venv = tmp_path_factory.mktemp('robot') / 'venv'
+  robot = tmp_path_factory.mktemp('robot')
+  # A copy, as a robot computer would have it: pip builds a local directory in place (build/, *.egg-info).
+  source = shutil.copytree(CLIENT_PACKAGE, robot / 'cosmos_jax_client',
+                           ignore=shutil.ignore_patterns('build', '*.egg-info', '__pycache__'))
+  venv = robot / 'venv'
   # No pip inside (seconds saved); this environment's pip installs into it (pip >= 22.3: --python).
   subprocess.run([sys.executable, '-m', 'venv', '--without-pip', str(venv)], check=True)
   python = venv / 'bin' / 'python'
   pip = [sys.executable, '-m', 'pip', '--python', str(python), 'install', '-q', '--disable-pip-version-check']
-  subprocess.run(pip + ['--no-deps', str(CLIENT_PACKAGE)], check=True)
+  subprocess.run(pip + ['--no-deps', str(source)], check=True)
   subprocess.run(pip + list(CLIENT_DEPENDENCIES), check=True)
   return python
 

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import websockets
 
-from cosmos_jax.serve import __main__ as cli
 from cosmos_jax.serve import client as client_lib
 from cosmos_jax.serve import service as service_lib
 from cosmos_jax.serve import websocket as websocket_lib
@@ -83,16 +82,3 @@ def test_oversized_message_closes_the_connection_and_the_server_goes_on(port, ti
 def test_healthz(port):
   with urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=10) as response:
     assert response.status == 200 and response.read() == b'OK\n'
-
-
-def test_cli_help_and_argument_errors(capsys):
-  with pytest.raises(SystemExit) as exit_info:
-    cli.main(['--help'])
-  assert exit_info.value.code == 0
-  out = capsys.readouterr().out
-  for flag in ('--tiny', '--dit', '--planning', '--num-candidates', '--future-ensemble', '--value-ensemble',
-               '--planning-dit', '--port', '--max-payload-mb'):
-    assert flag in out, flag
-  assert cli.main(['http']) == 2
-  assert 'give --dit and --vae' in capsys.readouterr().err
-  assert cli.main(['websocket', '--tiny', '--planning-dit', 'x']) == 2

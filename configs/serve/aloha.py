@@ -1,0 +1,71 @@
+"""Serving an ALOHA policy: `python -m cosmos_jax.serve http|websocket --config=configs/serve/aloha.py[:variant]
+[--config.x=y ...]`.
+
+Variants (common.parse_arg): '' the released policy from converted checkpoints
+(`--config.model.dit=DIR --config.model.vae=DIR`, settings of the official deploy.py); 'tiny' a random tiny policy
+on the bundled sample at 64 px (task 'transfer cube'; a CPU smoke run of the whole server); 'planning' turns on
+best-of-N planning with the main ALOHA planning command (combine: 'tiny,planning').
+
+Every field of the former argparse command has a field here: --host -> host, --port -> port, --tiny -> model.tiny,
+--tiny-image-size -> model.image_size, --tiny-seed -> model.tiny_seed, --dit/--vae/--statistics/--text-store/--t5
+-> model.<same>, --dtype/--attention -> model.dtype/attention, --action-steps -> model.action_steps, --seed ->
+model.seed, --no-future-images -> model.future_images=False, --planning -> planning.enabled, --planning-dit ->
+planning.dit, the other planning flags -> planning.<name>, --max-payload-mb/--max-queue/--deadline-s/
+--body-timeout-s -> serving.<name>, --no-warmup -> serving.warmup=False.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+from configs import common
+
+
+def get_config(arg: str | None = None):
+  variant = common.parse_arg(arg, name='configs/serve/aloha.py', tiny=False, planning=False)
+  c = ml_collections.ConfigDict()
+  c.layout = 'aloha'  # request protocol (cosmos_jax.serve.protocols) and slot layout
+  c.host = '0.0.0.0'
+  c.port = config_dict.placeholder(int)  # None: 8777 for http (official deploy.py), 8000 for websocket; 0: any free
+
+  c.model = ml_collections.ConfigDict()
+  c.model.tiny = False  # a random tiny policy on the bundled sample instead of converted checkpoints
+  c.model.tiny_seed = 0  # tiny: seed of the random weights
+  c.model.dit = ''  # converted policy DiT (python -m cosmos_jax.convert dit ...)
+  c.model.vae = ''  # converted Wan2.1 VAE (python -m cosmos_jax.convert vae ...)
+  c.model.statistics = ''  # dataset_statistics.json ('' = the one stored with model.dit)
+  c.model.text_store = ''  # text store directory ('' = the one stored with model.dit)
+  c.model.t5 = ''  # converted T5 encoder (convert t5 ...): tasks missing from the text store encoded on first use
+  c.model.dtype = ''  # DiT activation dtype, 'float32' | 'bfloat16' ('' = as converted; the release runs bfloat16)
+  c.model.attention = ''  # DiT attention, 'xla' | 'cudnn' ('' = as converted)
+  c.model.image_size = 224  # official policy input size
+  c.model.action_steps = 10  # sampler steps of the action query without planning (official deploy.py)
+  c.model.seed = 195  # noise seed, the same at every request (official seed 195, randomize_seed False)
+  c.model.future_images = True  # decode future_image_predictions
+
+  c.planning = ml_collections.ConfigDict()  # best-of-N; defaults: the main ALOHA planning command
+  c.planning.enabled = False
+  c.planning.dit = ''  # converted planning model ('' = the policy does everything)
+  c.planning.num_candidates = 8  # N
+  c.planning.action_steps = 10
+  c.planning.future_steps = 5  # future-state ensemble steps: linspace(1, this, future_ensemble)
+  c.planning.future_ensemble = 3  # future-state samples per candidate
+  c.planning.value_steps = 5  # value ensemble steps: linspace(1, this, value_ensemble)
+  c.planning.value_ensemble = 5  # value samples per future sample
+  c.planning.aggregation = 'majority_mean'  # 'average' | 'lcb' | 'success_vote' | 'majority_mean'
+  c.planning.value_of_state_action = False  # V(s, a, s') instead of the planning model's V(s') (masking off)
+  c.planning.search_depth = 1
+
+  c.serving = ml_collections.ConfigDict()
+  c.serving.max_payload_mb = 16.0  # three 224 px images are ~0.6 MB as base64 JSON
+  c.serving.max_queue = 8  # requests allowed to WAIT for the model; more get 503 + Retry-After / an error frame
+  c.serving.deadline_s = 60.0  # a request not started this long after queuing gets 504 and is never run
+  c.serving.body_timeout_s = 30.0  # HTTP: a body not received within this gets 408 and the connection closes
+  c.serving.warmup = True  # compile every program before accepting requests
+
+  if variant.tiny:
+    c.model.tiny = True
+    c.model.image_size = 64  # the smallest size whose latent slot holds the 700 ALOHA action values
+    c.model.action_steps = 3
+  if variant.planning:
+    c.planning.enabled = True
+  return c

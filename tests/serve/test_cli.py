@@ -1,0 +1,98 @@
+"""The serve command: `--help`, the config variants and their errors, and the tiny variant end to end
+(`python -m cosmos_jax.serve websocket --config=configs/serve/aloha.py:tiny`, driven by the light client, stopped
+with Ctrl-C)."""
+
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from configs.serve import aloha as serve_config
+from cosmos_jax.policy import planning as planning_lib
+from cosmos_jax.serve import command
+from cosmos_jax_client import errors
+from cosmos_jax_client import websocket_client
+from tests.serve.conftest import make_observation
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _serve(*args, **kwargs):
+  return subprocess.Popen([sys.executable, '-m', 'cosmos_jax.serve', *args], cwd=ROOT, text=True,
+                          env={**os.environ, 'JAX_PLATFORMS': 'cpu'}, **kwargs)
+
+
+def test_help():
+  process = _serve('--help', stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  out, _ = process.communicate(timeout=120)
+  assert process.returncode == 1, out  # absl exits with status 1 after printing the usage
+  for text in ('http|websocket', '--config', 'configs/serve/aloha.py:tiny', '--config.model.dit=',
+               '--config.planning.dit='):
+    assert text in out, text
+
+
+def test_mode_is_required():
+  process = _serve('--config=configs/serve/aloha.py:tiny', stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  out, _ = process.communicate(timeout=120)
+  assert process.returncode != 0 and "give the mode, one of ['http', 'websocket']" in out, out
+
+
+def test_variants_and_config_errors():
+  default, tiny = serve_config.get_config(), serve_config.get_config('tiny')
+  assert not default.model.tiny and default.model.image_size == 224 and default.port is None
+  assert tiny.model.tiny and tiny.model.image_size == 64 and tiny.model.action_steps == 3
+  assert command.planning_config(default) is None
+  # The planning variant is the main ALOHA planning command, number for number.
+  assert command.planning_config(serve_config.get_config('planning')) == planning_lib.PlanningConfig.main_command()
+  with pytest.raises(ValueError, match='give the converted checkpoints'):
+    command.make_models(default)
+  tiny.model.dit = 'somewhere'
+  with pytest.raises(ValueError, match='model.tiny builds its own model'):
+    command.make_models(tiny)
+  orphan = serve_config.get_config()
+  orphan.planning.dit = 'planner'
+  with pytest.raises(ValueError, match='planning.dit needs planning.enabled'):
+    command.planning_config(orphan)
+  with pytest.raises(ValueError, match="unknown mode 'grpc'"):
+    command.make_server('grpc', default, None)
+  with pytest.raises(ValueError, match='unknown variant argument'):
+    serve_config.get_config('huge')
+
+
+def test_tiny_variant_end_to_end(aloha_protocol):
+  process = _serve('websocket', '--config=configs/serve/aloha.py:tiny', '--config.host=127.0.0.1',
+                   '--config.port=0', '--config.serving.max_queue=2', stdout=subprocess.DEVNULL,
+                   stderr=subprocess.PIPE)
+  try:
+    log, port = [], None
+    deadline = time.monotonic() + 300
+    while port is None:  # compiles before it listens (serving.warmup)
+      line = process.stderr.readline()
+      assert line or process.poll() is None, ''.join(log)
+      assert time.monotonic() < deadline, ''.join(log)
+      log.append(line)
+      found = re.search(r'websocket policy server on ws://127\.0\.0\.1:(\d+)', line)
+      port = int(found.group(1)) if found else None
+    with websocket_client.WebsocketClient('127.0.0.1', port) as client:
+      meta = client.metadata
+      assert meta['max_queue'] == 2 and meta['image_fields']['primary_image'] == [64, 64, 3]
+      assert meta['action_steps'] == 3 and meta['tasks'] == ['transfer cube'] and meta['planning'] is None
+      response = client.infer(make_observation(aloha_protocol))
+      assert response['actions'].shape == (50, 14) and np.all(np.isfinite(response['actions']))
+      with pytest.raises(errors.ServerError, match='unknown task'):
+        client.infer({**make_observation(aloha_protocol), 'task_description': 'fold shirt'})
+    with urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=10) as health:
+      assert health.read() == b'OK\n'
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 0
+  finally:
+    if process.poll() is None:
+      process.kill()
+      process.wait()

@@ -3,6 +3,7 @@ text frames on a connection that stays usable, the payload limit, and /healthz."
 
 import urllib.request
 
+import msgpack
 import numpy as np
 import pytest
 import websockets
@@ -59,7 +60,6 @@ def test_errors_are_text_frames_and_the_connection_stays_usable(port, tiny_runne
       (b'\xc1\xc1', 'not valid msgpack'),
       ('{"json": "text"}', 'expected a binary msgpack frame'),
   ]
-  import msgpack  # pylint: disable=g-import-not-at-top
   bad.append((msgpack.packb({'primary_image': {b'__ndarray__': True, b'data': bytes(8), b'dtype': '|O',
                                                 b'shape': [1]}}), 'refused'))
   with client_lib.WebsocketClient('127.0.0.1', port) as client:

@@ -80,6 +80,10 @@ def base(*, experiment: str, layout: str, batch_size: int, cycle: int, warm_up: 
   c.init.dit_checkpoint = ''
   c.init.vae_checkpoint = ''
   c.init.from_scratch = False
+  # With both copies in the init checkpoint (an official .pt/.safetensors file read directly), use the EMA weights,
+  # as the official load_ema_to_reg=True; a converted checkpoint made from the regular copy of a file that also had
+  # EMA weights is refused unless this is False (reconvert with `convert dit --ema`).
+  c.init.ema_weights = True
 
   c.optim = ConfigDict()
   c.optim.lr = 1e-4  # official lr
@@ -96,6 +100,8 @@ def base(*, experiment: str, layout: str, batch_size: int, cycle: int, warm_up: 
   c.diffusion.mask_loss_for_action_future_state_prediction = False  # the paper's "no auxiliary targets" ablation
   c.diffusion.mask_value_prediction_loss_for_policy_prediction = False
   c.diffusion.mask_current_state_action_for_value_prediction = False  # True for the ALOHA planning model (V(s'))
+  c.diffusion.mask_future_state_for_qvalue_prediction = False  # Q(s, a) value samples: the future state withheld
+  c.diffusion.action_loss_multiplier = 1  # integer weight of the action slot in the loss
 
   c.data = ConfigDict()
   c.data.dataset_dir = ''  # the benchmark's episodes (the tiny variants point at the bundled sample)
@@ -104,7 +110,24 @@ def base(*, experiment: str, layout: str, batch_size: int, cycle: int, warm_up: 
   c.data.statistics = ''
   c.data.text_store = ''  # safe T5 store made by `python -m cosmos_jax.data.text import` ('' = <dataset_dir>/text_store)
   c.data.t5 = ''  # converted T5 (python -m cosmos_jax.convert t5): encodes tasks missing from the store at start-up
-  c.data.rollouts_dir = ''  # rollouts for world-model / value samples (planning model)
+  c.data.rollouts_dir = ''  # rollouts for world-model / value samples (see official_rollouts)
+  # The rollout set the official recipe trains on ('' = none). Documentation, and the trigger of a warning naming
+  # the missing sample types when rollouts_dir is left empty.
+  c.data.official_rollouts = ''
+  # The sample mix (official dataset arguments). An epoch is [demos | success rollouts | failure rollouts],
+  # balanced so that a draw is a demo with probability p_d and a success rollout with p_s among rollouts; demo items
+  # are policy samples, rollout items world-model samples with probability p_world_model, else value samples.
+  c.data.demonstration_sampling_prob = 0.5  # p_d
+  c.data.success_rollout_sampling_prob = 0.5  # p_s
+  c.data.p_world_model = 0.5  # hard-coded 0.5 in the official ALOHA/LIBERO datasets (an argument of RoboCasa's)
+  c.data.treat_demos_as_success_rollouts = False  # demos also count as success rollouts (ALOHA dataset only)
+  c.data.treat_success_rollouts_as_demos = False  # successful rollouts also count as demos
+  # Switches of the official datasets; every recipe keeps them on and the slot layouts assume them, so False is
+  # refused (return_value_function_returns=False would also drop the value slot).
+  c.data.use_proprio = True
+  c.data.use_wrist_images = True
+  c.data.use_third_person_images = True
+  c.data.return_value_function_returns = True
   c.data.image_size = 224
   c.data.augment = True  # use_image_aug + use_stronger_image_aug
   c.data.num_workers = 2

@@ -40,7 +40,13 @@ class SampleConfig:
   demonstration_sampling_prob: float = 0.5
   success_rollout_sampling_prob: float = 0.5
   treat_demos_as_success_rollouts: bool = True
+  treat_success_rollouts_as_demos: bool = False
   p_world_model: float = 0.5
+
+  def __post_init__(self):
+    for name in ('demonstration_sampling_prob', 'success_rollout_sampling_prob', 'p_world_model'):
+      if not 0.0 <= getattr(self, name) <= 1.0:
+        raise ValueError(f'SampleConfig.{name} must be in [0, 1], got {getattr(self, name)}')
 
   @classmethod
   def for_layout(cls, name: str, **changes) -> 'SampleConfig':
@@ -75,9 +81,10 @@ class _Prepared:
 class PolicyDataset:
   """Random-access training samples over demonstrations and rollouts with the official epoch structure.
 
-  `demos` are policy samples; `rollouts` (plus the demos themselves when `treat_demos_as_success_rollouts`) are
-  split into success and failure sections, and every rollout item is a world-model or value sample by a fair
-  coin. Proprio and actions are min-max normalised with `stats` (computed from the demos by the caller).
+  `demos` (plus the successful rollouts when `treat_success_rollouts_as_demos`) are policy samples; `rollouts`
+  (plus the given demos themselves when `treat_demos_as_success_rollouts`) are
+  split into success and failure sections, and every rollout item is a world-model sample with probability
+  `p_world_model`, else a value sample. Proprio and actions are min-max normalised with `stats` (computed from the demos by the caller).
   `tasks` lists the task strings; a sample's `text_index` indexes it. Picklable (grain worker processes).
   """
 
@@ -90,6 +97,8 @@ class PolicyDataset:
     prepared_demos = [self._prepare(e) for e in demos]
     rollout_list = [self._prepare(e) for e in rollouts]
     success = ([p for p in prepared_demos] if config.treat_demos_as_success_rollouts else [])
+    if config.treat_success_rollouts_as_demos:  # after the copy above, as the official dataset (no double copy)
+      prepared_demos = prepared_demos + [p for p in rollout_list if p.episode.success]
     # Sections split on the `success` flag alone, as the official step mapping does; the value curve comes from
     # the terminal reward (success_score), so a success with score 0 is a success item with returns of -1.
     success += [p for p in rollout_list if p.episode.success]

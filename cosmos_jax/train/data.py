@@ -6,6 +6,7 @@ The iterator's grain state is checkpointed with the train state, so a restored r
 
 from __future__ import annotations
 
+import logging
 import os
 
 import jax
@@ -20,6 +21,47 @@ from cosmos_jax.data import text as text_lib
 from cosmos_jax.policy import layout as layout_lib
 from cosmos_jax.train import sharding as sharding_lib
 from cosmos_jax.train import state as state_lib
+
+log = logging.getLogger(__name__)
+
+# Switches of the official datasets that every recipe keeps on; the slot layouts assume them.
+REQUIRED_SWITCHES = ('use_proprio', 'use_wrist_images', 'use_third_person_images', 'return_value_function_returns')
+
+
+def sample_config(config, layout: layout_lib.SlotLayout) -> sample_lib.SampleConfig:
+  """The dataset's sample settings from config.data (the recipe's mix; see configs/common.py)."""
+  d = config.data
+  for switch in REQUIRED_SWITCHES:
+    if not d[switch]:
+      raise ValueError(f'data.{switch}=False is not supported: the {layout.name} slot layout always carries the '
+                       'proprio, wrist, third-person and value slots (as every official recipe)')
+  if d.treat_demos_as_success_rollouts and layout.name != 'aloha':
+    raise ValueError(f'data.treat_demos_as_success_rollouts is an option of the official ALOHA dataset only, not '
+                     f'{layout.name}\'s')
+  return sample_lib.SampleConfig.for_layout(
+      layout.name, layout=layout, chunk_size=layout.chunk_size, gamma=layout.gamma, image_size=d.image_size,
+      augment=d.augment, demonstration_sampling_prob=float(d.demonstration_sampling_prob),
+      success_rollout_sampling_prob=float(d.success_rollout_sampling_prob), p_world_model=float(d.p_world_model),
+      treat_demos_as_success_rollouts=bool(d.treat_demos_as_success_rollouts),
+      treat_success_rollouts_as_demos=bool(d.treat_success_rollouts_as_demos))
+
+
+def sample_type_probabilities(dataset: sample_lib.PolicyDataset) -> dict[str, float]:
+  """Probability that a uniformly drawn epoch item is a policy, world-model or value sample."""
+  e, p_wm = dataset.epoch, dataset.config.p_world_model
+  rollouts = (e.success_count + e.failure_count) / e.length
+  return {'policy': e.demo_count / e.length, 'world_model': rollouts * p_wm, 'value': rollouts * (1 - p_wm)}
+
+
+def missing_sample_types(dataset: sample_lib.PolicyDataset) -> list[str]:
+  """The sample types the dataset never yields, by the episodes they would come from."""
+  e, p_wm = dataset.epoch, dataset.config.p_world_model
+  kinds = [k for k, p in (('world-model', p_wm), ('value', 1 - p_wm)) if p > 0]
+  missing = []
+  for count, outcome in ((e.success_count, 'successful'), (e.failure_count, 'failed')):
+    if count == 0:
+      missing += [f'{kind} samples of {outcome} episodes' for kind in kinds]
+  return missing
 
 
 def run_statistics_path(assets_dir: str) -> str:
@@ -39,13 +81,17 @@ class TrainingData:
                        'e.g. configs/aloha.py:tiny, use the bundled sample)')
     if not os.path.isdir(dataset_dir):
       raise FileNotFoundError(f'data.dataset_dir {dataset_dir!r} is not a directory')
-    sample_cfg = sample_lib.SampleConfig.for_layout(layout.name, layout=layout, chunk_size=layout.chunk_size,
-                                                    gamma=layout.gamma, image_size=d.image_size, augment=d.augment)
     # The run keeps its statistics in <assets_dir>: written by process 0 only, awaited and read by the others; the
     # dataset folder is only read (it may be read-only).
     run_copy = stats_lib.RunCopy(run_statistics_path(assets_dir), writer=process_index == 0) if assets_dir else None
-    self.dataset = datasets.load_dataset(layout.name, dataset_dir, sample_cfg, stats_path=d.statistics or None,
-                                         rollout_dir=d.rollouts_dir or None, run_copy=run_copy)
+    self.dataset = datasets.load_dataset(layout.name, dataset_dir, sample_config(config, layout),
+                                         stats_path=d.statistics or None, rollout_dir=d.rollouts_dir or None,
+                                         run_copy=run_copy)
+    if d.official_rollouts and not d.rollouts_dir:
+      missing = missing_sample_types(self.dataset)
+      log.warning('data.rollouts_dir is empty but the official %s recipe trains on rollouts (%s): this run has no %s. '
+                  'Sample mix: %s', config.experiment, d.official_rollouts, ', '.join(missing) or 'rollout samples',
+                  {k: round(v, 3) for k, v in sample_type_probabilities(self.dataset).items()})
     store_dir = d.text_store or os.path.join(dataset_dir, 'text_store')
     if not os.path.isdir(store_dir):
       raise FileNotFoundError(f'text store {store_dir!r} not found (make one with python -m cosmos_jax.data.text '

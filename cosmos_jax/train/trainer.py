@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 from typing import Any
@@ -13,6 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from cosmos_jax.convert import checkpoint as convert_ckpt
+from cosmos_jax.convert import dit_rules
 from cosmos_jax.convert import torch_io
 from cosmos_jax.convert import vae_rules
 from cosmos_jax.nn import dit as dit_lib
@@ -25,6 +27,8 @@ from cosmos_jax.train import metrics as metrics_lib
 from cosmos_jax.train import optim
 from cosmos_jax.train import sharding as sharding_lib
 from cosmos_jax.train import state as state_lib
+
+log = logging.getLogger(__name__)
 
 
 def model_configs(config: ml_collections.ConfigDict) -> tuple[dit_lib.DiTConfig, vae_lib.VAEConfig]:
@@ -65,13 +69,29 @@ def _load_converted(path: str, what: str):
   return params
 
 
+def _load_dit(path: str, dit_cfg: dit_lib.DiTConfig, ema_weights: bool):
+  """The initial DiT: an official state_dict file (.pt / .pth / .safetensors) read directly, taking its EMA copy
+  (`net_ema.`) when it has one and `ema_weights` (the official load_ema_to_reg), or a converted checkpoint."""
+  if path.endswith(('.safetensors', '.pth', '.pt')):
+    with torch_io.open_state_dict(_check_path(path, 'init.dit_checkpoint')) as state_dict:
+      has_ema = any(k.startswith('net_ema.') for k in state_dict.keys())
+      log.info('init.dit_checkpoint %s: %s weights', path, 'EMA' if ema_weights and has_ema else 'regular')
+      return dit_rules.load_official(dit_cfg, state_dict, use_ema=ema_weights and has_ema, where=path)
+  params, converted = convert_ckpt.load_params(_check_path(path, 'init.dit_checkpoint'))
+  if ema_weights and converted.get('source', {}).get('prefix') == 'net.':
+    log.warning('init.dit_checkpoint %s was converted from the regular (net.) weights; the official run starts '
+                    'from the EMA weights of its base checkpoint (convert it with `convert dit --ema`, or give the '
+                    'official file as init.dit_checkpoint)', path)
+  return params
+
+
 def initial_params(config, dit_cfg: dit_lib.DiTConfig, vae_cfg: vae_lib.VAEConfig) -> tuple[Any, Any]:
   """(DiT params, VAE params): the DiT from a converted checkpoint or fresh (`init.from_scratch`), the frozen VAE
   always from a checkpoint."""
   init = config.init
   key = jax.random.key(config.seed)
   if init.dit_checkpoint:
-    dit_params = _load_converted(init.dit_checkpoint, 'init.dit_checkpoint')
+    dit_params = _load_dit(init.dit_checkpoint, dit_cfg, bool(init.get('ema_weights', True)))
   elif init.from_scratch:
     dit_params = jax.jit(lambda k: dit_lib.init_params(dit_cfg, k))(jax.random.fold_in(key, 0))
   else:

@@ -25,7 +25,6 @@ setuptools.setup(
         "grain>=0.2.2",
         "einops>=0.8",
         "ml_collections>=0.1.1",
-        "tensorflow-datasets>=4.9",
         "chex>=0.1.87",
         "absl-py>=2.1",
         "numpy>=1.26",
@@ -51,7 +50,10 @@ setuptools.setup(
         # of its own (the torch extra's pin is the one installed).
         "test": ["pytest>=8", "pytest-xdist>=3.5", "gym-aloha>=0.1.5", "aiohttp>=3.9", "websockets>=14",
                  "msgpack>=1.0", "json_numpy>=2.0", "requests>=2.31", "transformers>=5.0,<6",
-                 "sentencepiece>=0.2"],
+                 "sentencepiece>=0.2", "tensorflow-datasets>=4.9", "array_record>=0.5"],
+        # RLDS / TFDS datasets: building them (cosmos_jax.data.rlds.aloha_builder) and training from them
+        # (data.format='rlds'); ArrayRecord files through tfds.data_source, no TensorFlow.
+        "rlds": ["tensorflow-datasets>=4.9", "array_record>=0.5"],
         # Encoding new instructions with the T5 tokenizer (python -m cosmos_jax.data.text encode).
         "text": ["sentencepiece>=0.2"],
         # gym-aloha MuJoCo simulator: regenerating the bundled sample (python -m cosmos_jax.data.make_sample) and

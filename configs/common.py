@@ -128,6 +128,14 @@ def base(*, experiment: str, layout: str, batch_size: int, cycle: int, warm_up: 
   c.data.use_wrist_images = True
   c.data.use_third_person_images = True
   c.data.return_value_function_returns = True
+  # On-disk format of dataset_dir: 'native' (the benchmark's official files) or 'rlds' (a TFDS directory
+  # <data_dir>/<name>/<config>/<version>, read with tfds.data_source; needs the rlds extra).
+  c.data.format = 'native'
+  # How a non-native format's keys feed the layout ('' = the format's default): a step key per camera role,
+  # proprio, actions and instruction keys; for RLDS the demo split and an optional rollout split of the same dataset.
+  c.data.features = ConfigDict(dict(
+      cameras=ConfigDict(dict(image='', image2='', wrist_image='', wrist_image2='')),
+      proprio='', actions='', instruction='', split='', rollout_split=''))
   c.data.image_size = 224
   c.data.augment = True  # use_image_aug + use_stronger_image_aug
   c.data.num_workers = 2

@@ -86,7 +86,8 @@ class TrainingData:
     run_copy = stats_lib.RunCopy(run_statistics_path(assets_dir), writer=process_index == 0) if assets_dir else None
     self.dataset = datasets.load_dataset(layout.name, dataset_dir, sample_config(config, layout),
                                          stats_path=d.statistics or None, rollout_dir=d.rollouts_dir or None,
-                                         run_copy=run_copy)
+                                         run_copy=run_copy, data_format=d.get('format', 'native'),
+                                         features=d.get('features'))
     if d.official_rollouts and not d.rollouts_dir:
       missing = missing_sample_types(self.dataset)
       log.warning('data.rollouts_dir is empty but the official %s recipe trains on rollouts (%s): this run has no %s. '

@@ -8,7 +8,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from cosmos_jax.data import aloha, sample as sample_lib
-from cosmos_jax.data.rlds import aloha_builder
+from cosmos_jax.data.rlds import aloha_builder, reader
 
 SIZE = 64
 EPISODE = 'transfer_cube_scripted/train/episode_1'
@@ -50,8 +50,8 @@ def test_rlds_episodes_give_the_same_training_samples(built):
   config = sample_lib.SampleConfig(image_size=SIZE, augment=True)
   shutil.copy(f'{aloha.SAMPLE_DIR}/dataset_statistics.json', source / 'dataset_statistics.json')
   from_hdf5 = aloha.load_dataset(str(source), config)
-  from_rlds = aloha_builder.load_policy_dataset(builder_dir, config,
-                                                stats_path=str(source / 'dataset_statistics.json'))
+  from_rlds = reader.load_policy_dataset(builder_dir, config,
+                                         stats_path=str(source / 'dataset_statistics.json'))
   assert len(from_rlds) == len(from_hdf5) == 800 and from_rlds.tasks == from_hdf5.tasks
   for index in (0, 37, 399, 400, 799):
     want = from_hdf5.sample(index, np.random.default_rng(index))
@@ -63,8 +63,13 @@ def test_rlds_episodes_give_the_same_training_samples(built):
 def test_bad_rlds_inputs(built, tmp_path):
   _, _, builder_dir = built
   with pytest.raises(ValueError, match=r"no split 'rollouts'; splits are \['train'\]"):
-    aloha_builder.load_policy_dataset(builder_dir, rollout_split='rollouts')
+    reader.load_policy_dataset(builder_dir, rollout_split='rollouts')
   with pytest.raises(ValueError, match=r"has no 'observation/wrist_cam'"):
-    aloha_builder.load_policy_dataset(builder_dir, camera_keys={'image': 'observation/wrist_cam'})
+    reader.load_policy_dataset(builder_dir, features={'cameras': {
+        'image': 'observation/wrist_cam', 'wrist_image': 'observation/cam_left_wrist',
+        'wrist_image2': 'observation/cam_right_wrist'}})
+  with pytest.raises(ValueError, match=r"names no step key for camera roles \['wrist_image2'\]"):
+    reader.load_policy_dataset(builder_dir, features={'cameras': {'image': 'observation/cam_high',
+                                                                  'wrist_image': 'observation/cam_left_wrist'}})
   with pytest.raises(ValueError, match='pass source_dir='):
     aloha_builder.AlohaRlds(data_dir=str(tmp_path), config='size64').download_and_prepare()

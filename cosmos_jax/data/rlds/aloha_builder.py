@@ -19,22 +19,20 @@ official reader's). TFDS's `Image` feature (PNG/JPEG) needs TensorFlow to encode
 dependency here, so the files are ArrayRecord (TFRecord writing also needs TensorFlow). With TensorFlow installed,
 `tfds.builder_from_directory(dir).as_dataset(...)` can read them too.
 
-`load_policy_dataset` turns an RLDS split (this layout, or any RLDS dataset with the same step keys, mapped by
-`camera_keys` / `state_key`) into `Episode`s and the usual `PolicyDataset`.
+Reading RLDS back for training (this layout or Open-X style ones, through a feature map) is `reader.py`
+(`datasets.load_dataset(..., data_format='rlds')`); that side needs no builder class.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from cosmos_jax.data import aloha, decode, readers
-from cosmos_jax.data import stats as stats_lib
-from cosmos_jax.data.episodes import Episode, check_episode
+from cosmos_jax.data import aloha, readers
+from cosmos_jax.data.episodes import Episode
 
 NAME = 'aloha_rlds'
 STATE_DIM = 14
@@ -143,77 +141,3 @@ def episode_to_rlds(episode: Episode, relative_path: str) -> dict:
                                                'success_score': np.float32(episode.terminal_reward)}}
 
 
-def _column(steps, key: str, path: str) -> np.ndarray:
-  *groups, leaf = key.split('/')
-  values = []
-  for t in range(len(steps)):
-    node = steps[t]
-    for name in groups + [leaf]:
-      if name not in node:
-        raise ValueError(f'{path}: RLDS step {t} has no {key!r} (keys at that level: {sorted(node)})')
-      node = node[name]
-    values.append(node)
-  return np.stack([np.asarray(v) for v in values])
-
-
-def rlds_to_episode(example: Mapping, *, name: str, camera_keys: Mapping[str, str] | None = None,
-                    state_key: str = 'observation/state', action_key: str = 'action') -> Episode:
-  """One RLDS example (as `tfds.data_source` returns it) -> an `Episode` with frames by camera role.
-
-  `camera_keys` maps a camera role to a step key (default: this builder's ALOHA camera observations).
-  """
-  camera_keys = camera_keys or {role: f'observation/{cam}' for cam, role in aloha.CAMERA_ROLES.items()}
-  steps = [example['steps'][t] for t in range(len(example['steps']))]  # decode every step once
-  if not steps:
-    raise ValueError(f'{name}: RLDS episode has no steps')
-  actions = _column(steps, action_key, name).astype(np.float32)
-  proprio = _column(steps, state_key, name).astype(np.float32)
-  frames = {role: _column(steps, key, name) for role, key in camera_keys.items()}
-  for key, images in zip(camera_keys.values(), frames.values()):
-    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-      raise ValueError(f'{name}: {key!r} must hold (H, W, 3) uint8 images, got {images.shape[1:]} {images.dtype}')
-  check_episode(name, proprio, actions, {k: len(v) for k, v in zip(camera_keys.values(), frames.values())},
-                proprio_key=state_key, action_key=action_key)
-  instructions = {str(_as_text(steps[t]['language_instruction'])) for t in range(len(steps))}
-  if len(instructions) != 1:
-    raise ValueError(f'{name}: expected one language_instruction per episode, got {sorted(instructions)}')
-  meta = example.get('episode_metadata', {})
-  success = bool(meta.get('success', True))
-  score = float(meta.get('success_score', 1.0 if success else 0.0))
-  return Episode(path=name, command=instructions.pop(), proprio=proprio, actions=actions, success=success,
-                 terminal_reward=score, frames=frames)
-
-
-def _as_text(value) -> str:
-  return value.decode('utf-8') if isinstance(value, bytes) else str(value)
-
-
-def load_policy_dataset(builder_dir: str, config=None, *, split: str = 'train', rollout_split: str | None = None,
-                        stats_path: str | None = None, run_copy: stats_lib.RunCopy | None = None, tasks=None,
-                        **episode_kwargs):
-  """A `PolicyDataset` from an RLDS directory (`<data_dir>/<name>/<config>/<version>`): demos from `split`,
-  rollouts from `rollout_split`. Statistics: `stats_path`, else `<builder_dir>/dataset_statistics.json`, else
-  computed from the demos (see `stats.resolve_statistics`; a training run passes its `run_copy`)."""
-  from cosmos_jax.data import sample as sample_lib  # pylint: disable=g-import-not-at-top
-
-  config = config or sample_lib.SampleConfig.for_layout('aloha')
-  builder = tfds.builder_from_directory(builder_dir)
-
-  def episodes(split_name):
-    if split_name not in builder.info.splits:
-      raise ValueError(f'{builder_dir}: no split {split_name!r}; splits are {sorted(builder.info.splits)}')
-    source = builder.as_data_source(split=split_name)
-    out = []
-    for i in range(len(source)):
-      example = source[i]
-      name = f'{builder_dir}[{split_name}][{i}]:{_as_text(example["episode_metadata"]["file_path"])}'
-      episode = rlds_to_episode(example, name=name, **episode_kwargs)
-      if episode.frames[config.layout.cameras[0]].shape[1] != config.image_size:
-        episode.frames = {r: decode.resize_square(v, config.image_size) for r, v in episode.frames.items()}
-      out.append(episode)
-    return out
-
-  demos = episodes(split)
-  rollouts = episodes(rollout_split) if rollout_split else []
-  return readers.build_dataset(builder_dir, demos, config, rollouts=rollouts, stats_path=stats_path,
-                               run_copy=run_copy, tasks=tasks)

@@ -94,6 +94,29 @@ def _perturbed(params, seed: int, scale: float = 0.05):
   return jax.tree.map(lambda p: np.asarray(p) + (scale * rng.standard_normal(p.shape)).astype(p.dtype), params)
 
 
+# Stand-in tasks of the tiny RoboCasa policy (the environment's task language is generated per scene).
+ROBOCASA_STAND_IN_TASKS = ('open the drawer', 'close the drawer', 'turn on the sink faucet')
+
+
+def stand_in_assets(benchmark: str) -> tuple[dict[str, np.ndarray], text_lib.TextStore]:
+  """Statistics and a stand-in text store for a tiny LIBERO or RoboCasa policy (no bundled sample): actions in the
+  simulators' normalised range [-1, 1]; proprio = gripper qpos (2), end-effector position (3), quaternion (4) over
+  plausible workspace ranges. Only the tiny policy uses these; a real policy brings its dataset's statistics."""
+  from cosmos_jax.serve.protocols import libero as libero_protocol  # pylint: disable=g-import-not-at-top
+  tasks = {'libero': libero_protocol.ALL_TASKS, 'robocasa': ROBOCASA_STAND_IN_TASKS}
+  if benchmark not in tasks:
+    raise ValueError(f'no bundled sample or stand-in assets for {benchmark!r}; known: '
+                     f'{sorted(set(bundled.SAMPLE_DIRS) | set(tasks))}')
+  ranges = {'actions': (np.full(7, -1.0), np.full(7, 1.0)),
+            'proprio': (np.array([-0.05, -0.05, -0.5, -0.5, 0.0, -1, -1, -1, -1]),
+                        np.array([0.05, 0.05, 0.5, 0.5, 1.5, 1, 1, 1, 1]))}
+  statistics = {}
+  for key, (lo, hi) in ranges.items():
+    statistics.update({f'{key}_min': lo, f'{key}_max': hi, f'{key}_mean': (lo + hi) / 2,
+                       f'{key}_median': (lo + hi) / 2, f'{key}_std': (hi - lo) / 4})
+  return statistics, text_lib.stand_in_store(tasks[benchmark])
+
+
 def tiny(seed: int = 0, *, benchmark: str = 'aloha', with_planning_model: bool = False,
          t5_dir: str | os.PathLike | None = None) -> PolicyModels:
   """A random tiny policy on `benchmark`'s bundled sample (tests, demos, CPU benchmarks): the 'tiny' DiT preset
@@ -105,14 +128,18 @@ def tiny(seed: int = 0, *, benchmark: str = 'aloha', with_planning_model: bool =
   vae_cfg = vae_lib.VAEConfig(base_dim=8)
   with torch_io.open_state_dict(vae_lib.TINY_VAE_PATH) as state_dict:
     vae_params = vae_rules.load_official(vae_cfg, state_dict, where=str(vae_lib.TINY_VAE_PATH))
-  sample = bundled.sample_dir(benchmark)
+  if benchmark in bundled.SAMPLE_DIRS:
+    sample = bundled.sample_dir(benchmark)
+    statistics = stats_lib.load_statistics(sample / stats_lib.STATISTICS_FILENAME)
+    text_store = text_lib.TextStore.load(bundled.text_store_dir(benchmark))
+  else:  # no bundled sample (LIBERO, RoboCasa): stand-in statistics and text store of the benchmark's tasks
+    statistics, text_store = stand_in_assets(benchmark)
   planning = {}
   if with_planning_model:
     planning = dict(planning_dit_cfg=dit_cfg,
                     planning_dit_params=_perturbed(init(jax.random.key(seed + 1)), seed + 2000))
   return PolicyModels(dit_cfg=dit_cfg, dit_params=_perturbed(init(jax.random.key(seed)), seed + 1000),
                       vae_cfg=vae_cfg, vae_params=vae_params,
-                      statistics=stats_lib.load_statistics(sample / stats_lib.STATISTICS_FILENAME),
-                      text_store=text_lib.TextStore.load(bundled.text_store_dir(benchmark)),
+                      statistics=statistics, text_store=text_store,
                       name=f'tiny random policy (weights seed {seed})',
                       text_encoder=text_lib.T5TextEncoder.load(t5_dir) if t5_dir else None, **planning)

@@ -65,9 +65,11 @@ class PolicyRunner:
   def tiny(cls, seed: int = 0, image_size: int = 224, *, action_steps: int = 3,
            noise_seed: int = query_lib.DEFAULT_SEED, with_planning_model: bool = False,
            t5_dir: str | os.PathLike | None = None, **kwargs) -> 'PolicyRunner':
-    """A random tiny policy on the bundled ALOHA sample (`factory.tiny`; task 'transfer cube'). `seed` draws the
+    """A random tiny policy on the bundled ALOHA sample (`factory.tiny`; task 'transfer cube'; `layout='libero'` or
+    'robocasa': stand-in assets). `seed` draws the
     weights; `noise_seed` is the sampler seed (the official 195)."""
-    models = factory.tiny(seed, with_planning_model=with_planning_model, t5_dir=t5_dir)
+    models = factory.tiny(seed, benchmark=kwargs.get('layout', 'aloha'), with_planning_model=with_planning_model,
+                          t5_dir=t5_dir)
     return cls.build(models, image_size=image_size, action_steps=action_steps, seed=noise_seed, **kwargs)
 
   def metadata(self) -> dict:

@@ -1,10 +1,13 @@
-"""Robot request protocols: one module per benchmark's request and response format (ALOHA now; LIBERO and
-RoboCasa are to be added as siblings), each a `base.RobotProtocol`."""
+"""Robot request protocols: one module per benchmark's request and response format (ALOHA, LIBERO, RoboCasa),
+each a `base.RobotProtocol`."""
 
 from cosmos_jax.serve.protocols import aloha
 from cosmos_jax.serve.protocols import base
+from cosmos_jax.serve.protocols import libero
+from cosmos_jax.serve.protocols import robocasa
 
-PROTOCOLS: dict[str, type[base.RobotProtocol]] = {'aloha': aloha.AlohaProtocol}
+PROTOCOLS: dict[str, type[base.RobotProtocol]] = {'aloha': aloha.AlohaProtocol, 'libero': libero.LiberoProtocol,
+                                                  'robocasa': robocasa.RoboCasaProtocol}
 
 
 def get(name: str) -> type[base.RobotProtocol]:

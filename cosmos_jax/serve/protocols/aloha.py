@@ -36,16 +36,17 @@ DEFAULT_PROPRIO_MARGIN = 1.0
 class AlohaProtocol(base.RobotProtocol):
   """Validation and response formatting for the ALOHA layout at one image size."""
 
-  name = 'aloha'
+  name = 'aloha'  # also the slot layout's name
+  proprio_description = 'raw ALOHA qpos'
 
   def __init__(self, *, image_size: int, statistics: Mapping[str, Any], tasks: Sequence[str],
                proprio_margin: float | None = DEFAULT_PROPRIO_MARGIN, accept_new_tasks: bool = False):
     """`tasks`: those with a text embedding; `accept_new_tasks`: any task passes (the policy encodes new ones)."""
-    self.layout = layout_lib.get_layout('aloha')
+    self.layout = layout_lib.get_layout(self.name)
     stats_lib.validate_statistics(statistics, source='statistics')
     self.statistics = {k: np.asarray(v, np.float64) for k, v in statistics.items()}
     if self.statistics['proprio_min'].shape != (self.layout.proprio_dim,):
-      raise ValueError(f'proprio statistics have shape {self.statistics["proprio_min"].shape}, the ALOHA protocol '
+      raise ValueError(f'proprio statistics have shape {self.statistics["proprio_min"].shape}, the {self.name} protocol '
                        f'needs ({self.layout.proprio_dim},)')
     self.image_size = image_size
     self._tasks = tuple(tasks)
@@ -145,7 +146,8 @@ class AlohaProtocol(base.RobotProtocol):
       raise base.InvalidObservation(f"'proprio' must be a float array of shape ({dim},), got "
                                     f'{type(value).__name__}')
     if value.shape != (dim,):
-      raise base.InvalidObservation(f"'proprio' must have shape ({dim},) (raw ALOHA qpos), got {value.shape}")
+      raise base.InvalidObservation(f"'proprio' must have shape ({dim},) ({self.proprio_description}), got "
+                                    f'{value.shape}')
     if not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)):
       raise base.InvalidObservation(f"'proprio' must be a float array, got dtype {value.dtype}")
     proprio = value.astype(np.float64)

@@ -128,8 +128,9 @@ def base(*, experiment: str, layout: str, batch_size: int, cycle: int, warm_up: 
   c.data.use_wrist_images = True
   c.data.use_third_person_images = True
   c.data.return_value_function_returns = True
-  # On-disk format of dataset_dir: 'native' (the benchmark's official files) or 'rlds' (a TFDS directory
-  # <data_dir>/<name>/<config>/<version>, read with tfds.data_source; needs the rlds extra).
+  # On-disk format of dataset_dir: 'native' (the benchmark's official files), 'rlds' (a TFDS directory
+  # <data_dir>/<name>/<config>/<version>, read with tfds.data_source; the rlds extra) or 'lerobot' (a LeRobot v2.1 /
+  # v3.0 dataset root; the lerobot extra).
   c.data.format = 'native'
   # How a non-native format's keys feed the layout ('' = the format's default): a step key per camera role,
   # proprio, actions and instruction keys; for RLDS the demo split and an optional rollout split of the same dataset.

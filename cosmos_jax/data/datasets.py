@@ -5,12 +5,12 @@ feed the same sample construction, mixture and pipeline.
     dataset = datasets.load_dataset('aloha', builder_dir, data_format='rlds', features={...})     # RLDS / TFDS
 
 Formats: 'native' (the benchmark's official files: ALOHA HDF5 + MP4, LIBERO/RoboCasa HDF5), 'rlds' (a TFDS
-directory, rlds/reader.py). `features` maps the format's keys to the layout (ignored by 'native').
+directory, rlds/reader.py), 'lerobot' (a LeRobot v2.1 / v3.0 dataset, lerobot.py). `features` maps the format's keys to the layout (ignored by 'native').
 """
 
 from __future__ import annotations
 
-from cosmos_jax.data import aloha, libero, robocasa
+from cosmos_jax.data import aloha, lerobot, libero, robocasa
 from cosmos_jax.data import sample as sample_lib
 from cosmos_jax.data.rlds import reader as rlds_reader
 
@@ -20,7 +20,7 @@ LOADERS = {
     'libero': libero.load_dataset,
     'robocasa': robocasa.load_dataset,
 }
-FORMATS = ('native', 'rlds')
+FORMATS = ('native', 'rlds', 'lerobot')
 
 
 def _load_rlds(data_dir, config, *, features=None, rollout_dir=None, **kwargs):
@@ -48,4 +48,7 @@ def load_dataset(benchmark: str, data_dir: str, config: sample_lib.SampleConfig 
     return LOADERS[benchmark](data_dir, config, **kwargs)
   if data_format == 'rlds':
     return _load_rlds(data_dir, config, features=features, **kwargs)
+  if data_format == 'lerobot':
+    features = {k: v for k, v in dict(features or {}).items() if k not in ('split', 'rollout_split')}
+    return lerobot.load_dataset(data_dir, config, features=features, **kwargs)
   raise ValueError(f'unknown data format {data_format!r}; known: {list(FORMATS)}')

@@ -12,10 +12,11 @@ from collections.abc import Sequence
 
 from cosmos_jax.convert import library
 from cosmos_jax.nn import dit
+from cosmos_jax.policy import layout as layout_lib
 
 _EXAMPLES = """examples:
   # DiT (policy or base model): net. keys (net_ema. with --ema, or when it is the only copy).
-  python -m cosmos_jax.convert dit Cosmos-Policy-ALOHA-Predict2-2B.pt out/aloha \\
+  python -m cosmos_jax.convert dit Cosmos-Policy-ALOHA-Predict2-2B.pt out/aloha --layout aloha \\
       --statistics aloha_dataset_statistics.json --text-store aloha_text/
   # The Wan2.1 VAE tokenizer.
   python -m cosmos_jax.convert vae tokenizer.pth out/vae
@@ -46,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--ema', action='store_true', help='use the net_ema. copy')
   p.add_argument('--statistics', help='dataset_statistics.json to copy in (policy checkpoints)')
   p.add_argument('--text-store', help='text store directory (cosmos_jax.data.text) to copy in')
+  p.add_argument('--layout', choices=sorted(layout_lib.LAYOUTS),
+                 help='the policy layout (a policy checkpoint: with --statistics and --text-store)')
 
   p = sub.add_parser('vae', help='Wan2.1 VAE (tokenizer.pth)')
   common(p)
@@ -78,8 +81,11 @@ def run(argv: Sequence[str] | None = None) -> dict:
   if args.command == 'dit':
     cfg = library.dit_config(args.preset, args.config)
     assets = library.policy_assets(args.statistics, args.text_store)
+    if assets and not args.layout:
+      raise ValueError('a policy checkpoint (--statistics / --text-store) needs --layout (one of '
+                       f'{sorted(layout_lib.LAYOUTS)})')
     result = library.convert('dit', args.source, args.dest, cfg, dtype=args.dtype, use_ema=args.ema, assets=assets,
-                             overwrite=args.overwrite)
+                             layout=args.layout, overwrite=args.overwrite)
   elif args.command == 't5':
     args.source, args.dest = args.hf_dir, args.out
     result = library.convert_t5(args.hf_dir, args.out, dtype=args.dtype, spiece=args.spiece,

@@ -1,39 +1,160 @@
-"""A self-contained parameters checkpoint: an orbax PyTree of the params plus a config.json and asset files.
+"""One checkpoint layout for trained and converted models, and the one reader that serve, eval, export and the
+trainer use.
 
-Layout of `<path>/`:
-  params/        orbax PyTree checkpoint (OCDBT, uncompressed) of the nested params dict
-  config.json    the caller's JSON config (the converter writes the model kind, its config and provenance)
-  <assets>       copied files or directories (e.g. dataset_statistics.json, text_store/)
+A checkpoint directory, one step of a training run or a converted released model (openpi's split of items):
 
-`save_params` writes everything into a temporary sibling directory and renames it into place only when complete,
-so an interrupted or failed save never leaves a half-written checkpoint at `path`.
+  params/        orbax PyTree of the model parameters; restores alone, without the optimiser state
+  ema_params/    the EMA of the parameters (training runs that keep one)
+  train_state/   step, optimiser state, RNG key data (training runs only)
+  data_iter/     the grain iterator state of each process (training runs only)
+  assets/
+    config.json              what this is (`FORMAT`): the model kind ('dit', 'vae' or 't5') and its config, the layout
+                             name, the VAE a policy runs with, the step, whether an EMA is kept, and the resolved
+                             training config (trained) or the conversion provenance (converted). Written last: a
+                             directory without it is not a (complete) checkpoint.
+    dataset_statistics.json  min-max statistics of the training data (policies)
+    text_store/              T5 embeddings of the tasks (policies; cosmos_jax.data.text)
+
+A training workdir holds `checkpoints/<step>/` directories of this layout (orbax `CheckpointManager`, see
+cosmos_jax/train/checkpoint.py); a converted model is one such directory without training state.
+`open_checkpoint(path, step=None)` takes either (or the `checkpoints/` directory) and resolves the step.
+
+Paths go through `etils.epath`, so any of them may be a `gs://` URL.
 
 Memory: orbax's numpy handler deep-copies every host array before writing, and tensorstore's compression buffers
-add another copy's worth; both are turned off here, so saving a params tree costs little beyond the tree itself.
+add another copy's worth; both are turned off for converted parameters, so saving costs little beyond the tree.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import pathlib
-import shutil
+import re
 import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
+
+from cosmos_jax.data import stats as stats_lib
+from cosmos_jax.data import text as text_lib
+from cosmos_jax.nn import dit
+from cosmos_jax.nn import t5
+from cosmos_jax.nn import vae
 
 PathLike = str | os.PathLike
 
+FORMAT = 'cosmos_jax.checkpoint/1'
+# Items of a checkpoint directory.
+PARAMS = 'params'
+EMA_PARAMS = 'ema_params'
+TRAIN_STATE = 'train_state'
+DATA_ITER = 'data_iter'
+ASSETS = 'assets'
+# Files of the assets item.
 CONFIG_FILE = 'config.json'
-PARAMS_DIR = 'params'
-_RESERVED = (CONFIG_FILE, PARAMS_DIR)
+STATISTICS_ASSET = stats_lib.STATISTICS_FILENAME
+TEXT_STORE_ASSET = 'text_store'
+# Where a training workdir keeps its steps.
+WORKDIR_CHECKPOINTS = 'checkpoints'
+
+MODELS = ('dit', 'vae', 't5')
+_RESERVED_ASSETS = (CONFIG_FILE,)
 
 
-def _handler() -> ocp.PyTreeCheckpointHandler:
+class CheckpointError(ValueError):
+  """A path that is not the checkpoint a command needs (wrong layout, wrong model kind, no policy assets)."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Model configs as JSON.
+
+
+def model_config_to_dict(model: str, cfg) -> dict:
+  out = dataclasses.asdict(cfg)
+  if model == 'vae':
+    out['dtype'] = np.dtype(cfg.dtype).name
+  return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+def model_config_from_dict(model: str, d: Mapping[str, Any]):
+  fields = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+  if model == 'dit':
+    return dit.DiTConfig(**fields)
+  if model == 'vae':
+    fields['dtype'] = getattr(jnp, fields.get('dtype', 'float32'))
+    return vae.VAEConfig(**fields)
+  if model == 't5':
+    return t5.T5Config(**fields)
+  raise ValueError(f'unknown model kind {model!r} (known: {MODELS})')
+
+
+def describe(model: str, model_config, *, layout: str | None = None, vae_checkpoint: str | None = None,
+             step: int | None = None, ema: bool = False, train_config: Mapping[str, Any] | None = None,
+             source: Mapping[str, Any] | None = None, assets: Mapping[str, str] | None = None) -> dict:
+  """The assets/config.json of a checkpoint (see the module docstring)."""
+  if model not in MODELS:
+    raise ValueError(f'unknown model kind {model!r} (known: {MODELS})')
+  return {
+      'format': FORMAT,
+      'model': model,
+      'config': model_config if isinstance(model_config, dict) else model_config_to_dict(model, model_config),
+      'layout': layout,
+      'vae_checkpoint': vae_checkpoint,
+      'step': step,
+      'ema': bool(ema),
+      'train_config': dict(train_config) if train_config is not None else None,
+      'source': dict(source) if source is not None else None,
+      'assets': dict(assets or {}),
+  }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Writing.
+
+
+def _is_local(path: epath.Path) -> bool:
+  return '://' not in os.fspath(path)
+
+
+def _copy_tree(source: epath.Path, dest: epath.Path) -> None:
+  if source.is_dir():
+    dest.mkdir(parents=True, exist_ok=True)
+    for child in source.iterdir():
+      _copy_tree(child, dest / child.name)
+  else:
+    dest.write_bytes(source.read_bytes())
+
+
+def _check_asset_name(name: str) -> None:
+  if not name or name in _RESERVED_ASSETS or '/' in name or name.startswith('.') or (os.sep in name):
+    raise ValueError(f'asset name {name!r} must be a plain file name other than {_RESERVED_ASSETS}')
+
+
+def write_assets(assets_dir: PathLike, config: Mapping[str, Any], *, files: Mapping[str, Any] | None = None,
+                 statistics: Mapping[str, Any] | None = None, text_store: text_lib.TextStore | None = None) -> None:
+  """Writes the assets item: `files` (asset name -> source file or directory, copied; any epath), `statistics`
+  (a dict, written as dataset_statistics.json), `text_store` and, last, config.json. Callers on many processes
+  call this on process 0 only."""
+  assets_dir = epath.Path(assets_dir)
+  config_text = json.dumps(config, indent=2) + '\n'  # fails on a non-JSON config before anything is written
+  assets_dir.mkdir(parents=True, exist_ok=True)
+  for name, source in (files or {}).items():
+    _copy_tree(epath.Path(source), assets_dir / name)
+  if statistics is not None:
+    (assets_dir / STATISTICS_ASSET).write_text(
+        json.dumps({k: np.asarray(v).tolist() for k, v in statistics.items()}, indent=4), encoding='utf-8')
+  if text_store is not None:
+    text_store.save(assets_dir / TEXT_STORE_ASSET)
+  (assets_dir / CONFIG_FILE).write_text(config_text, encoding='utf-8')
+
+
+def _params_handler() -> ocp.PyTreeCheckpointHandler:
   registry = ocp.type_handlers.create_type_handler_registry(
       (int, ocp.type_handlers.ScalarHandler()),
       (float, ocp.type_handlers.ScalarHandler()),
@@ -44,79 +165,249 @@ def _handler() -> ocp.PyTreeCheckpointHandler:
   return ocp.PyTreeCheckpointHandler(use_compression=False, type_handler_registry=registry)
 
 
-def _check_asset_name(name: str) -> None:
-  if not name or name in _RESERVED or os.sep in name or name.startswith('.') or (os.altsep and os.altsep in name):
-    raise ValueError(f'asset name {name!r} must be a plain file name other than {_RESERVED}')
-
-
 def save_params(path: PathLike, params, config: Mapping[str, Any], extra_files: Mapping[str, PathLike] | None = None,
-                *, overwrite: bool = False) -> pathlib.Path:
-  """Writes `params` (nested dict of numpy or jax arrays), `config` (JSON-serialisable) and `extra_files`
-  (asset name in the checkpoint -> source file or directory, copied) to the directory `path`, atomically.
+                *, overwrite: bool = False) -> epath.Path:
+  """Writes a checkpoint without training state (the converter's output): `params` (nested dict of numpy or jax
+  arrays), `config` (assets/config.json, JSON-serialisable) and `extra_files` (asset name -> source file or
+  directory, copied into assets/).
 
+  On a local disk the directory is assembled beside `path` and renamed into place when complete, so a failed save
+  never leaves a half-written checkpoint; on a bucket, assets/config.json is written last and marks completion.
   Raises FileExistsError if `path` exists and not `overwrite`; FileNotFoundError for a missing asset source.
   """
-  dest = pathlib.Path(path).absolute()
+  dest = epath.Path(path)
+  if _is_local(dest):
+    dest = epath.Path(os.path.abspath(os.fspath(dest)))
   extra_files = dict(extra_files or {})
   for name, source in extra_files.items():
     _check_asset_name(name)
-    if not os.path.exists(source):
+    if not epath.Path(source).exists():
       raise FileNotFoundError(f'asset {name!r}: source {source} does not exist')
   if dest.exists() and not overwrite:
     raise FileExistsError(f'{dest} already exists (pass overwrite=True / --overwrite to replace it)')
+  json.dumps(config)  # fails on a non-JSON config before anything is written
+
+  def write(directory: epath.Path) -> None:
+    with ocp.Checkpointer(_params_handler()) as checkpointer:
+      checkpointer.save(directory / PARAMS, args=ocp.args.PyTreeSave(params))
+    write_assets(directory / ASSETS, config, files=extra_files)
+
+  if not _is_local(dest):
+    if dest.exists():
+      dest.rmtree()
+    write(dest)
+    return dest
   if not dest.parent.is_dir():
     raise FileNotFoundError(f'parent directory of {dest} does not exist')
-  config_text = json.dumps(config, indent=2) + '\n'  # fails on a non-JSON config before anything is written
-
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f'.{dest.name}.', suffix='.tmp', dir=dest.parent))
+  tmp = epath.Path(tempfile.mkdtemp(prefix=f'.{dest.name}.', suffix='.tmp', dir=dest.parent))
   try:
-    with ocp.Checkpointer(_handler()) as checkpointer:
-      checkpointer.save(tmp / PARAMS_DIR, args=ocp.args.PyTreeSave(params))
-    (tmp / CONFIG_FILE).write_text(config_text, encoding='utf-8')
-    for name, source in extra_files.items():
-      if os.path.isdir(source):
-        shutil.copytree(source, tmp / name)
-      else:
-        shutil.copyfile(source, tmp / name)
+    write(tmp)
     if dest.exists():
-      old = pathlib.Path(tempfile.mkdtemp(prefix=f'.{dest.name}.', suffix='.old', dir=dest.parent))
+      old = epath.Path(tempfile.mkdtemp(prefix=f'.{dest.name}.', suffix='.old', dir=dest.parent))
       os.rename(dest, old / 'previous')
       os.rename(tmp, dest)
-      shutil.rmtree(old, ignore_errors=True)
+      old.rmtree(missing_ok=True)
     else:
       os.rename(tmp, dest)
   except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.rmtree(missing_ok=True)
     raise
   return dest
 
 
-def load_config(path: PathLike) -> dict:
-  config_path = pathlib.Path(path) / CONFIG_FILE
-  if not config_path.is_file():
-    raise FileNotFoundError(f'{path} is not a params checkpoint: {CONFIG_FILE} is missing')
+# --------------------------------------------------------------------------------------------------------------
+# Reading.
+
+
+def _read_config(directory: epath.Path) -> dict:
+  config_path = directory / ASSETS / CONFIG_FILE
   try:
-    return json.loads(config_path.read_text(encoding='utf-8'))
+    text = config_path.read_text(encoding='utf-8')
+  except FileNotFoundError:
+    raise FileNotFoundError(f'{directory} is not a checkpoint: {ASSETS}/{CONFIG_FILE} is missing') from None
+  try:
+    config = json.loads(text)
   except json.JSONDecodeError as e:
     raise ValueError(f'{config_path}: not valid JSON ({e})') from None
+  if not isinstance(config, dict):
+    raise ValueError(f'{config_path}: expected a JSON object, got {type(config).__name__}')
+  return config
 
 
-def load_params(path: PathLike) -> tuple[dict, dict]:
-  """(params as a nested dict of numpy arrays in their stored dtypes, config dict) of a `save_params` directory.
+def _tree_metadata(item_dir: epath.Path, handler: ocp.PyTreeCheckpointHandler):
+  if not item_dir.is_dir():
+    raise FileNotFoundError(f'{item_dir} does not exist')
+  try:
+    return handler.metadata(item_dir).tree
+  except (FileNotFoundError, ValueError, OSError) as e:
+    raise ValueError(f'{item_dir}: unreadable orbax checkpoint ({type(e).__name__}: {e})') from None
 
-  Callers place the arrays on devices themselves (e.g. `jax.device_put` with their sharding).
-  """
-  path = pathlib.Path(path).absolute()
-  config = load_config(path)
-  params_dir = path / PARAMS_DIR
-  if not params_dir.is_dir():
-    raise FileNotFoundError(f'{path} is not a params checkpoint: {PARAMS_DIR}/ is missing')
-  with ocp.Checkpointer(_handler()) as checkpointer:
-    try:
-      metadata = checkpointer.metadata(params_dir).item_metadata.tree
-    except (FileNotFoundError, ValueError, OSError) as e:
-      raise ValueError(f'{params_dir}: unreadable orbax checkpoint ({type(e).__name__}: {e})') from None
-    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
-    params = checkpointer.restore(params_dir, args=ocp.args.PyTreeRestore(restore_args=restore_args))
-  return params, config
 
+def restore_tree(item_dir: PathLike, target=None):
+  """An orbax PyTree item: as numpy arrays in their stored dtypes, or (given `target`, a tree of
+  `jax.ShapeDtypeStruct`s with shardings) as arrays placed and cast like the target."""
+  item_dir = epath.Path(item_dir)
+  handler = _params_handler()
+  try:
+    metadata = _tree_metadata(item_dir, handler)
+    if target is None:
+      restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
+    else:
+      restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+    return handler.restore(item_dir, args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args))
+  finally:
+    handler.close()
+
+
+def item_shapes(item_dir: PathLike) -> dict[str, tuple[tuple[int, ...], str]]:
+  """'a/b/c' -> (shape, dtype name) of every array stored in an orbax PyTree item, from its metadata only."""
+  handler = _params_handler()
+  try:
+    metadata = _tree_metadata(epath.Path(item_dir), handler)
+  finally:
+    handler.close()
+  return {tree_path_name(path): (tuple(m.shape), np.dtype(m.dtype).name)
+          for path, m in jax.tree_util.tree_leaves_with_path(metadata)}
+
+
+def tree_path_name(path) -> str:
+  return '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))) for k in path)
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+  """One resolved checkpoint directory and its assets/config.json."""
+
+  directory: epath.Path
+  config: dict
+
+  @property
+  def model(self) -> str:
+    return self.config['model']
+
+  @property
+  def step(self) -> int | None:
+    return self.config.get('step')
+
+  @property
+  def layout(self) -> str | None:
+    return self.config.get('layout')
+
+  @property
+  def has_ema(self) -> bool:
+    return bool(self.config.get('ema')) and (self.directory / EMA_PARAMS).exists()
+
+  @property
+  def has_train_state(self) -> bool:
+    return (self.directory / TRAIN_STATE).exists()
+
+  @property
+  def vae_checkpoint(self) -> str | None:
+    return self.config.get('vae_checkpoint')
+
+  @property
+  def train_config(self) -> dict | None:
+    return self.config.get('train_config')
+
+  def model_config(self):
+    return model_config_from_dict(self.model, self.config['config'])
+
+  def params_item(self, use_ema: bool | None = None) -> str:
+    """`ema_params` when the run kept an EMA (or `use_ema=True`, which requires one), else `params`."""
+    if use_ema and not self.has_ema:
+      raise CheckpointError(f'{self.directory} has no EMA parameters (the run did not keep an EMA: '
+                            'optim.ema_decay = 0); drop --use_ema')
+    return EMA_PARAMS if (self.has_ema if use_ema is None else use_ema) else PARAMS
+
+  def load_params(self, *, use_ema: bool | None = None, target=None):
+    """The model parameters (EMA ones by default when kept): numpy in their stored dtypes, or placed like
+    `target`. No optimiser state is read."""
+    item = self.params_item(use_ema)
+    if not (self.directory / item).exists():
+      raise FileNotFoundError(f'{self.directory} has no {item}/ item')
+    return restore_tree(self.directory / item, target)
+
+  def asset(self, name: str) -> epath.Path:
+    path = self.directory / ASSETS / name
+    if not path.exists():
+      raise FileNotFoundError(f'{self.directory} lacks the asset {name!r} ({path} does not exist)')
+    return path
+
+  def statistics(self) -> dict[str, np.ndarray]:
+    return stats_lib.load_statistics(self.asset(STATISTICS_ASSET))
+
+  def text_store(self) -> text_lib.TextStore:
+    return text_lib.TextStore.load(self.asset(TEXT_STORE_ASSET))
+
+  def require(self, model: str, *, what: str, policy: bool = False) -> 'Checkpoint':
+    """Raises CheckpointError unless this checkpoint holds a `model` (and, with `policy`, a layout plus the
+    statistics and text store a policy needs); `what` names the command's argument in the message."""
+    if self.model != model:
+      raise CheckpointError(f'{what}: {self.directory} holds a {self.model!r} model, expected a {model!r} model')
+    if policy:
+      if not self.layout:
+        raise CheckpointError(f'{what}: {self.directory} is a base model, not a policy: it names no layout (convert '
+                              'a policy with --layout, --statistics and --text-store, or fine-tune one)')
+      for name in (STATISTICS_ASSET, TEXT_STORE_ASSET):
+        self.asset(name)
+    return self
+
+
+def _steps_in(directory: epath.Path) -> list[int]:
+  """Finished steps of an orbax CheckpointManager directory (numeric subdirectories with a complete assets item)."""
+  if not directory.is_dir():
+    return []
+  return sorted(int(p.name) for p in directory.iterdir()
+                if re.fullmatch(r'\d+', p.name) and (p / ASSETS / CONFIG_FILE).exists()
+                and ocp.path.step.is_path_finalized(p))
+
+
+def checkpoint_steps(path: PathLike) -> list[int]:
+  """The saved steps of a training workdir (or of its checkpoints/ directory)."""
+  path = epath.Path(path)
+  return _steps_in(path / WORKDIR_CHECKPOINTS) or _steps_in(path)
+
+
+def open_checkpoint(path: PathLike, step: int | None = None) -> Checkpoint:
+  """Resolves a checkpoint directory, a training workdir or its checkpoints/ directory to one checkpoint: the
+  given `step`, else the latest one. Raises FileNotFoundError for a missing path or step, CheckpointError for a
+  path of another layout."""
+  path = epath.Path(path)
+  if not path.exists():
+    raise FileNotFoundError(f'checkpoint path {path} does not exist')
+  if (path / ASSETS / CONFIG_FILE).exists():
+    if step is not None and _read_config(path).get('step') != step:
+      raise FileNotFoundError(f'{path} is the single checkpoint of step {_read_config(path).get("step")}; '
+                              f'--step {step} applies to a training workdir')
+    directory = path
+  elif (path / CONFIG_FILE).exists() and (path / PARAMS).exists():
+    raise CheckpointError(f'{path} has the old converted layout (config.json beside params/); convert the released '
+                          'checkpoint again with python -m cosmos_jax.convert')
+  else:
+    steps = checkpoint_steps(path)
+    if not steps:
+      raise CheckpointError(f'{path} is neither a checkpoint (no {ASSETS}/{CONFIG_FILE}) nor a training workdir '
+                            f'(no finished step under {WORKDIR_CHECKPOINTS}/)')
+    if step is None:
+      step = steps[-1]
+    elif step not in steps:
+      raise FileNotFoundError(f'{path} has no checkpoint of step {step}; saved steps: {steps}')
+    root = path / WORKDIR_CHECKPOINTS if _steps_in(path / WORKDIR_CHECKPOINTS) else path
+    directory = root / str(step)
+  config = _read_config(directory)
+  if config.get('format') != FORMAT or config.get('model') not in MODELS:
+    raise CheckpointError(f'{directory}: {ASSETS}/{CONFIG_FILE} has format {config.get("format")!r} and model '
+                          f'{config.get("model")!r}; expected {FORMAT!r} and one of {MODELS}')
+  return Checkpoint(directory=directory, config=config)
+
+
+def load_params(path: PathLike, *, step: int | None = None, use_ema: bool | None = None) -> tuple[dict, dict]:
+  """(params as numpy, assets/config.json) of the checkpoint at `path` (see `open_checkpoint`). Callers place the
+  arrays on devices themselves (e.g. `jax.device_put` with their sharding)."""
+  path = epath.Path(path)
+  if (path / ASSETS / CONFIG_FILE).exists() and not (path / PARAMS).exists():
+    raise FileNotFoundError(f'{path} has no {PARAMS}/ item')
+  directory = path if (path / ASSETS / CONFIG_FILE).exists() else open_checkpoint(path, step).directory
+  config = _read_config(directory)
+  checkpoint = Checkpoint(directory=directory, config=config)
+  return checkpoint.load_params(use_ema=use_ema), config

@@ -9,8 +9,9 @@ Dtypes: by default the parameters keep the stored dtype (the released DiT checkp
 upcasts (exact), `bfloat16` rounds. A stored dtype the model cannot hold (float16, mixed dtypes) needs an explicit
 dtype. The abstract params are built in the chosen dtype, so nothing is cast behind your back.
 
-The output directory (see `checkpoint.py`) holds `params/` (orbax), `config.json` (model kind, model config,
-provenance, assets) and, for a policy, `dataset_statistics.json` and `text_store/`.
+The output directory has the one checkpoint layout (see `checkpoint.py`): `params/` (orbax) and `assets/` with
+`config.json` (model kind, model config, layout, provenance) and, for a policy, `dataset_statistics.json` and
+`text_store/`; a training run writes the same layout with training state added.
 """
 
 from __future__ import annotations
@@ -40,9 +41,9 @@ from cosmos_jax.nn import dit
 from cosmos_jax.nn import t5
 from cosmos_jax.nn import vae
 
-FORMAT = 'cosmos_jax.converted/1'
-STATISTICS_ASSET = 'dataset_statistics.json'
-TEXT_STORE_ASSET = 'text_store'
+FORMAT = checkpoint.FORMAT
+STATISTICS_ASSET = checkpoint.STATISTICS_ASSET
+TEXT_STORE_ASSET = checkpoint.TEXT_STORE_ASSET
 PARAM_DTYPES = ('float32', 'bfloat16')
 EXPORT_DTYPES = ('float32', 'bfloat16', 'float16')
 _NUMPY_DTYPES = {'float32': np.dtype(np.float32), 'bfloat16': np.dtype(ml_dtypes.bfloat16),
@@ -68,37 +69,25 @@ class ModelKind:
   open_source: Callable[[Any], Any] = torch_io.open_state_dict
 
 
-def _vae_config_to_dict(cfg: vae.VAEConfig) -> dict:
-  out = dataclasses.asdict(cfg)
-  out['dtype'] = np.dtype(cfg.dtype).name
-  for key, value in out.items():
-    if isinstance(value, tuple):
-      out[key] = list(value)
-  return out
-
-
-def _vae_config_from_dict(d: Mapping[str, Any]) -> vae.VAEConfig:
-  fields = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-  fields['dtype'] = getattr(jnp, fields.get('dtype', 'float32'))
-  return vae.VAEConfig(**fields)
-
-
 KINDS = {
     'dit': ModelKind(
         name='dit', rules=lambda cfg: dit_rules.RULES, abstract_params=dit.abstract_params,
         ignore=tuple(dit_rules.IGNORED_KEYS), prefixes=True, export_prefix='net.',
         with_param_dtype=lambda cfg, dtype: dataclasses.replace(cfg, param_dtype=dtype),
-        config_to_dict=dataclasses.asdict, config_from_dict=lambda d: dit.DiTConfig(**d)),
+        config_to_dict=lambda cfg: checkpoint.model_config_to_dict('dit', cfg),
+        config_from_dict=lambda d: checkpoint.model_config_from_dict('dit', d)),
     'vae': ModelKind(
         name='vae', rules=vae_rules.rules, abstract_params=vae.abstract_params,
         ignore=(), prefixes=False, export_prefix='',
         with_param_dtype=lambda cfg, dtype: dataclasses.replace(cfg, dtype=getattr(jnp, dtype)),
-        config_to_dict=_vae_config_to_dict, config_from_dict=_vae_config_from_dict),
+        config_to_dict=lambda cfg: checkpoint.model_config_to_dict('vae', cfg),
+        config_from_dict=lambda d: checkpoint.model_config_from_dict('vae', d)),
     't5': ModelKind(
         name='t5', rules=t5_rules.t5_rules, abstract_params=t5.abstract_params,
         ignore=t5_rules.T5_IGNORED_KEYS, prefixes=False, export_prefix='',
         with_param_dtype=lambda cfg, dtype: dataclasses.replace(cfg, param_dtype=dtype),
-        config_to_dict=dataclasses.asdict, config_from_dict=lambda d: t5.T5Config(**d),
+        config_to_dict=lambda cfg: checkpoint.model_config_to_dict('t5', cfg),
+        config_from_dict=lambda d: checkpoint.model_config_from_dict('t5', d),
         open_source=t5_rules.open_hf_weights),
 }
 
@@ -168,7 +157,7 @@ def resolve_param_dtype(requested: str, stored: Mapping[str, np.dtype], *, where
 
 def convert(kind_name: str, source: str | os.PathLike, dest: str | os.PathLike, cfg, *, dtype: str = 'keep',
             use_ema: bool = False, assets: Mapping[str, str | os.PathLike] | None = None,
-            overwrite: bool = False) -> dict:
+            layout: str | None = None, overwrite: bool = False) -> dict:
   """Converts an official checkpoint file into a params checkpoint directory; returns the written config dict."""
   kind = KINDS[kind_name]
   source = pathlib.Path(source)
@@ -187,11 +176,9 @@ def convert(kind_name: str, source: str | os.PathLike, dest: str | os.PathLike, 
                                        where=str(source))
     ignored = sorted(k for k in view if k not in expected)
     outside_prefix = len(state_dict) - len(view)
-  config = {
-      'format': FORMAT,
-      'model': kind_name,
-      'config': kind.config_to_dict(cfg),
-      'source': {
+  config = checkpoint.describe(
+      kind_name, kind.config_to_dict(cfg), layout=layout, assets={name: name for name in (assets or {})},
+      source={
           'file': source.name,
           'prefix': prefix,
           'stored_dtypes': sorted({_dtype_name(d) for d in stored.values()}),
@@ -200,9 +187,7 @@ def convert(kind_name: str, source: str | os.PathLike, dest: str | os.PathLike, 
           'dropped_keys': ignored,
           'keys_outside_prefix': outside_prefix,
           'converted_at': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
-      },
-      'assets': {name: name for name in (assets or {})},
-  }
+      })
   checkpoint.save_params(dest, params, config, assets, overwrite=overwrite)
   return config
 

@@ -184,7 +184,8 @@ def stand_in_store(tasks: Sequence[str], seed: int = 0, scale: float = 0.2) -> T
 T5_MODEL = 't5'
 SPIECE_ASSET = 'spiece.model'
 TOKENIZER_CONFIG_ASSET = 'tokenizer_config.json'
-_CONFIG_FILE, _PARAMS_DIR = 'config.json', 'params'
+# The checkpoint layout of cosmos_jax/convert/checkpoint.py (read here directly: `data` sits below `convert`).
+_CONFIG_FILE, _PARAMS_DIR, _ASSETS_DIR = 'config.json', 'params', 'assets'
 
 
 def _read_params(params_dir: str) -> dict:
@@ -219,10 +220,11 @@ class T5TextEncoder:
     """From a `python -m cosmos_jax.convert t5` checkpoint directory. `dtype` is the compute (and parameter) dtype:
     float32 as the official encoder runs, or bfloat16."""
     path = os.fspath(path)
-    config_path = os.path.join(path, _CONFIG_FILE)
+    assets = os.path.join(path, _ASSETS_DIR)
+    config_path = os.path.join(assets, _CONFIG_FILE)
     if not os.path.isfile(config_path):
-      raise FileNotFoundError(f'{path} is not a converted T5 checkpoint: {_CONFIG_FILE} is missing (convert one '
-                              'with `python -m cosmos_jax.convert t5 --hf-dir DIR --out OUT`)')
+      raise FileNotFoundError(f'{path} is not a converted T5 checkpoint: {_ASSETS_DIR}/{_CONFIG_FILE} is missing '
+                              '(convert one with `python -m cosmos_jax.convert t5 --hf-dir DIR --out OUT`)')
     with open(config_path, encoding='utf-8') as f:
       config = json.load(f)
     if config.get('model') != T5_MODEL:
@@ -233,11 +235,11 @@ class T5TextEncoder:
     if dtype == 'bfloat16':
       cfg = dataclasses.replace(cfg, param_dtype='bfloat16')
     extra_ids = tokenizer_lib.DEFAULT_EXTRA_IDS
-    tokenizer_config = os.path.join(path, TOKENIZER_CONFIG_ASSET)
+    tokenizer_config = os.path.join(assets, TOKENIZER_CONFIG_ASSET)
     if os.path.isfile(tokenizer_config):
       with open(tokenizer_config, encoding='utf-8') as f:
         extra_ids = int(json.load(f).get('extra_ids', extra_ids))
-    tokenizer = tokenizer_lib.T5Tokenizer.from_file(os.path.join(path, SPIECE_ASSET), extra_ids=extra_ids)
+    tokenizer = tokenizer_lib.T5Tokenizer.from_file(os.path.join(assets, SPIECE_ASSET), extra_ids=extra_ids)
     params = _read_params(os.path.join(os.path.abspath(path), _PARAMS_DIR))
     name = config.get('source', {}).get('file') or os.path.basename(os.path.normpath(path))
     return cls(params, cfg, tokenizer, name=name, batch_size=batch_size)

@@ -66,8 +66,9 @@ def from_checkpoints(dit_dir: str | os.PathLike, vae_dir: str | os.PathLike, *,
   _expect_kind(vae_config, 'vae', vae_dir)
   overrides = dict(dit_overrides or {})
   dit_cfg = dataclasses.replace(dit_cfg, **overrides)
-  statistics = pathlib.Path(statistics) if statistics else dit_dir / convert_lib.STATISTICS_ASSET
-  text_store = pathlib.Path(text_store) if text_store else dit_dir / convert_lib.TEXT_STORE_ASSET
+  assets = dit_dir / convert_lib.checkpoint.ASSETS
+  statistics = pathlib.Path(statistics) if statistics else assets / convert_lib.STATISTICS_ASSET
+  text_store = pathlib.Path(text_store) if text_store else assets / convert_lib.TEXT_STORE_ASSET
   if not statistics.exists():
     raise FileNotFoundError(f'no dataset statistics at {statistics} (convert the policy with --statistics, or give '
                             'the statistics file)')

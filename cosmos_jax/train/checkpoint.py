@@ -1,30 +1,75 @@
-"""The one checkpoint-manager wrapper: orbax `CheckpointManager` with the items of a training run.
+"""The one checkpoint-manager wrapper: orbax `CheckpointManager` writing the checkpoint layout of
+cosmos_jax/convert/checkpoint.py, one directory per saved step.
 
-Items per step: `state` (params, optimizer state, step, RNG key data, optional EMA — one pytree), `data_iter` (the
-grain iterator state, when the loader has one) and `meta` (JSON: config, dataset statistics, anything needed to
-use the checkpoint on its own). Saves are asynchronous; the manager keeps the last N plus every `keep_period`-th.
+Items per step: `params`, `ema_params` (when an EMA is kept), `train_state` (step, optimiser state, RNG key data),
+`data_iter` (the grain iterator state of each process) and `assets` (config.json with the resolved training config,
+dataset statistics, text store; written by process 0). Saves are asynchronous; the manager keeps the last N plus
+every `keep_period`-th. Paths go through `etils.epath` (a `gs://` workdir works; orbax writes from every host).
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
+from collections.abc import Callable
 from typing import Any
 
+import grain.python as grain_python
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
+from orbax.checkpoint import future as ocp_future
 
-try:  # grain's iterator state is saved through its own orbax handler.
-  import grain.python as grain_python
-except ImportError:  # pragma: no cover - grain is a hard dependency; keep the module importable regardless
-  grain_python = None
+from cosmos_jax.convert import checkpoint as layout
+from cosmos_jax.train import state as state_lib
+
+AssetsWriter = Callable[[epath.Path], None]
+
+
+class _AssetsHandler(ocp.AsyncCheckpointHandler):
+  """Saves the assets item by calling a writer on process 0 (asynchronously, with the other items). The assets
+  are read back by `layout.open_checkpoint`, not through orbax."""
+
+  def save(self, directory: epath.Path, args: 'AssetsSave') -> None:
+    if jax.process_index() == 0:
+      args.writer(epath.Path(directory))
+
+  async def async_save(self, directory: epath.Path, args: 'AssetsSave'):
+    return [ocp_future.CommitFutureAwaitingContractedSignals(asyncio.to_thread(self.save, directory, args))]
+
+  def restore(self, directory: epath.Path, args: Any = None):
+    raise NotImplementedError('assets are read with cosmos_jax.convert.checkpoint.open_checkpoint')
+
+
+@ocp.args.register_with_handler(_AssetsHandler, for_save=True)
+@dataclasses.dataclass
+class AssetsSave(ocp.args.CheckpointArgs):
+  writer: AssetsWriter
+
+
+@ocp.args.register_with_handler(_AssetsHandler, for_restore=True)
+@dataclasses.dataclass
+class AssetsRestore(ocp.args.CheckpointArgs):
+  pass
+
+
+def _train_state_item(state: state_lib.TrainState) -> dict:
+  return {'step': state.step, 'opt_state': state.opt_state, 'rng': state.rng}
+
+
+def workdir_path(workdir: str | os.PathLike) -> epath.Path:
+  """The workdir as an epath: local paths made absolute, URLs (gs://...) kept as they are."""
+  text = os.fspath(workdir)
+  return epath.Path(text if '://' in text else os.path.abspath(text))
 
 
 class CheckpointManager:
-  """Thin wrapper: `save(step, state, data_iter, meta)`, `restore(step, abstract_state, data_iter)`, `latest_step()`."""
+  """`save(step, state, data_iter, assets)`, `restore(step, abstract_state, data_iter)`, `latest_step()`."""
 
   def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 3, keep_period: int | None = None,
                save_interval_steps: int = 1, async_save: bool = True):
-    self.directory = os.path.abspath(os.fspath(directory))
+    self.directory = workdir_path(directory)
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, keep_period=keep_period,
                                            save_interval_steps=save_interval_steps,
                                            enable_async_checkpointing=async_save, create=True)
@@ -39,28 +84,36 @@ class CheckpointManager:
   def should_save(self, step: int) -> bool:
     return self._manager.should_save(step)
 
-  def save(self, step: int, state: Any, *, data_iter=None, meta: dict | None = None, force: bool = False) -> bool:
-    items = {'state': ocp.args.StandardSave(state)}
+  def save(self, step: int, state: state_lib.TrainState, *, data_iter=None, assets: AssetsWriter | None = None,
+           force: bool = False) -> bool:
+    items = {layout.PARAMS: ocp.args.StandardSave(state.params),
+             layout.TRAIN_STATE: ocp.args.StandardSave(_train_state_item(state))}
+    if state.ema_params is not None:
+      items[layout.EMA_PARAMS] = ocp.args.StandardSave(state.ema_params)
     if data_iter is not None:
-      items['data_iter'] = grain_python.PyGrainCheckpointSave(data_iter)
-    if meta is not None:
-      items['meta'] = ocp.args.JsonSave(meta)
+      items[layout.DATA_ITER] = grain_python.PyGrainCheckpointSave(data_iter)
+    if assets is not None:
+      items[layout.ASSETS] = AssetsSave(assets)
     return self._manager.save(step, args=ocp.args.Composite(**items), force=force)
 
-  def restore(self, step: int | None, abstract_state: Any, *, data_iter=None) -> tuple[Any, dict | None]:
-    """Restores `state` into the shardings/dtypes of `abstract_state` (a tree of `jax.ShapeDtypeStruct` with
-    shardings) and, when given, the grain iterator in place. Returns (state, meta)."""
+  def restore(self, step: int | None, abstract_state: state_lib.TrainState, *,
+              data_iter=None) -> state_lib.TrainState:
+    """Restores the train state into the shardings/dtypes of `abstract_state` (a TrainState of
+    `jax.ShapeDtypeStruct`s with shardings) and, when given, the grain iterator in place."""
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f'no checkpoint to restore in {self.directory}')
-    available = set(self._manager.item_metadata(step).keys()) if hasattr(self._manager, 'item_metadata') else set()
-    items = {'state': ocp.args.StandardRestore(abstract_state)}
+    items = {layout.PARAMS: ocp.args.StandardRestore(abstract_state.params),
+             layout.TRAIN_STATE: ocp.args.StandardRestore(_train_state_item(abstract_state))}
+    if abstract_state.ema_params is not None:
+      items[layout.EMA_PARAMS] = ocp.args.StandardRestore(abstract_state.ema_params)
     if data_iter is not None:
-      items['data_iter'] = grain_python.PyGrainCheckpointRestore(data_iter)
-    if not available or 'meta' in available:
-      items['meta'] = ocp.args.JsonRestore()
+      items[layout.DATA_ITER] = grain_python.PyGrainCheckpointRestore(data_iter)
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-    return restored['state'], restored.get('meta') if 'meta' in items else None
+    rest = restored[layout.TRAIN_STATE]
+    return state_lib.TrainState(step=rest['step'], params=restored[layout.PARAMS], opt_state=rest['opt_state'],
+                                rng=rest['rng'],
+                                ema_params=restored[layout.EMA_PARAMS] if layout.EMA_PARAMS in items else None)
 
   def wait_until_finished(self) -> None:
     self._manager.wait_until_finished()

@@ -101,6 +101,7 @@ class TrainingData:
     store = text_lib.complete_store(
         text_lib.TextStore.load(store_dir), self.dataset.tasks, t5_dir=d.get('t5') or None, store_name=store_dir,
         cache_dir=os.path.join(assets_dir, 'text_store') if assets_dir else None, write_cache=process_index == 0)
+    self.text_store = store  # the store the run uses, saved into every checkpoint's assets
     self.text_table = pipeline.text_table(store, self.dataset)
     self.layout = layout
     self.image_size = d.image_size

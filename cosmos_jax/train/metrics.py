@@ -3,6 +3,7 @@ diagnostics, lr, grad norm, step time, TFLOP/s, MFU) and PNG grids of current vs
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -14,6 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from cosmos_jax.nn import dit as dit_lib
+from cosmos_jax.nn import vae as vae_lib
+from cosmos_jax.policy import diffusion
+from cosmos_jax.policy import inference
+from cosmos_jax.policy import sampler
+from cosmos_jax.train import state as state_lib
 
 # Dense bf16 peak TFLOP/s per chip, by substring of `jax.Device.device_kind` (first match wins).
 DEVICE_PEAK_TFLOPS = (
@@ -127,37 +133,38 @@ def image_grid(rows: list[list[np.ndarray]]) -> np.ndarray:
   return grid
 
 
-def predict_for_logging(params, vae_params, batch: dict, cfg, num_steps: int, seed: int = 0) -> dict[str, np.ndarray]:
+def predict_for_logging(params, vae_params, batch: dict, cfg, num_steps: int, mesh=None,
+                        seed: int = 0) -> dict[str, Any]:
   """A policy query on the first sample of `batch` (the same code path as inference): predicted future images
-  and value beside the current and true future images. Returns {'grid': HWC uint8, 'value': float}."""
-  return jax.device_get(_predict_jit(params, vae_params, {k: batch[k][:1] for k in ('video', 't5_text_embeddings',
-                                                                                      'proprio')},
-                                     cfg=cfg, num_steps=num_steps, seed=seed))
+  and value beside the current and true future images, as host numpy arrays.
+
+  Every process calls this (it is one jitted program over the global, possibly multi-process, arrays); the result
+  is computed onto a replicated sharding of `mesh`, so each process reads its own full copy."""
+  return jax.device_get(_predict_program(cfg, num_steps, seed, mesh)(params, vae_params, batch))
+
+
+@functools.lru_cache(maxsize=8)
+def _predict_program(cfg, num_steps: int, seed: int, mesh):
+  out_shardings = None if mesh is None else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return jax.jit(functools.partial(_predict, cfg=cfg, num_steps=num_steps, seed=seed), out_shardings=out_shardings)
 
 
 def _predict(params, vae_params, batch, *, cfg, num_steps, seed):
-  # Local imports: the policy layer imports nothing from train, and logging is off the hot path.
-  from cosmos_jax.nn import vae as vae_lib  # pylint: disable=g-import-not-at-top
-  from cosmos_jax.policy import diffusion, inference, sampler  # pylint: disable=g-import-not-at-top
-  from cosmos_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
-
   layout = cfg.layout
-  frames = batch['video']
+  # The first sample, sliced inside the program: the batch may span devices of other processes.
+  frames = batch['video'][:1]
   # Inference sees only the current images: the future and placeholder slots are black.
   current_only = jnp.zeros_like(frames).at[:, :layout.num_conditional].set(frames[:, :layout.num_conditional])
   video = vae_lib.pixels_to_unit(state_lib.slot_frames_to_video(current_only), cfg.vae.dtype)
   latent = vae_lib.encode(vae_params, cfg.vae, video).astype(jnp.float32)
   noise = sampler.jax_noise(jax.random.key(seed), latent.shape)
-  result = inference.action_query(diffusion.DiTNet(cfg.dit), params, batch['t5_text_embeddings'], latent,
-                                  batch['proprio'], noise, layout=layout, num_steps=num_steps)
+  result = inference.action_query(diffusion.DiTNet(cfg.dit), params, batch['t5_text_embeddings'][:1], latent,
+                                  batch['proprio'][:1], noise, layout=layout, num_steps=num_steps)
   predicted = inference.future_images(vae_params, cfg.vae, result['sample'], result['orig_latent'], layout)
   return {'current': [frames[0, k] for k in layout.current_image_slots],
           'true_future': [frames[0, k] for k in layout.future_image_slots],
           'predicted_future': [predicted[layout.slots[k]][0] for k in layout.future_image_slots],
           'value': result['value'][0]}
-
-
-_predict_jit = jax.jit(_predict, static_argnames=('cfg', 'num_steps', 'seed'))
 
 
 def prediction_grid(prediction: dict) -> np.ndarray:

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from cosmos_jax.convert import checkpoint as convert_ckpt
+from cosmos_jax.convert import checkpoint as checkpoint_layout
 from cosmos_jax.convert import dit_rules
 from cosmos_jax.convert import torch_io
 from cosmos_jax.convert import vae_rules
@@ -65,8 +65,29 @@ def _load_vae(path: str, vae_cfg: vae_lib.VAEConfig):
 
 
 def _load_converted(path: str, what: str):
-  params, _ = convert_ckpt.load_params(_check_path(path, what))
-  return params
+  """The parameters of a checkpoint: converted, or a training workdir (its latest step, EMA when kept)."""
+  return checkpoint_layout.open_checkpoint(_check_path(path, what)).load_params()
+
+
+def initial_dit_params(config, dit_cfg: dit_lib.DiTConfig):
+  """The DiT to start from: an official file, a converted checkpoint or another run's workdir (its latest step,
+  EMA parameters when kept), or fresh (`init.from_scratch`)."""
+  init = config.init
+  if init.dit_checkpoint:
+    return _load_dit(init.dit_checkpoint, dit_cfg, bool(init.get('ema_weights', True)))
+  if init.from_scratch:
+    return jax.jit(lambda k: dit_lib.init_params(dit_cfg, k))(jax.random.fold_in(jax.random.key(config.seed), 0))
+  raise ValueError('no DiT initialisation: set init.dit_checkpoint to a converted checkpoint '
+                   '(python -m cosmos_jax.convert dit ...) or init.from_scratch=True')
+
+
+def load_vae_params(config, vae_cfg: vae_lib.VAEConfig):
+  """The frozen VAE: it is never trained here, so it always comes from a checkpoint."""
+  if not config.init.vae_checkpoint:
+    raise ValueError('no VAE weights: set init.vae_checkpoint to a converted Wan2.1 VAE '
+                     '(python -m cosmos_jax.convert vae ...) or an official state_dict file')
+  vae_params = _load_vae(config.init.vae_checkpoint, vae_cfg)
+  return jax.tree.map(lambda p: jnp.asarray(p, vae_cfg.dtype), vae_params)
 
 
 def _load_dit(path: str, dit_cfg: dit_lib.DiTConfig, ema_weights: bool):
@@ -77,8 +98,9 @@ def _load_dit(path: str, dit_cfg: dit_lib.DiTConfig, ema_weights: bool):
       has_ema = any(k.startswith('net_ema.') for k in state_dict.keys())
       log.info('init.dit_checkpoint %s: %s weights', path, 'EMA' if ema_weights and has_ema else 'regular')
       return dit_rules.load_official(dit_cfg, state_dict, use_ema=ema_weights and has_ema, where=path)
-  params, converted = convert_ckpt.load_params(_check_path(path, 'init.dit_checkpoint'))
-  if ema_weights and converted.get('source', {}).get('prefix') == 'net.':
+  checkpoint = checkpoint_layout.open_checkpoint(_check_path(path, 'init.dit_checkpoint'))
+  params = checkpoint.load_params()
+  if ema_weights and (checkpoint.config.get('source') or {}).get('prefix') == 'net.':
     log.warning('init.dit_checkpoint %s was converted from the regular (net.) weights; the official run starts '
                     'from the EMA weights of its base checkpoint (convert it with `convert dit --ema`, or give the '
                     'official file as init.dit_checkpoint)', path)
@@ -86,24 +108,88 @@ def _load_dit(path: str, dit_cfg: dit_lib.DiTConfig, ema_weights: bool):
 
 
 def initial_params(config, dit_cfg: dit_lib.DiTConfig, vae_cfg: vae_lib.VAEConfig) -> tuple[Any, Any]:
-  """(DiT params, VAE params): the DiT from a converted checkpoint or fresh (`init.from_scratch`), the frozen VAE
-  always from a checkpoint."""
-  init = config.init
-  key = jax.random.key(config.seed)
-  if init.dit_checkpoint:
-    dit_params = _load_dit(init.dit_checkpoint, dit_cfg, bool(init.get('ema_weights', True)))
-  elif init.from_scratch:
-    dit_params = jax.jit(lambda k: dit_lib.init_params(dit_cfg, k))(jax.random.fold_in(key, 0))
+  """(DiT params, VAE params) of a fresh run."""
+  return initial_dit_params(config, dit_cfg), load_vae_params(config, vae_cfg)
+
+
+def _abstract_state(config, cfg: state_lib.StepConfig, tx):
+  abstract_params = jax.eval_shape(lambda k: dit_lib.init_params(cfg.dit, k), jax.random.key(0))
+  return jax.eval_shape(lambda p: state_lib.init_state(p, tx, config.seed, ema=cfg.ema_decay > 0), abstract_params)
+
+
+def _state_signature(config_dict: dict) -> dict:
+  config = ml_collections.ConfigDict(config_dict)
+  abstract = _abstract_state(config, step_config(config), optim.make_optimizer(config.optim))
+  return {jax.tree_util.keystr(path): (leaf.shape, leaf.dtype)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(abstract)}
+
+
+def _flatten(tree: Any, prefix: str = '') -> dict[str, Any]:
+  if isinstance(tree, dict):
+    out = {}
+    for key, value in tree.items():
+      out.update(_flatten(value, f'{prefix}{key}.'))
+    return out
+  return {prefix[:-1]: tree}
+
+
+def _with_value(tree: dict, dotted: str, value: Any, present: bool) -> dict:
+  tree = json.loads(json.dumps(tree))
+  *parents, leaf = dotted.split('.')
+  node = tree
+  for key in parents:
+    node = node.setdefault(key, {})
+  if present:
+    node[leaf] = value
   else:
-    raise ValueError('no DiT initialisation: set init.dit_checkpoint to a converted checkpoint '
-                     '(python -m cosmos_jax.convert dit ...) or init.from_scratch=True')
-  if not init.vae_checkpoint:
-    # The tokenizer is frozen: it is never trained here, so it always comes from a checkpoint.
-    raise ValueError('no VAE weights: set init.vae_checkpoint to a converted Wan2.1 VAE '
-                     '(python -m cosmos_jax.convert vae ...) or an official state_dict file')
-  vae_params = _load_vae(init.vae_checkpoint, vae_cfg)
-  vae_params = jax.tree.map(lambda p: jnp.asarray(p, vae_cfg.dtype), vae_params)
-  return dit_params, vae_params
+    node.pop(leaf, None)
+  return tree
+
+
+# Config sections that build the train state (the model and the optimiser); the others (data, logging, run length,
+# checkpointing) may change on resume.
+_STATE_SECTIONS = ('model.', 'optim.', 'layout', 'seed')
+
+
+def config_changes_on_resume(saved: dict, config: ml_collections.ConfigDict) -> tuple[dict, dict]:
+  """({field: (checkpoint value, this run's value)} of the fields that change the train state's shapes or
+  dtypes, and of the other changed fields). Each changed field is tried alone on this run's config."""
+  current = json.loads(config.to_json_best_effort())
+  flat_saved, flat_current = _flatten(saved), _flatten(current)
+  missing = object()
+  changed = {k: (flat_saved.get(k, missing), flat_current.get(k, missing))
+             for k in sorted(set(flat_saved) | set(flat_current))
+             if flat_saved.get(k, missing) != flat_current.get(k, missing)}
+  shaping, other = {}, {}
+  reference = None
+  for key, (then, now) in changed.items():
+    shown = tuple('(not set)' if v is missing else v for v in (then, now))
+    if not key.startswith(_STATE_SECTIONS):
+      other[key] = shown
+      continue
+    reference = reference or _state_signature(current)
+    try:
+      differs = _state_signature(_with_value(current, key, then, then is not missing)) != reference
+    except (ValueError, TypeError, KeyError, AttributeError):
+      differs = True  # the checkpoint's value does not even build a state here
+    (shaping if differs else other)[key] = shown
+  return shaping, other
+
+
+def _check_resumable(checkpoint: checkpoint_layout.Checkpoint, config) -> None:
+  saved = checkpoint.train_config
+  if saved is None:
+    raise checkpoint_layout.CheckpointError(f'{checkpoint.directory} holds no training config; it is not a step of '
+                                            'a training run and cannot be resumed')
+  shaping, other = config_changes_on_resume(saved, config)
+  if shaping:
+    details = '; '.join(f'{k}: checkpoint {a}, this run {b}' for k, (a, b) in shaping.items())
+    raise ValueError(f'cannot resume from {checkpoint.directory}: this run\'s config differs from the checkpoint\'s '
+                     f'in a way that changes the train state\'s shapes: {details}. Resume with the checkpoint\'s '
+                     'values, or start a new --workdir (init.dit_checkpoint may point at this run).')
+  if other:
+    print('resuming with changed config: ' + '; '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in other.items()),
+          flush=True)
 
 
 @dataclasses.dataclass
@@ -115,8 +201,10 @@ class RunResult:
 def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = False,
           stop_after: int | None = None) -> RunResult:
   """Trains to `config.total_steps` (or `stop_after` steps in this call). Returns the per-step losses seen."""
-  os.makedirs(workdir, exist_ok=True)
+  workdir = checkpoint_lib.workdir_path(workdir)
   process = jax.process_index()
+  if process == 0:
+    workdir.mkdir(parents=True, exist_ok=True)
   mesh = sharding_lib.make_mesh(config.mesh.data, min(config.mesh.fsdp, jax.device_count()))
   cfg = step_config(config)
   tx = optim.make_optimizer(config.optim)
@@ -124,13 +212,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
   data = train_data.make_training_data(config, cfg.layout, process_index=process, process_count=jax.process_count(),
                                       assets_dir=os.path.join(workdir, 'assets'))
   manager = checkpoint_lib.CheckpointManager(
-      os.path.join(workdir, 'checkpoints'), max_to_keep=config.checkpoint.max_to_keep,
+      workdir / checkpoint_layout.WORKDIR_CHECKPOINTS, max_to_keep=config.checkpoint.max_to_keep,
       keep_period=config.checkpoint.keep_period or None, save_interval_steps=config.checkpoint.every_steps,
       async_save=config.checkpoint.async_save)
 
-  dit_params, vae_params = initial_params(config, cfg.dit, cfg.vae)
-  abstract_state = jax.eval_shape(
-      lambda p: state_lib.init_state(p, tx, config.seed, ema=cfg.ema_decay > 0), dit_params)
+  abstract_state = _abstract_state(config, cfg, tx)
+  vae_params = load_vae_params(config, cfg.vae)
   abstract_batch = data.abstract_global_batch()
   step_fn, state_shardings = state_lib.jit_train_step(cfg, tx, mesh, abstract_state,
                                                       jax.eval_shape(lambda p: p, vae_params), abstract_batch)
@@ -140,8 +227,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
   if resume and start is None:
     print(f'--resume: no checkpoint in {manager.directory}; starting at step 0', flush=True)
   if start is not None:
+    _check_resumable(checkpoint_layout.open_checkpoint(manager.directory, start), config)
     target = checkpoint_lib.abstract_with_shardings(abstract_state, state_shardings)
-    state, _ = manager.restore(start, target, data_iter=data.iterator)
+    state = manager.restore(start, target, data_iter=data.iterator)
     print(f'resumed from step {start}', flush=True)
   else:
     if not resume and manager.latest_step() is not None:
@@ -149,11 +237,21 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
                             'pass --resume to continue, or choose another --workdir')
     init = jax.jit(lambda p: state_lib.init_state(p, tx, config.seed, ema=cfg.ema_decay > 0),
                    out_shardings=state_shardings)
-    state = init(dit_params)
-  del dit_params
+    state = init(initial_dit_params(config, cfg.dit))
 
-  meta = dict(config=json.loads(config.to_json_best_effort()), statistics=data.statistics_json(),
-              experiment=config.experiment)
+  train_config = json.loads(config.to_json_best_effort())
+  vae_source = config.init.vae_checkpoint
+  vae_source = vae_source if '://' in vae_source else os.path.abspath(vae_source)
+
+  def assets_writer(step: int):
+    description = checkpoint_layout.describe(
+        'dit', cfg.dit, layout=config.layout, vae_checkpoint=vae_source, step=step, ema=cfg.ema_decay > 0,
+        train_config=train_config, assets={n: n for n in (checkpoint_layout.STATISTICS_ASSET,
+                                                          checkpoint_layout.TEXT_STORE_ASSET)})
+    return lambda directory: checkpoint_layout.write_assets(
+        directory, description, statistics=data.dataset.stats,
+        text_store=data.text_store)
+
   logger = metrics_lib.Logger(workdir, total_steps=config.total_steps, enabled=process == 0,
                               flops_per_step=metrics_lib.train_flops_per_step(cfg, data.global_batch_size, data),
                               device_peak_tflops=config.log.device_peak_tflops)
@@ -178,11 +276,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
         losses[step] = float(metrics['loss'])
         logger.scalars(step, metrics, step_time=step_time, lr=float(schedule(step - 1)))
       if config.log.image_every_steps and step % config.log.image_every_steps == 0:
-        prediction = metrics_lib.predict_for_logging(state.params, vae_params, batch, cfg, config.log.sample_steps)
+        prediction = metrics_lib.predict_for_logging(state.params, vae_params, batch, cfg, config.log.sample_steps,
+                                                     mesh)
         logger.image(step, 'predictions/current_true_predicted', metrics_lib.prediction_grid(prediction))
         logger.scalars_only(step, {'predicted_value': float(prediction['value'])})
       if manager.should_save(step) or step == end:
-        manager.save(step, state, data_iter=data.iterator, meta={**meta, 'step': step}, force=step == end)
+        manager.save(step, state, data_iter=data.iterator, assets=assets_writer(step), force=step == end)
   finally:
     manager.wait_until_finished()
     manager.close()

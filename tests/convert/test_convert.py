@@ -238,13 +238,14 @@ def test_convert_policy_copies_statistics_and_text_store(tiny, tmp_path):
   text_lib.stand_in_store(['fold the towel', 'put the cup away']).save(store_dir)
   dest = tmp_path / 'policy'
   result = convert_dit(folder, folder / 'state_dict.safetensors', dest, '--statistics', str(statistics),
-                       '--text-store', str(store_dir))
+                       '--text-store', str(store_dir), '--layout', 'aloha')
   assert result['assets'] == {'dataset_statistics.json': 'dataset_statistics.json', 'text_store': 'text_store'}
-  assert (dest / 'dataset_statistics.json').read_bytes() == statistics.read_bytes()
-  stats_lib.load_statistics(dest / 'dataset_statistics.json')
-  store = text_lib.TextStore.load(dest / 'text_store')
+  assert (dest / 'assets' / 'dataset_statistics.json').read_bytes() == statistics.read_bytes()
+  stats_lib.load_statistics(dest / 'assets' / 'dataset_statistics.json')
+  store = text_lib.TextStore.load(dest / 'assets' / 'text_store')
   assert store.tasks == ('fold the towel', 'put the cup away')
-  assert json.loads((dest / 'config.json').read_text())['assets'] == result['assets']
+  assert json.loads((dest / 'assets' / 'config.json').read_text())['assets'] == result['assets']
+  assert result['layout'] == 'aloha'
 
 
 def test_convert_policy_refuses_bad_assets_before_writing(tiny, tmp_path):
@@ -385,7 +386,7 @@ def test_export_refuses_what_is_not_a_converted_model(tmp_path):
   checkpoint.save_params(tmp_path / 'other', {'w': np.zeros(3, np.float32)}, {'format': 'something else'})
   with pytest.raises(ValueError, match='not a converted-model config'):
     convert_main.run(['export', str(tmp_path / 'other'), str(tmp_path / 'x.pt')])
-  with pytest.raises(FileNotFoundError, match='config.json is missing'):
+  with pytest.raises(FileNotFoundError, match='does not exist'):
     convert_main.run(['export', str(tmp_path / 'nothing'), str(tmp_path / 'x.pt')])
   assert not (tmp_path / 'x.pt').exists()
 

@@ -57,7 +57,7 @@ def test_converted_checkpoint_records_the_model_and_tokenizer(reference):
   params_loaded, cfg, config = library.load_converted(root / 'out')
   assert config['model'] == 't5' and cfg.is_gated and cfg.d_ff == 48
   assert config['assets'] == {'spiece.model': 'spiece.model'}
-  assert (root / 'out' / 'spiece.model').read_bytes() == (root / 'hf' / 'spiece.model').read_bytes()
+  assert (root / 'out' / 'assets' / 'spiece.model').read_bytes() == (root / 'hf' / 'spiece.model').read_bytes()
   np.testing.assert_array_equal(params_loaded['token_embedding'], state_dict['shared.weight'])
   np.testing.assert_array_equal(params['blocks']['mlp']['wi_1']['kernel'][1],
                                 state_dict['encoder.block.1.layer.1.DenseReluDense.wi_1.weight'].T)

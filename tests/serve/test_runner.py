@@ -101,7 +101,8 @@ def converted(tiny_runner, tmp_path_factory):
   sample = bundled.sample_dir('aloha')
   assets = {convert_lib.STATISTICS_ASSET: str(sample / 'dataset_statistics.json'),
             convert_lib.TEXT_STORE_ASSET: str(bundled.text_store_dir('aloha'))}
-  convert_lib.convert('dit', official, root / 'policy', tiny_runner.query.models.dit_cfg, assets=assets)
+  convert_lib.convert('dit', official, root / 'policy', tiny_runner.query.models.dit_cfg, assets=assets,
+                      layout='aloha')
   convert_lib.convert('vae', vae.TINY_VAE_PATH, root / 'vae', tiny_runner.query.vae_cfg, dtype='float32')
   return root
 

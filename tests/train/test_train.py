@@ -14,8 +14,10 @@ import time
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
 from configs import aloha
+from cosmos_jax.convert import checkpoint as checkpoint_layout
 from cosmos_jax.data import bundled
 from cosmos_jax.data import stats as stats_lib
 from cosmos_jax.train import data as train_data
@@ -69,6 +71,17 @@ def test_resume_continues_exactly(tmp_path):
   merged = {**first.losses, **resumed.losses}
   assert merged == uninterrupted.losses, f'resumed {merged} != uninterrupted {uninterrupted.losses}'
 
+  # The checkpoint layout: parameters restorable alone beside the training state, data iterator and assets.
+  latest = checkpoint_layout.open_checkpoint(tmp_path / 'b')
+  assert latest.step == 4 and latest.has_train_state and latest.layout == 'aloha' and not latest.has_ema
+  assert {'params', 'train_state', 'data_iter', 'assets'} <= {p.name for p in latest.directory.iterdir()}
+  assert latest.train_config['total_steps'] == 4 and latest.text_store().tasks == ('transfer cube',)
+  assert latest.vae_checkpoint == os.path.abspath(tiny_config().init.vae_checkpoint)
+  # Resuming with a config that changes the state's shapes is refused, naming the field.
+  with pytest.raises(ValueError, match=r'model\.dit_overrides\.num_blocks: checkpoint \(not set\), this run 1'):
+    trainer.train(tiny_config(**{'model.dit_overrides.num_blocks': 1, 'total_steps': 6}), str(tmp_path / 'b'),
+                  resume=True)
+
   # Logging every 3rd step (and the last) syncs only then, and reports the same losses.
   sparse = trainer.train(tiny_config(**{'log.every_steps': 3}), str(tmp_path / 'c'))
   assert sparse.losses == {k: uninterrupted.losses[k] for k in (3, 4)}
@@ -106,9 +119,20 @@ def test_statistics_are_computed_into_the_run_folder_and_the_dataset_stays_untou
   assert sorted(saved) == sorted(expected)
   for name, value in expected.items():
     np.testing.assert_array_equal(saved[name], value, err_msg=name)
-  with open(tmp_path / 'run' / 'checkpoints' / '2' / 'meta' / 'metadata', encoding='utf-8') as f:
-    in_checkpoint = json.load(f)['statistics']
-  assert {k: np.asarray(v).tolist() for k, v in saved.items()} == in_checkpoint
+  in_checkpoint = checkpoint_layout.open_checkpoint(tmp_path / 'run', step=2).statistics()
+  assert {k: np.asarray(v).tolist() for k, v in saved.items()} == {k: v.tolist() for k, v in in_checkpoint.items()}
+
+
+def test_resume_names_the_config_fields_that_change_shapes():
+  saved = json.loads(tiny_config().to_json_best_effort())
+  changed = tiny_config(**{'model.dit_overrides.num_blocks': 1, 'optim.ema_decay': 0.5, 'optim.lr': 1e-3,
+                           'total_steps': 9, 'model.param_dtype': 'bfloat16'})
+  shaping, other = trainer.config_changes_on_resume(saved, changed)
+  assert set(shaping) == {'model.dit_overrides.num_blocks', 'optim.ema_decay'}, shaping
+  # The train state keeps fp32 masters whatever model.param_dtype says: not a shape change.
+  assert set(other) == {'optim.lr', 'total_steps', 'model.param_dtype'}, other
+  assert shaping['optim.ema_decay'] == (0.0, 0.5)
+  assert trainer.config_changes_on_resume(saved, tiny_config()) == ({}, {})
 
 
 def test_missing_initialisation_is_an_error_not_a_silent_fresh_start(tmp_path):
@@ -126,7 +150,6 @@ def _cli(workdir, *extra):
 
 def _losses(workdir) -> dict[int, float]:
   """Exact per-step losses from the run's metrics.jsonl (the last entry per step wins)."""
-  import json  # pylint: disable=g-import-not-at-top
   with open(os.path.join(workdir, 'metrics.jsonl'), encoding='utf-8') as f:
     return {row['step']: row['loss'] for row in map(json.loads, f)}
 
@@ -167,7 +190,9 @@ def _free_port() -> int:
 def test_two_processes_train_like_one_process_with_four_devices(tmp_path, compilation_cache):
   """Two jax.distributed processes × 2 CPU devices reproduce one process × 4 devices, loss for loss."""
   base = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'JAX_COMPILATION_CACHE_DIR': compilation_cache}
-  flags = ['--config.batch_size=4', '--config.total_steps=3', '--config.mesh.fsdp=2']
+  # Image logging at the last step: the prediction runs on the global (2-process) arrays onto a replicated sharding.
+  flags = ['--config.batch_size=4', '--config.total_steps=3', '--config.mesh.fsdp=2',
+           '--config.log.image_every_steps=3']
   single = subprocess.run(_cli(tmp_path / 'one', *flags), cwd=REPO, capture_output=True, text=True, check=True,
                           env={**base, 'XLA_FLAGS': '--xla_force_host_platform_device_count=4'})
   expected = _losses(tmp_path / 'one')
@@ -182,6 +207,10 @@ def test_two_processes_train_like_one_process_with_four_devices(tmp_path, compil
   assert all(p.returncode == 0 for p in procs), '\n'.join(outputs)
   got = _losses(tmp_path / 'two')
   assert got == expected, f'two processes {got} != one process {expected}\n{outputs[0]}'
+  # Process 0 wrote the prediction grid of the 2-process run; it shows what the 1-process run predicted.
+  grids = [np.asarray(Image.open(tmp_path / run / 'images' / 'predictions_current_true_predicted_00000003.png'),
+                      np.int16) for run in ('one', 'two')]
+  assert grids[0].shape == grids[1].shape and np.abs(grids[0] - grids[1]).max() <= 2, np.abs(grids[0] - grids[1]).max()
 
 
 # Runs the training CLI, recording every statistics file this process writes (process index and path).

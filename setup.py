@@ -50,9 +50,11 @@ setuptools.setup(
         # of its own (the torch extra's pin is the one installed).
         "test": ["pytest>=8", "pytest-xdist>=3.5", "gym-aloha>=0.1.5", "aiohttp>=3.9", "websockets>=14",
                  "msgpack>=1.0", "json_numpy>=2.0", "requests>=2.31", "transformers>=5.0,<6",
-                 "sentencepiece>=0.2", "tensorflow-datasets>=4.9", "array_record>=0.5", "av>=14", "pyarrow>=15"],
+                 "sentencepiece>=0.2", "tensorflow-datasets>=4.9", "array_record>=0.5", "av>=14", "pyarrow>=15", "matplotlib>=3.8"],
         # LeRobot datasets v2.1 / v3.0 (data.format='lerobot'): parquet frames, MP4 video (AV1, H.264) via PyAV.
         "lerobot": ["av>=14", "pyarrow>=15"],
+        # The dataset inspector's plots (python -m cosmos_jax.data.inspect).
+        "inspect": ["matplotlib>=3.8"],
         # RLDS / TFDS datasets: building them (cosmos_jax.data.rlds.aloha_builder) and training from them
         # (data.format='rlds'); ArrayRecord files through tfds.data_source, no TensorFlow.
         "rlds": ["tensorflow-datasets>=4.9", "array_record>=0.5"],

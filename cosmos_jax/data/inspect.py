@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from PIL import Image
 
 from cosmos_jax.data import aloha, datasets, lerobot, libero, mixture, readers, robocasa
 from cosmos_jax.data import stats as stats_lib
@@ -153,7 +154,6 @@ def write_figures(out_dir: str, report: dict, episode: Episode, frames: dict[str
   import matplotlib  # pylint: disable=g-import-not-at-top  # optional (the inspect extra): only plots need it
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  from PIL import Image  # pylint: disable=g-import-not-at-top
 
   sheet, steps = contact_sheet(frames)
   Image.fromarray(sheet).save(os.path.join(out_dir, 'contact_sheet.png'))

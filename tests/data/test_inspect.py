@@ -14,7 +14,7 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from cosmos_jax.data import aloha, inspect
+from cosmos_jax.data import aloha, inspect, robocasa
 from cosmos_jax.data.rlds import aloha_builder
 from tests.data import lerobot_fixture, sim_files
 
@@ -136,3 +136,15 @@ def test_rlds_through_the_command(tmp_path):
   frames = {role: np.stack([s['observation'][cam] for s in steps]) for cam, role in aloha.CAMERA_ROLES.items()}
   check_contact_sheet(out, report, frames)
   check_plot(out)
+
+
+def test_native_robocasa(tmp_path):
+  cameras = list(robocasa.LAYOUT.camera_sources)
+  sim_files.write_demo_file(tmp_path / 'robocasa' / 'PnPCounterToCab.hdf5', {'demo_0': (8, True), 'demo_1': (6, False)},
+                            cameras, action_dim=12, task_attr='pick the apple')
+  report = run(tmp_path / 'robocasa', tmp_path / 'out', '--layout', 'robocasa')
+  assert report['episodes']['count'] == 2 and report['tasks'] == {'pick the apple': 2} and report['flags'] == []
+  assert sorted(report['cameras']) == sorted(robocasa.LAYOUT.cameras)
+  demo = robocasa.read_demos(str(tmp_path / 'robocasa' / 'PnPCounterToCab.hdf5'), 64)[0]
+  check_contact_sheet(tmp_path / 'out', report, demo.frames)
+  check_plot(tmp_path / 'out')

@@ -2,6 +2,7 @@
 dataset mapped by a feature map, a tiny training run from an RLDS directory, and the default install without
 tensorflow-datasets."""
 
+import io
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from etils import epath
+from PIL import Image
 
 from configs import aloha as aloha_config
 from cosmos_jax.data import aloha, bundled, datasets
@@ -23,8 +25,19 @@ EPISODE = 'transfer_cube_scripted/train/episode_0'
 OPENX_STEPS, OPENX_SIZE = 60, 32
 
 
+class PngImage(tfds.features.Image):
+  """An Image feature (the Open-X datasets' camera feature) whose PNG encoding uses PIL: TFDS encodes with TensorFlow,
+  which is not installed; reading back (tfds.data_source) decodes with OpenCV/PIL either way."""
+
+  def encode_example(self, image_or_path_or_fobj):
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image_or_path_or_fobj, np.uint8)).save(buffer, format='PNG')
+    return buffer.getvalue()
+
+
 class OpenXStyle(tfds.core.GeneratorBasedBuilder):
-  """Two short episodes with Open-X key names (`observation/image`, `observation/wrist_image`, ...)."""
+  """Two short episodes with Open-X key names (`observation/image` a PNG Image feature, `observation/wrist_image`,
+  ...)."""
 
   VERSION = tfds.core.Version('1.0.0')
 
@@ -38,9 +51,10 @@ class OpenXStyle(tfds.core.GeneratorBasedBuilder):
 
   def _info(self):
     image = tfds.features.Tensor(shape=(OPENX_SIZE, OPENX_SIZE, 3), dtype=np.uint8)
+    png = PngImage(shape=(OPENX_SIZE, OPENX_SIZE, 3), encoding_format='png')
     vector = tfds.features.Tensor(shape=(14,), dtype=np.float32)
     return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({'steps': tfds.features.Dataset({
-        'observation': {'image': image, 'wrist_image': image, 'right_wrist_image': image, 'joint_state': vector},
+        'observation': {'image': png, 'wrist_image': image, 'right_wrist_image': image, 'joint_state': vector},
         'action': vector, 'language_instruction': tfds.features.Text()})}))
 
   def _split_generators(self, dl_manager):
@@ -110,6 +124,7 @@ def test_open_x_style_dataset_through_a_feature_map(tmp_path):
   np.testing.assert_array_equal(episode.proprio, np.stack([openx_vector(1, t, 0.0) for t in range(OPENX_STEPS)]))
   # Constant frames stay constant through the bicubic resize to 64 px.
   np.testing.assert_array_equal(episode.frames['wrist_image2'][5], np.full((64, 64, 3), (50 + 15 + 14) % 256))
+  np.testing.assert_array_equal(episode.frames['image'][7], np.full((64, 64, 3), (50 + 21) % 256))  # PNG feature
   lo = np.minimum(openx_vector(0, 0, 1.0), openx_vector(1, 0, 1.0))
   np.testing.assert_allclose(dataset.stats['actions_min'], lo, rtol=0, atol=1e-6)
   with pytest.raises(ValueError, match=r"RLDS step 0 has no 'steps/observation/state'.*joint_state"):

@@ -114,3 +114,19 @@ def test_one_short_episode_in_the_real_simulator_through_the_command(tmp_path):
   rollout = libero_data.read_rollout(str(out / episode['rollout']), image_size=64, lazy=False)
   assert rollout.command == task and rollout.success == episode['success']
   assert rollout.actions.shape == (episode['length'], 7) and rollout.proprio.shape == (episode['length'], 9)
+
+
+def test_policy_sources():
+  from configs.eval import libero as libero_config  # pylint: disable=g-import-not-at-top
+  config = libero_config.get_config()
+  with pytest.raises(ValueError, match='needs policy.dit_dir and policy.vae_dir'):
+    libero_sim_eval.make_policy(config)
+  config.server = 'http://127.0.0.1:1'
+  _, name = libero_sim_eval.make_policy(config)  # the HTTP client connects on the first query
+  assert name == 'server http://127.0.0.1:1'
+  config.server = 'tcp://x'
+  with pytest.raises(ValueError, match='must be an http://, https://, ws:// or wss:// URL'):
+    libero_sim_eval.make_policy(config)
+  config.server, config.policy.kind = '', 'replay'
+  with pytest.raises(ValueError, match='policy.kind must be one of'):
+    libero_sim_eval.make_policy(config)

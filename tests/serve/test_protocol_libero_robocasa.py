@@ -49,7 +49,8 @@ def _with(obs, **changes):
 INVALID = [
     ('missing wrist', lambda o: _with(o, wrist_image=KeyError), r"missing field\(s\) \['wrist_image'\]"),
     ('missing task', lambda o: _with(o, task_description=KeyError), r"missing field\(s\) \['task_description'\]"),
-    ('ALOHA field', lambda o: _with(o, left_wrist_image=o['wrist_image']), r"unknown field\(s\) \['left_wrist_image'\]"),
+    ('ALOHA field', lambda o: _with(o, left_wrist_image=o['wrist_image']),
+     r"unknown field\(s\) \['left_wrist_image'\]"),
     ('image channels', lambda o: _with(o, primary_image=np.zeros((64, 64, 4), np.uint8)),
      r"'primary_image' must have shape \(H, W, 3\).*got \(64, 64, 4\)"),
     ('image CHW', lambda o: _with(o, wrist_image=np.zeros((3, 64, 64), np.uint8)), r'must have shape \(H, W, 3\)'),
@@ -60,7 +61,8 @@ INVALID = [
     ('image list out of range', lambda o: _with(o, primary_image=np.full((16, 16, 3), -1).tolist()),
      r'values must lie in \[0, 255\], got range \[-1, -1\]'),
     ('image not an array', lambda o: _with(o, wrist_image='pixels'), 'must be a uint8 array'),
-    ('proprio ALOHA size', lambda o: _with(o, proprio=np.zeros(14)), r"'proprio' must have shape \(9,\) \(gripper qpos"),
+    ('proprio ALOHA size', lambda o: _with(o, proprio=np.zeros(14)),
+     r"'proprio' must have shape \(9,\) \(gripper qpos"),
     ('proprio NaN', lambda o: _with(o, proprio=np.where(np.arange(9) == 4, np.nan, o['proprio'])),
      r"'proprio' has non-finite values at index \[4\]"),
     ('proprio far out of range', lambda o: _with(o, proprio=np.full(9, 100.0)), 'far outside the training range'),
@@ -99,7 +101,8 @@ def test_images_get_the_official_jpeg_round_trip_and_resize_without_a_flip(proto
     assert validated.camera_images[camera].shape == (S, S, 3)
     assert not np.array_equal(jpeg, request[field])  # the round trip is lossy: it did happen
   without_jpeg = make_protocol(protocol.name, jpeg_compression=False).validate(request)
-  np.testing.assert_array_equal(without_jpeg.camera_images['image'], decode.resize_square(request['primary_image'][None], S)[0])
+  np.testing.assert_array_equal(without_jpeg.camera_images['image'],
+                                decode.resize_square(request['primary_image'][None], S)[0])
   # The flip is the client's (the official evaluation loop applies it before get_action): upside-down input gives
   # the upside-down resize of the round trip, not the original orientation.
   flipped = protocol.validate({**request, 'primary_image': np.flipud(request['primary_image']).copy()})

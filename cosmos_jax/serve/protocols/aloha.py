@@ -46,8 +46,8 @@ class AlohaProtocol(base.RobotProtocol):
     stats_lib.validate_statistics(statistics, source='statistics')
     self.statistics = {k: np.asarray(v, np.float64) for k, v in statistics.items()}
     if self.statistics['proprio_min'].shape != (self.layout.proprio_dim,):
-      raise ValueError(f'proprio statistics have shape {self.statistics["proprio_min"].shape}, the {self.name} protocol '
-                       f'needs ({self.layout.proprio_dim},)')
+      raise ValueError(f'proprio statistics have shape {self.statistics["proprio_min"].shape}, the {self.name} '
+                       f'protocol needs ({self.layout.proprio_dim},)')
     self.image_size = image_size
     self._tasks = tuple(tasks)
     self.proprio_margin = proprio_margin

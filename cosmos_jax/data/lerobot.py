@@ -168,6 +168,9 @@ def read_video_frames(path: str, start_s: float, count: int, fps: float, *, epis
   try:
     with av.open(path) as container:
       stream = container.streams.video[0]
+      if start_s > 0 and stream.time_base is not None:
+        # v3.0 files hold many episodes: jump to the keyframe before this one's start instead of decoding from 0.
+        container.seek(int(start_s / stream.time_base), stream=stream, backward=True, any_frame=False)
       for frame in container.decode(stream):
         index = int(round(float(frame.time) * fps)) if frame.time is not None else None
         if index is None or index < first:

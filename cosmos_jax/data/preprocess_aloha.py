@@ -25,6 +25,7 @@ import argparse
 import concurrent.futures
 import glob
 import json
+import multiprocessing
 import os
 import random
 import sys
@@ -192,7 +193,9 @@ def preprocess(raw_dir: str, out_base_dir: str, *, percent_val: float = 0.05, im
     for position, job in enumerate(jobs):
       report(position + 1, position, process_episode(*job, image_size, fps))
   else:
-    with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
+    # Fresh interpreters, not forks: a caller may hold threads (JAX, h5py) that a fork would copy mid-operation.
+    context = multiprocessing.get_context('spawn')
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
       futures = {pool.submit(process_episode, *job, image_size, fps): p for p, job in enumerate(jobs)}
       for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
         report(done, futures[future], future.result())

@@ -88,8 +88,9 @@ def test_versions_agree_on_everything_but_codec_noise():
 
 @pytest.fixture(scope='module')
 def compilation_cache(tmp_path_factory):
+  """The tiny training programs are the same in every data-format test: one persistent cache per session."""
   old = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
-  jax.config.update('jax_compilation_cache_dir', str(tmp_path_factory.mktemp('jax_cache')))
+  jax.config.update('jax_compilation_cache_dir', str(tmp_path_factory.getbasetemp() / 'jax_cache_tiny_training'))
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
   yield
   jax.config.update('jax_compilation_cache_dir', old[0])

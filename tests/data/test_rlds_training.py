@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -134,7 +135,19 @@ def test_open_x_style_dataset_through_a_feature_map(tmp_path):
     datasets.load_dataset('aloha', str(builder.data_dir), config, data_format='parquet')
 
 
-def test_tiny_training_from_rlds(aloha_rlds, tmp_path):
+@pytest.fixture(scope='module')
+def compilation_cache(tmp_path_factory):
+  """The tiny training programs are the same in every data-format test: one persistent cache per session."""
+  old = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+  jax.config.update('jax_compilation_cache_dir', str(tmp_path_factory.getbasetemp() / 'jax_cache_tiny_training'))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+  yield
+  jax.config.update('jax_compilation_cache_dir', old[0])
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', old[1])
+
+
+def test_tiny_training_from_rlds(aloha_rlds, tmp_path, compilation_cache):
+  del compilation_cache
   _, builder_dir = aloha_rlds
   c = aloha_config.get_config('tiny')
   c.total_steps = 2

@@ -18,7 +18,7 @@ import os
 import platform
 import time
 
-from cosmos_jax.data import aloha, pipeline, sample as sample_lib
+from cosmos_jax.data import bundled, datasets, pipeline, sample as sample_lib
 
 
 def measure(dataset, batch_size: int, workers: int, batches: int, warmup: int, threads: int) -> dict:
@@ -37,7 +37,7 @@ def measure(dataset, batch_size: int, workers: int, batches: int, warmup: int, t
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--out', default='benchmarks/results/data.json')
-  parser.add_argument('--data_dir', default=aloha.SAMPLE_DIR)
+  parser.add_argument('--data_dir', default=str(bundled.sample_dir('aloha')))
   parser.add_argument('--workers', default='0,2')
   parser.add_argument('--batch_size', type=int, default=8)
   parser.add_argument('--batches', type=int, default=8)
@@ -49,7 +49,7 @@ def main() -> None:
 
   config = sample_lib.SampleConfig(image_size=224, augment=True)
   start = time.perf_counter()
-  dataset = aloha.load_dataset(args.data_dir, config)
+  dataset = datasets.load_dataset('aloha', args.data_dir, config)
   load_seconds = time.perf_counter() - start
   rows = [measure(dataset, args.batch_size, int(w), args.batches, args.warmup, args.read_threads)
           for w in args.workers.split(',')]

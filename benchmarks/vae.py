@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cosmos_jax.nn import vae
+from cosmos_jax.policy import video as video_lib
 
 ALOHA_SLOTS = ('proprio', 'left wrist', 'right wrist', 'primary', 'action', 'future proprio', 'future left wrist',
                'future right wrist', 'future primary', 'value')
@@ -102,7 +103,7 @@ def run(cfg: vae.VAEConfig, frames: int, size: int, batch: int, repeats: int, co
              gflop=_flops(encoder) / 1e9, **_memory(encoder))
   latents = None
   if not compile_only:
-    video = vae.pixels_to_unit(vae.policy_pixel_sequence(policy_images(batch, size)[:slots], size, size), cfg.dtype)
+    video = video_lib.pixels_to_unit(video_lib.policy_pixel_sequence(policy_images(batch, size)[:slots], size, size), cfg.dtype)
     timing, mu = _time(encoder, (params, video), repeats)
     row.update(timing, gflop_per_s=row['gflop'] / timing['median_s'])
     latents = vae.normalize_latent(mu, cfg)

@@ -24,7 +24,6 @@ import h5py
 import numpy as np
 
 from cosmos_jax.data import decode, readers
-from cosmos_jax.data import stats as stats_lib
 from cosmos_jax.data.episodes import Episode, check_episode, require_keys
 from cosmos_jax.policy import layout as layout_lib
 
@@ -172,30 +171,6 @@ def read_rollout(path: str, image_size: int = 224, *, lazy: bool = True) -> Epis
                  terminal_reward=terminal_reward, frames=frames, frame_loader=loader)
 
 
-def load_dataset(data_dir: str, config=None, *, split: str = 'train', stats_path: str | None = None,
-                 run_copy: stats_lib.RunCopy | None = None,
-                 rollout_dir: str | None = None, tasks=None, lazy: bool = False,
-                 skip_mismatched_rollouts: bool = False):
-  """`PolicyDataset` over the ALOHA demonstrations under `data_dir` (and rollouts under `rollout_dir`)."""
-  from cosmos_jax.data import sample as sample_lib  # pylint: disable=g-import-not-at-top
-
-  config = config or sample_lib.SampleConfig.for_layout('aloha')
-  files = find_episode_files(data_dir, split)
-  if not files:
-    raise FileNotFoundError(f'no HDF5 episodes with a {split!r} path component under {data_dir}')
-  demos = [read_demo(f, config.image_size, lazy=lazy) for f in files]
-  rollouts = readers.read_rollouts(rollout_dir, lambda f: read_rollout(f, config.image_size, lazy=True),
-                                   skip_mismatched=skip_mismatched_rollouts) if rollout_dir else []
-  return readers.build_dataset(data_dir, demos, config, rollouts=rollouts, stats_path=stats_path,
-                               run_copy=run_copy, tasks=tasks)
-
-
-# The bundled gym-aloha sample (3 successful 400-step "transfer cube" demos; see make_sample.py). Its text store holds
-# a STAND-IN embedding, not T5.
-SAMPLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'sample_aloha')
-SAMPLE_TEXT_STORE = os.path.join(SAMPLE_DIR, 'text_store')
-
-
-def load_sample_dataset(config=None):
-  """`PolicyDataset` over the bundled sample (default data of the tiny configs)."""
-  return load_dataset(SAMPLE_DIR, config)
+def read_demos(path: str, image_size: int = 224, *, lazy: bool = False) -> list[Episode]:
+  """The demonstration of one ALOHA episode file (one per file), as a list like the other benchmarks' readers."""
+  return [read_demo(path, image_size, lazy=lazy)]

@@ -13,14 +13,14 @@ from __future__ import annotations
 import io
 import os
 
+import cv2
+import h5py
 import numpy as np
 from PIL import Image
 
 
 def read_mp4(path: str | os.PathLike) -> np.ndarray:
   """All frames of an MP4 as (T, H, W, 3) uint8 RGB. Errors name the file."""
-  import cv2  # Imported lazily: only MP4 readers need OpenCV.
-
   path = os.fspath(path)
   if not os.path.exists(path):
     raise FileNotFoundError(f'video file {path} does not exist')
@@ -51,8 +51,6 @@ def decode_jpeg(data) -> np.ndarray:
 def read_jpeg_sequence(path: str, key: str) -> np.ndarray:
   """Every frame of an HDF5 dataset of JPEG byte arrays (vlen uint8, one element per step) -> (T, H, W, 3) uint8.
   A frame that does not decode is a ValueError naming the file, key and frame."""
-  import h5py  # pylint: disable=g-import-not-at-top
-
   with h5py.File(path, 'r') as f:
     if key not in f:
       raise ValueError(f'{path}: missing key {key!r}')

@@ -27,10 +27,12 @@ keeps only the named entries (less to ship from worker processes).
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import grain
+import jax
 import numpy as np
+from absl import flags
 
 from cosmos_jax.data.sample import PolicyDataset
 from cosmos_jax.data.text import TextStore
@@ -98,8 +100,6 @@ def make_dataset(dataset: PolicyDataset, global_batch_size: int, *, seed: int = 
   would hold ~0.8 GB of 224-px ALOHA samples).
   """
   if process_index is None or process_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
-
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
   if global_batch_size <= 0:
@@ -134,15 +134,6 @@ def make_loader(dataset: PolicyDataset, global_batch_size: int, **kwargs) -> gra
 def _ensure_absl_flags_parsed() -> None:
   """grain's worker processes read absl flags; outside an absl app (pytest, notebooks) mark them parsed with
   their defaults instead of failing with UnparsedFlagAccessError."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
 
-
-def to_global_batch(batch: Mapping[str, np.ndarray], sharding) -> dict:
-  """Local numpy batch -> global jax.Arrays laid out by `sharding` (e.g. NamedSharding(mesh, P(('data',
-  'fsdp')))), via `jax.make_array_from_process_local_data`; ready for a jitted, sharded train step."""
-  import jax  # pylint: disable=g-import-not-at-top
-
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}

@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 
 from cosmos_jax.data import decode
+from cosmos_jax.data import sample as sample_lib
 from cosmos_jax.data import stats as stats_lib
 from cosmos_jax.data.episodes import Episode, EpisodeLengthError, check_episode, require_keys
 
@@ -134,7 +135,5 @@ def read_rollouts(rollout_dir: str, read: Callable[[str], Episode], *,
 def build_dataset(data_dir: str, demos: Sequence[Episode], config, *, rollouts: Sequence[Episode] = (),
                   stats_path: str | None = None, run_copy: stats_lib.RunCopy | None = None, tasks=None):
   """Statistics from the demos (or the file), then the `PolicyDataset` over demos and rollouts."""
-  from cosmos_jax.data import sample as sample_lib  # pylint: disable=g-import-not-at-top
-
   stats = load_statistics_or_compute(data_dir, demos, stats_path, run_copy)
   return sample_lib.PolicyDataset(demos, stats, config, rollouts=rollouts, tasks=tasks)

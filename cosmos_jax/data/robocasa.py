@@ -20,7 +20,6 @@ import h5py
 import numpy as np
 
 from cosmos_jax.data import readers
-from cosmos_jax.data import stats as stats_lib
 from cosmos_jax.data.episodes import Episode, require_keys
 from cosmos_jax.data.libero import demo_keys
 from cosmos_jax.policy import layout as layout_lib
@@ -60,19 +59,3 @@ def read_demos(path: str, image_size: int = 224, *, lazy: bool = False) -> list[
 def read_rollout(path: str, image_size: int = 224, *, lazy: bool = True) -> Episode:
   """One RoboCasa rollout (top-level images, `actions`, `proprio`; attrs task_description, success)."""
   return readers.read_flat_rollout(path, ROLLOUT_CAMERAS, image_size, lazy, read_actions=_actions)
-
-
-def load_dataset(data_dir: str, config=None, *, stats_path: str | None = None, rollout_dir: str | None = None,
-                 run_copy: stats_lib.RunCopy | None = None, tasks=None, lazy: bool = False, skip_mismatched_rollouts: bool = False):
-  """`PolicyDataset` over the RoboCasa demos under `data_dir` (and rollouts under `rollout_dir`)."""
-  from cosmos_jax.data import sample as sample_lib  # pylint: disable=g-import-not-at-top
-
-  config = config or sample_lib.SampleConfig.for_layout('robocasa')
-  files = readers.find_episode_files(data_dir, None)
-  if not files:
-    raise FileNotFoundError(f'no HDF5 demo files under {data_dir}')
-  demos = [e for path in files for e in read_demos(path, config.image_size, lazy=lazy)]
-  rollouts = readers.read_rollouts(rollout_dir, lambda f: read_rollout(f, config.image_size, lazy=True),
-                                   skip_mismatched=skip_mismatched_rollouts) if rollout_dir else []
-  return readers.build_dataset(data_dir, demos, config, rollouts=rollouts, stats_path=stats_path,
-                               run_copy=run_copy, tasks=tasks)

@@ -1,9 +1,9 @@
 """Training samples: slot frames, targets and masks for one (episode, step), and the mixture dataset over them.
 
 A sample is channels-last and un-duplicated: `video` holds ONE frame per latent slot, (state_t, S, S, 3) uint8
-(slot 0 blank, proprio/action/value slots black, camera slots the images at t and t'), following policy_spec 2.3.
-`expand_video` repeats every slot after the first `num_duplicates` (4) times to the 1 + 4 (state_t - 1) pixel
-frames the VAE encodes; `to_official_video` also moves channels first, (3, T, S, S), the official `video` layout.
+(slot 0 blank, proprio/action/value slots black, camera slots the images at t and t'); the trainer expands it
+to the 1 + 4 (state_t - 1) pixel frames the VAE encodes (cosmos_jax.policy.video). `to_official_video` gives the
+official channels-first (3, T, S, S) `video` of a sample (the boundary with the official layout).
 
 Vectors are float32 (the official float64 normalised values, cast once; the trainer casts them to bf16 anyway).
 Randomness (the world-model/value coin and the augmentation draw) comes from the `rng` passed per sample, so a
@@ -18,9 +18,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from cosmos_jax.data import mixture, transforms
-from cosmos_jax.data import stats as stats_lib
 from cosmos_jax.data.episodes import Episode, EpisodeFrameCache
 from cosmos_jax.policy import layout as layout_lib
+from cosmos_jax.policy import normalization
+from cosmos_jax.policy import video as video_lib
 
 # Slot layouts come from the policy's one table (cosmos_jax.policy.layout.LAYOUTS): a layout's `cameras` are the
 # camera roles (the keys of `Episode.frames`), `camera_sources` the dataset cameras feeding them.
@@ -29,11 +30,10 @@ INDEX_NAMES = tuple(layout_lib.LAYOUTS['aloha'].latent_indices())
 
 @dataclasses.dataclass(frozen=True)
 class SampleConfig:
-  """Dataset knobs with the official ALOHA main values as defaults (policy_spec 1, 6.4)."""
+  """Dataset knobs with the official ALOHA main values as defaults. The action chunk size and the discount of
+  the value target are the layout's (`layout.chunk_size`, `layout.gamma`)."""
 
   layout: layout_lib.SlotLayout = layout_lib.LAYOUTS['aloha']
-  chunk_size: int = 50
-  gamma: float = 0.998
   image_size: int = 224
   augment: bool = True
   stronger_augment: bool = True
@@ -50,23 +50,15 @@ class SampleConfig:
 
   @classmethod
   def for_layout(cls, name: str, **changes) -> 'SampleConfig':
-    """The main-run defaults of benchmark `name` ('aloha', 'libero', 'robocasa'): its layout, chunk size and
-    gamma; only ALOHA copies the demos as success rollouts (LIBERO and RoboCasa train on their rollout sets)."""
-    layout = layout_lib.get_layout(name)
-    return cls(**{'layout': layout, 'chunk_size': layout.chunk_size, 'gamma': layout.gamma,
-                  'treat_demos_as_success_rollouts': name == 'aloha', **changes})
+    """The main-run defaults of benchmark `name` ('aloha', 'libero', 'robocasa'): its layout; only ALOHA copies
+    the demos as success rollouts (LIBERO and RoboCasa train on their rollout sets)."""
+    return cls(**{'layout': layout_lib.get_layout(name), 'treat_demos_as_success_rollouts': name == 'aloha',
+                  **changes})
 
 
-def expand_video(video: np.ndarray, num_duplicates: int = 4) -> np.ndarray:
-  """(state_t, S, S, 3) slot frames -> (1 + num_duplicates * (state_t - 1), S, S, 3) pixel frames."""
-  repeats = np.full(video.shape[0], num_duplicates)
-  repeats[0] = 1
-  return np.repeat(video, repeats, axis=0)
-
-
-def to_official_video(video: np.ndarray, num_duplicates: int = 4) -> np.ndarray:
-  """Slot frames -> the official channels-first (3, T, S, S) `video` (the boundary with the official layout)."""
-  return np.ascontiguousarray(np.moveaxis(expand_video(video, num_duplicates), -1, 0))
+def to_official_video(video: np.ndarray) -> np.ndarray:
+  """(state_t, S, S, 3) slot frames -> the official channels-first (3, 1 + 4 (state_t - 1), S, S) `video`."""
+  return np.ascontiguousarray(np.moveaxis(np.asarray(video_lib.slot_frames_to_video(video)), -1, 0))
 
 
 @dataclasses.dataclass
@@ -129,9 +121,9 @@ class PolicyDataset:
     return copy
 
   def _prepare(self, episode: Episode) -> _Prepared:
-    proprio = stats_lib.normalize(episode.proprio, self.stats, 'proprio')
-    actions = stats_lib.normalize(episode.actions, self.stats, 'actions')
-    returns = mixture.value_returns(episode.num_steps, episode.terminal_reward, self.config.gamma)
+    proprio = normalization.normalize(episode.proprio, self.stats, 'proprio')
+    actions = normalization.normalize(episode.actions, self.stats, 'actions')
+    returns = mixture.value_returns(episode.num_steps, episode.terminal_reward, self.config.layout.gamma)
     return _Prepared(episode, proprio, actions, returns)
 
   def __len__(self) -> int:
@@ -157,9 +149,10 @@ class PolicyDataset:
         raise ValueError('PolicyDataset.sample: a rollout item needs an rng (or world_model=) for its coin')
       world_model = mixture.world_model_coin(rng, cfg.p_world_model)
     num_steps = episode.num_steps
-    future = mixture.future_step(step, cfg.chunk_size, num_steps)
-    next_step = mixture.future_step(step, cfg.chunk_size, num_steps)
-    next_future = mixture.future_step(next_step, cfg.chunk_size, num_steps)
+    chunk_size = cfg.layout.chunk_size
+    future = mixture.future_step(step, chunk_size, num_steps)
+    next_step = mixture.future_step(step, chunk_size, num_steps)
+    next_future = mixture.future_step(next_step, chunk_size, num_steps)
 
     frames = self._cache.frames(prepared.key, episode)
     layout = cfg.layout
@@ -178,11 +171,11 @@ class PolicyDataset:
 
     out = {
         'video': video,
-        'actions': mixture.action_chunk(prepared.actions, step, cfg.chunk_size).astype(np.float32),
+        'actions': mixture.action_chunk(prepared.actions, step, chunk_size).astype(np.float32),
         'proprio': prepared.proprio[step].astype(np.float32),
         'future_proprio': prepared.proprio[future].astype(np.float32),
         'value_function_return': np.float32(prepared.returns[future]),
-        'next_action_chunk': mixture.action_chunk(prepared.actions, next_step, cfg.chunk_size).astype(np.float32),
+        'next_action_chunk': mixture.action_chunk(prepared.actions, next_step, chunk_size).astype(np.float32),
         'next_value_function_return': np.float32(prepared.returns[next_future]),
         'rollout_data_mask': np.int32(is_rollout),
         'rollout_data_success_mask': np.int32(kind == mixture.SampleType.SUCCESS_ROLLOUT),

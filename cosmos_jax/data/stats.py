@@ -1,11 +1,9 @@
-"""Dataset statistics (`dataset_statistics.json`, official schema) and min-max normalisation to [-1, 1].
+"""Dataset statistics (`dataset_statistics.json`, official schema): read, validate, compute, write.
 
 The official file is a JSON object with `{actions,proprio}_{min,max,mean,std,median}`, each a list of D floats
-computed per dimension over every timestep of the demonstration episodes (policy_spec section 3). Only min and max
-are used: x_n = 2 * (x - min) / (max - min) - 1, and back x = 0.5 * (x_n + 1) * (max - min) + min.
-
-The official code divides by zero on a constant dimension; here that is a ValueError naming the dimension.
-The functions are array-namespace agnostic (numpy or jax.numpy inputs); the statistics themselves are numpy.
+computed per dimension over every timestep of the demonstration episodes (official
+cosmos_policy/datasets/dataset_utils.py:calculate_dataset_statistics). Only min and max are used, by the min-max
+(un)normalisation in cosmos_jax/policy/normalization.py. A constant dimension (max <= min) is refused on reading.
 
 Where the statistics come from (`resolve_statistics`): the dataset's file when it has one (the official behaviour),
 else computed from the demonstrations. The official code then writes the file into the dataset folder from every
@@ -24,6 +22,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
+
+from cosmos_jax.policy import normalization
 
 STAT_KEYS = ('actions', 'proprio')
 STAT_NAMES = ('min', 'max', 'mean', 'std', 'median')
@@ -46,15 +46,7 @@ def validate_statistics(stats: Mapping[str, Any], *, source: str = '<statistics>
     lengths = {f: np.shape(stats[f]) for f in fields}
     if len(set(lengths.values())) != 1 or len(next(iter(lengths.values()))) != 1:
       raise ValueError(f'{source}: statistics for {key!r} must be 1-D lists of one length, got shapes {lengths}')
-    _check_range(np.asarray(stats[f'{key}_min']), np.asarray(stats[f'{key}_max']), key, source)
-
-
-def _check_range(lo: np.ndarray, hi: np.ndarray, key: str, source: str) -> None:
-  constant = np.flatnonzero(~(hi > lo))
-  if constant.size:
-    details = ', '.join(f'dimension {d} (min {lo[d]!r}, max {hi[d]!r})' for d in constant)
-    raise ValueError(f'{source}: {key} statistics have max <= min in {details}; min-max normalisation would divide '
-                     'by zero (the official code produces inf/nan here). Drop or fix that dimension.')
+    normalization.check_range(np.asarray(stats[f'{key}_min']), np.asarray(stats[f'{key}_max']), key, source)
 
 
 def load_statistics(path: str | os.PathLike) -> Statistics:
@@ -178,27 +170,3 @@ def compute_statistics(episodes: Iterable[Mapping[str, Any]], keys=STAT_KEYS) ->
     stats[f'{key}_std'] = np.std(values, axis=0)
     stats[f'{key}_median'] = np.median(values, axis=0)
   return stats
-
-
-def _bounds(stats: Mapping[str, Any], key: str, x) -> tuple[np.ndarray, np.ndarray]:
-  lo_name, hi_name = f'{key}_min', f'{key}_max'
-  if lo_name not in stats or hi_name not in stats:
-    raise ValueError(f'statistics have no {lo_name!r}/{hi_name!r}; available: {sorted(stats)}')
-  lo, hi = np.asarray(stats[lo_name]), np.asarray(stats[hi_name])
-  if np.shape(x)[-1:] != lo.shape:
-    raise ValueError(f'{key}: last dimension of the input {np.shape(x)} does not match the statistics ({lo.shape[0]} '
-                     'dimensions)')
-  _check_range(lo, hi, key, 'statistics')
-  return lo, hi
-
-
-def normalize(x, stats: Mapping[str, Any], key: str):
-  """Min-max to [-1, 1]: 2 * ((x - min) / (max - min)) - 1 (same operation order as the official code)."""
-  lo, hi = _bounds(stats, key, x)
-  return 2 * ((x - lo) / (hi - lo)) - 1
-
-
-def unnormalize(x_normalized, stats: Mapping[str, Any], key: str):
-  """Inverse of `normalize`: 0.5 * (x_n + 1) * (max - min) + min."""
-  lo, hi = _bounds(stats, key, x_normalized)
-  return 0.5 * (x_normalized + 1) * (hi - lo) + lo

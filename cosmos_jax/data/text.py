@@ -22,6 +22,7 @@ position past the prompt's length set to zero, stored in bf16. Prompts already i
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import io
 import json
@@ -36,6 +37,7 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 import orbax.checkpoint as ocp
+from safetensors.numpy import load_file, save_file
 
 from cosmos_jax.data import tokenizer as tokenizer_lib
 from cosmos_jax.nn import t5 as t5_lib
@@ -72,8 +74,6 @@ class TextStore:
     return np.stack([self.lookup(t) for t in tasks])
 
   def save(self, directory: str | os.PathLike, *, source: str = '') -> None:
-    from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
-
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
     tensors, entries = {}, []
@@ -96,8 +96,6 @@ class TextStore:
 
   @classmethod
   def load(cls, directory: str | os.PathLike) -> 'TextStore':
-    from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
-
     directory = os.fspath(directory)
     index_path = os.path.join(directory, INDEX_FILE)
     if not os.path.exists(index_path):
@@ -127,10 +125,10 @@ class _AllowListUnpickler(pickle.Unpickler):
   """Only the globals a pickled dict of torch tensors needs; storages load with torch.load(weights_only=True)."""
 
   def find_class(self, module, name):
+    # torch is optional (the [torch] extra): imported only to read an official pickle.
     import torch  # pylint: disable=g-import-not-at-top
 
     if (module, name) == ('collections', 'OrderedDict'):
-      import collections  # pylint: disable=g-import-not-at-top
       return collections.OrderedDict
     if (module, name) == ('torch._utils', '_rebuild_tensor_v2'):
       return torch._utils._rebuild_tensor_v2  # pylint: disable=protected-access
@@ -141,6 +139,7 @@ class _AllowListUnpickler(pickle.Unpickler):
 
 def read_official_pickle(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """task -> (512, 1024) bf16 numpy from the official `t5_embeddings.pkl` (needs torch, the `[torch]` extra)."""
+  # torch is optional (the [torch] extra): imported only to read an official pickle.
   import torch  # pylint: disable=g-import-not-at-top
 
   with open(path, 'rb') as f:

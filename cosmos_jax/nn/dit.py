@@ -5,7 +5,8 @@ the linen modules only hold parameters and wire those functions together. The tr
 `nn.scan` (parameters stacked along a leading layer axis), with an optional remat policy chosen by name.
 
 Layout: channels-last. The official network takes `x_B_C_T_H_W`; here `x` is `[B, T, H, W, C]`. Conversion to and
-from the official layout happens only at the boundary (weight loading via cosmos_jax/convert/dit_rules.py, and the golden tests).
+from the official layout happens only at the boundary (weight loading in cosmos_jax/convert/dit_rules.py, and the
+golden tests).
 """
 
 from __future__ import annotations

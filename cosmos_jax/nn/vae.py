@@ -410,7 +410,7 @@ def _check_video(video: Array) -> None:
     raise ValueError(f'video must be channels-last [B, T, H, W, 3], got shape {tuple(video.shape)}')
   if not jnp.issubdtype(video.dtype, jnp.floating):
     raise ValueError(f'video must be floating point in [-1, 1], got dtype {video.dtype} '
-                     '(convert uint8 pixels with pixels_to_unit)')
+                     '(convert uint8 pixels with cosmos_jax.policy.video.pixels_to_unit)')
   latent_frames(video.shape[1])
   height, width = video.shape[2:4]
   if height % SPATIAL_COMPRESSION or width % SPATIAL_COMPRESSION:
@@ -529,64 +529,3 @@ def decode(params, cfg: VAEConfig, latent: Array) -> Array:
   """Inverse of `encode`: latent [B, n, h, w, z_dim] -> video [B, 1+4(n-1), 8h, 8w, 3] (float32, not clamped)."""
   _check_latent(latent, cfg)
   return _decode_mean(params, cfg, _denormalize(latent, cfg))
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The policy's pixel sequence.
-
-
-@functools.lru_cache(maxsize=None)
-def _unit_table(dtype_name: str) -> np.ndarray:
-  dtype = jnp.dtype(dtype_name)
-  # numpy (and ml_dtypes for bf16) round each step exactly like PyTorch does on a tensor of that dtype.
-  return np.arange(256).astype(dtype) / np.asarray(127.5, dtype) - np.asarray(1.0, dtype)
-
-
-def pixels_to_unit(frames: Array, dtype: Any = jnp.float32) -> Array:
-  """uint8 [0, 255] -> [-1, 1] as the policy does it: cast to dtype, / 127.5, - 1, each step rounded in dtype.
-
-  A 256-entry table rather than arithmetic: XLA compiles float division by a constant to a multiplication by its
-  reciprocal (not correctly rounded), which would move about half the values by one unit in the last place.
-  """
-  if frames.dtype != jnp.uint8:
-    raise ValueError(f'expected uint8 pixels, got dtype {frames.dtype}')
-  return jnp.asarray(_unit_table(jnp.dtype(dtype).name))[frames]
-
-
-def policy_pixel_sequence(items: Sequence[Array | None], height: int, width: int,
-                          batch_size: int | None = None) -> Array:
-  """The uint8 video [B, 1 + 4*len(items), H, W, 3] Cosmos Policy feeds the VAE.
-
-  Frame 0 is black; then each item fills one 4-frame slot: an image [B, H, W, 3] uint8 repeated 4 times, or 4 black
-  frames for None (the proprio / action / value placeholders, whose latents are overwritten later). Slot k >= 1 thus
-  becomes latent frame k.
-  """
-  images = [item for item in items if item is not None]
-  if batch_size is None:
-    if not images:
-      raise ValueError('policy_pixel_sequence: every item is None; pass batch_size')
-    batch_size = images[0].shape[0]
-  expected = (batch_size, height, width, 3)
-  for index, item in enumerate(items):
-    if item is None:
-      continue
-    if tuple(item.shape) != expected:
-      raise ValueError(f'policy_pixel_sequence: item {index} has shape {tuple(item.shape)}, expected {expected}')
-    if item.dtype != jnp.uint8:
-      raise ValueError(f'policy_pixel_sequence: item {index} has dtype {item.dtype}, expected uint8')
-  black = jnp.zeros((batch_size, 1, height, width, 3), jnp.uint8)
-  frames = [black]
-  for item in items:
-    slot = black if item is None else jnp.asarray(item)[:, None]
-    frames.append(jnp.repeat(slot, TEMPORAL_COMPRESSION, axis=1))
-  return jnp.concatenate(frames, axis=1)
-
-
-def encode_policy_sequence(params, cfg: VAEConfig, items: Sequence[Array | None], height: int, width: int,
-                           batch_size: int | None = None) -> Array:
-  """Latents [B, 1 + len(items), H/8, W/8, z_dim] (float32) of the policy sequence, encoded in ONE causal pass.
-
-  Latent k depends on every slot before it, so encoding the items one at a time would be wrong.
-  """
-  video = policy_pixel_sequence(items, height, width, batch_size)
-  return encode(params, cfg, pixels_to_unit(video, cfg.dtype))

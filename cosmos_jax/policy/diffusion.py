@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cosmos_jax.nn import dit
 from cosmos_jax.policy import layout as layout_lib
 from cosmos_jax.policy import masks as masks_lib
 from cosmos_jax.policy import slots
@@ -33,10 +34,9 @@ NetFn = Callable[..., Array]  # net(params, x, timesteps, context, condition_mas
 class DiTNet:
   """`net(params, x, timesteps, context, condition_mask)` for the Cosmos DiT (hashable: a static jit argument)."""
 
-  cfg: Any  # cosmos_jax.nn.dit.DiTConfig
+  cfg: dit.DiTConfig
 
   def __call__(self, params, x, timesteps, context, condition_mask):
-    from cosmos_jax.nn import dit  # pylint: disable=g-import-not-at-top
     return dit.forward(params, self.cfg, x, timesteps, context, condition_mask)
 
 

@@ -32,9 +32,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cosmos_jax.nn import vae as vae_lib
 from cosmos_jax.policy import diffusion
 from cosmos_jax.policy import layout as layout_lib
 from cosmos_jax.policy import masks as masks_lib
+from cosmos_jax.policy import normalization
 from cosmos_jax.policy import sampler as sampler_lib
 from cosmos_jax.policy import slots
 
@@ -219,7 +221,7 @@ def observation_image_fields(layout: layout_lib.SlotLayout) -> dict[str, str]:
 
 
 def policy_video_items(layout: layout_lib.SlotLayout, camera_images: Mapping[str, Array]) -> list:
-  """The items of slots 1..T-1 for `vae.policy_pixel_sequence` at inference: None (black) for proprio, action,
+  """The items of slots 1..T-1 for `video.policy_pixel_sequence` at inference: None (black) for proprio, action,
   future proprio and value; the current image of each camera for both its current and its future slot (the future
   slots are generated from noise; the causal VAE keeps them from affecting the slots before them).
 
@@ -244,9 +246,8 @@ def future_images(vae_params, vae_cfg, sample: Array, orig_latent: Array,
   The injected slots are first restored from the pre-injection latent (official undo_latent_injection), the
   whole latent is decoded, mapped with (x + 1) * 127.5, clamped to [0, 255] and truncated to uint8.
   """
-  from cosmos_jax.nn import vae  # pylint: disable=g-import-not-at-top
   restored = slots.restore_slots(sample, orig_latent, layout.injected_slots)
-  video = vae.decode(vae_params, vae_cfg, restored)
+  video = vae_lib.decode(vae_params, vae_cfg, restored)
   pixels = jnp.clip((video + 1.0) * 127.5, 0, 255).astype(jnp.uint8)
   return {layout.slots[k]: pixels[:, layout.pixel_frame_of(k)] for k in layout.future_image_slots}
 
@@ -275,18 +276,16 @@ def aggregate_future_images(predictions: Sequence[Mapping[str, Array]], scheme: 
 
 def normalized_proprio(raw_proprio: Array, stats: Mapping[str, Any], layout: layout_lib.SlotLayout) -> np.ndarray:
   """Raw proprio [B, P] -> min-max normalised float64 (cast to bf16 by the queries), as the official server does."""
-  from cosmos_jax.data import stats as stats_lib  # pylint: disable=g-import-not-at-top
   raw = np.asarray(raw_proprio)
   if raw.ndim == 1:
     raw = raw[None]
   slots.check_proprio(layout, raw)
-  return np.asarray(stats_lib.normalize(raw, stats, 'proprio'))
+  return np.asarray(normalization.normalize(raw, stats, 'proprio'))
 
 
 def unnormalized_actions(actions: Array, stats: Mapping[str, Any]) -> np.ndarray:
   """Normalised actions (float32 readout) -> raw action units (float64, as the official unnormalize_actions)."""
-  from cosmos_jax.data import stats as stats_lib  # pylint: disable=g-import-not-at-top
-  return np.asarray(stats_lib.unnormalize(np.asarray(actions, np.float32), stats, 'actions'))
+  return np.asarray(normalization.unnormalize(np.asarray(actions, np.float32), stats, 'actions'))
 
 
 @functools.partial(jax.jit, static_argnames=('net', 'layout', 'num_steps', 'sampler_cfg', 'trace'))

@@ -14,8 +14,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-# Pixel frames per latent slot (Wan2.1 4x temporal compression; slot 0 is the single blank frame).
-TEMPORAL_COMPRESSION = 4
+from cosmos_jax.nn import vae as vae_lib
 
 BLANK = 'blank'
 CURRENT_PROPRIO = 'current_proprio'
@@ -72,7 +71,7 @@ class SlotLayout:
   @property
   def pixel_frames(self) -> int:
     """Pixel frames fed to the VAE: one blank frame plus 4 per further slot."""
-    return 1 + TEMPORAL_COMPRESSION * (self.state_t - 1)
+    return vae_lib.pixel_frames(self.state_t)
 
   @property
   def action_elements(self) -> int:
@@ -121,7 +120,7 @@ class SlotLayout:
     """First decoded pixel frame of a slot ((k-1)*4+1; official `get_future_images_from_generated_samples`)."""
     if not 1 <= slot < self.state_t:
       raise ValueError(f'{self.name}: slot {slot} has no pixel frame (valid 1..{self.state_t - 1})')
-    return (slot - 1) * TEMPORAL_COMPRESSION + 1
+    return (slot - 1) * vae_lib.TEMPORAL_COMPRESSION + 1
 
 
 # The one table. Values from policy_spec section 1 (resolved configs) and 2.3 (slot tables).

@@ -1,7 +1,7 @@
 """Query orchestration: a validated observation through the policy, as one action query or best-of-N planning.
 
   images:   uint8 [S, S, 3] per camera -> `data.transforms.test_time_transform` (the server-side centre crop and
-            resize) -> `vae.encode_policy_sequence` (the whole policy sequence in one causal pass, one jitted program);
+            resize) -> `video.encode_policy_sequence` (the whole policy sequence in one causal pass, one jitted program);
   proprio:  `inference.normalized_proprio` (min-max with the dataset statistics);
   text:     the exact task string looked up in the text store (T5 embeddings); with a T5 encoder, a task missing
             from the store is encoded on first use and kept;
@@ -32,6 +32,7 @@ from cosmos_jax.policy import inference
 from cosmos_jax.policy import layout as layout_lib
 from cosmos_jax.policy import planning as planning_lib
 from cosmos_jax.policy import sampler as sampler_lib
+from cosmos_jax.policy import video as video_lib
 from cosmos_jax.serve import factory
 from cosmos_jax.serve.protocols import base
 
@@ -41,7 +42,7 @@ DEFAULT_SEED = 195  # every shipped ALOHA command
 def encode_observation(vae_params, camera_images, *, vae_cfg: vae_lib.VAEConfig, layout: layout_lib.SlotLayout,
                        image_size: int):
   """The latent of the inference pixel sequence (current images in their own and their future slots)."""
-  return vae_lib.encode_policy_sequence(vae_params, vae_cfg, inference.policy_video_items(layout, camera_images),
+  return video_lib.encode_policy_sequence(vae_params, vae_cfg, inference.policy_video_items(layout, camera_images),
                                         image_size, image_size)
 
 

@@ -5,10 +5,13 @@ multi-host platforms `jax.distributed.initialize()` is called first (see launch/
 tiny variant trains on the bundled ALOHA-simulator sample.
 """
 
+import jax
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+from cosmos_jax.train import trainer
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Training config file, e.g. configs/aloha.py:tiny.',
                                           lock_config=True)
@@ -27,13 +30,9 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax and grain log every operation at INFO
-  import jax  # pylint: disable=g-import-not-at-top
-
   if _DISTRIBUTED.value or _COORDINATOR.value:
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
-  from cosmos_jax.train import trainer  # pylint: disable=g-import-not-at-top
-
   result = trainer.train(_CONFIG.value, _WORKDIR.value, resume=_RESUME.value)
   if jax.process_index() == 0:
     print(f'done: step {result.final_step}; checkpoints, TensorBoard events and images in {_WORKDIR.value}')

@@ -39,8 +39,8 @@ def sample_config(config, layout: layout_lib.SlotLayout) -> sample_lib.SampleCon
     raise ValueError(f'data.treat_demos_as_success_rollouts is an option of the official ALOHA dataset only, not '
                      f'{layout.name}\'s')
   return sample_lib.SampleConfig.for_layout(
-      layout.name, layout=layout, chunk_size=layout.chunk_size, gamma=layout.gamma, image_size=d.image_size,
-      augment=d.augment, demonstration_sampling_prob=float(d.demonstration_sampling_prob),
+      layout.name, layout=layout, image_size=d.image_size, augment=d.augment,
+      demonstration_sampling_prob=float(d.demonstration_sampling_prob),
       success_rollout_sampling_prob=float(d.success_rollout_sampling_prob), p_world_model=float(d.p_world_model),
       treat_demos_as_success_rollouts=bool(d.treat_demos_as_success_rollouts),
       treat_success_rollouts_as_demos=bool(d.treat_success_rollouts_as_demos))

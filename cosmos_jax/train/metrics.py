@@ -13,13 +13,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import tensorboardX
+from PIL import Image
 
 from cosmos_jax.nn import dit as dit_lib
 from cosmos_jax.nn import vae as vae_lib
 from cosmos_jax.policy import diffusion
 from cosmos_jax.policy import inference
 from cosmos_jax.policy import sampler
-from cosmos_jax.train import state as state_lib
+from cosmos_jax.policy import video as video_lib
 
 # Dense bf16 peak TFLOP/s per chip, by substring of `jax.Device.device_kind` (first match wins).
 DEVICE_PEAK_TFLOPS = (
@@ -62,8 +64,7 @@ class Logger:
     if enabled:
       # Every scalar of every step, exact (repr floats), appended across resumed runs.
       self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._writer = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+      self._writer = tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard'))
 
   def scalars(self, step: int, metrics: dict[str, Any], *, step_time: float, lr: float) -> None:
     if not self.enabled:
@@ -97,7 +98,6 @@ class Logger:
     """Logs an HWC uint8 image to TensorBoard and writes it as PNG under workdir/images/. Returns the path."""
     if not self.enabled:
       return None
-    from PIL import Image  # pylint: disable=g-import-not-at-top
     self._writer.add_image(name, grid, step, dataformats='HWC')
     path = os.path.join(self.workdir, 'images', f'{name.replace("/", "_")}_{step:08d}.png')
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -155,7 +155,7 @@ def _predict(params, vae_params, batch, *, cfg, num_steps, seed):
   frames = batch['video'][:1]
   # Inference sees only the current images: the future and placeholder slots are black.
   current_only = jnp.zeros_like(frames).at[:, :layout.num_conditional].set(frames[:, :layout.num_conditional])
-  video = vae_lib.pixels_to_unit(state_lib.slot_frames_to_video(current_only), cfg.vae.dtype)
+  video = video_lib.pixels_to_unit(video_lib.slot_frames_to_video(current_only), cfg.vae.dtype)
   latent = vae_lib.encode(vae_params, cfg.vae, video).astype(jnp.float32)
   noise = sampler.jax_noise(jax.random.key(seed), latent.shape)
   result = inference.action_query(diffusion.DiTNet(cfg.dit), params, batch['t5_text_embeddings'][:1], latent,

@@ -22,6 +22,7 @@ from cosmos_jax.nn import dit as dit_lib
 from cosmos_jax.nn import vae as vae_lib
 from cosmos_jax.policy import diffusion
 from cosmos_jax.policy import layout as layout_lib
+from cosmos_jax.policy import video as video_lib
 from cosmos_jax.train import optim
 from cosmos_jax.train import sharding as sharding_lib
 
@@ -53,12 +54,6 @@ class StepConfig:
 BATCH_KEYS = ('video', 't5_text_embeddings', *diffusion.BATCH_KEYS)
 
 
-def slot_frames_to_video(frames: jax.Array) -> jax.Array:
-  """[B, state_t, H, W, 3] (one frame per slot, slot 0 blank) -> the [B, 1 + 4·(state_t − 1), H, W, 3] pixel video
-  the VAE encodes: every slot after the first repeated 4 times. Done on device, so the host ships 4× less."""
-  return jnp.concatenate([frames[:, :1], jnp.repeat(frames[:, 1:], vae_lib.TEMPORAL_COMPRESSION, axis=1)], axis=1)
-
-
 def init_state(params, tx: optax.GradientTransformation, seed: int, *, ema: bool = False) -> TrainState:
   params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
@@ -84,7 +79,7 @@ def encode_slot_frames(vae_params, vae_cfg: vae_lib.VAEConfig, frames: jax.Array
 
   def encode_local(params, local_frames):
     def encode_one(sample_frames):
-      video = vae_lib.pixels_to_unit(slot_frames_to_video(sample_frames[None]), vae_cfg.dtype)
+      video = video_lib.pixels_to_unit(video_lib.slot_frames_to_video(sample_frames[None]), vae_cfg.dtype)
       return vae_lib.encode(params, vae_cfg, video)[0].astype(jnp.float32)
 
     return jax.lax.map(encode_one, local_frames)

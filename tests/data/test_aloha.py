@@ -5,13 +5,11 @@ gamma 0.998, treat_demos_as_success_rollouts=True; samples 1-3 without augmentat
 """
 
 import json
-import shutil
 
-import h5py
 import numpy as np
 import pytest
 
-from cosmos_jax.data import aloha, decode, mixture, sample as sample_lib, transforms
+from cosmos_jax.data import aloha, datasets, decode, mixture, sample as sample_lib, transforms
 from tests import parity
 
 FIXTURE = parity.golden_dir() / 'aloha_episode_fixture'
@@ -22,8 +20,8 @@ SIZE = 56
 
 @pytest.fixture(scope='module')
 def dataset():
-  config = sample_lib.SampleConfig(chunk_size=50, gamma=0.998, image_size=SIZE, augment=False)
-  return aloha.load_dataset(str(FIXTURE), config)
+  config = sample_lib.SampleConfig(image_size=SIZE, augment=False)
+  return datasets.load_dataset('aloha', str(FIXTURE), config)
 
 
 def test_episode_order_tasks_and_epoch(dataset):

@@ -2,14 +2,13 @@
 JPEG bytes at top level, attrs task_description / success / success_score), success bookkeeping, bad data."""
 
 import io
-import shutil
 
 import h5py
 import numpy as np
 import pytest
 from PIL import Image
 
-from cosmos_jax.data import aloha, mixture, sample as sample_lib
+from cosmos_jax.data import aloha, datasets, mixture, sample as sample_lib
 from cosmos_jax.data.episodes import EpisodeLengthError
 from tests import parity
 
@@ -98,7 +97,7 @@ def test_rollouts_join_the_mixture_as_success_and_failure_sections(tmp_path):
   write_rollout(rollouts / 'bad.hdf5', num_steps=14, success=False)
   config = sample_lib.SampleConfig(image_size=SIZE, augment=False, demonstration_sampling_prob=0.1,
                                    treat_demos_as_success_rollouts=False)
-  dataset = aloha.load_dataset(str(FIXTURE), config, rollout_dir=str(rollouts))
+  dataset = datasets.load_dataset('aloha', str(FIXTURE), config, rollout_dir=str(rollouts))
   demos, success, failure = dataset.sections
   assert [p.episode.path for p in success] == [str(rollouts / 'ok.hdf5')]
   assert [p.episode.path for p in failure] == [str(rollouts / 'bad.hdf5')]
@@ -122,8 +121,8 @@ def test_bad_rollouts(tmp_path):
     aloha.read_rollout(str(short))
   config = sample_lib.SampleConfig(image_size=SIZE, augment=False)
   with pytest.raises(EpisodeLengthError, match='has 11 frames'):
-    aloha.load_dataset(str(FIXTURE), config, rollout_dir=str(tmp_path / 'bad'))
-  skipped = aloha.load_dataset(str(FIXTURE), config, rollout_dir=str(tmp_path / 'bad'), skip_mismatched_rollouts=True)
+    datasets.load_dataset('aloha', str(FIXTURE), config, rollout_dir=str(tmp_path / 'bad'))
+  skipped = datasets.load_dataset('aloha', str(FIXTURE), config, rollout_dir=str(tmp_path / 'bad'), skip_mismatched_rollouts=True)
   assert all(p.episode.path != str(short) for s in skipped.sections for p in s)  # the official skip
 
   no_action = write_rollout(tmp_path / 'no_action.hdf5')

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from cosmos_jax.data import aloha, sample as sample_lib
+from cosmos_jax.data import aloha, datasets, sample as sample_lib
 from tests import parity
 
 FIXTURE = parity.golden_dir() / 'aloha_episode_fixture'
@@ -39,7 +39,7 @@ def test_missing_key_names_file_and_key(data_dir):
   path = _episode(data_dir)
   _rewrite(path, 'action', None)
   with pytest.raises(ValueError, match=rf"{path}.*missing key 'action'"):
-    aloha.load_dataset(str(data_dir), _config())
+    datasets.load_dataset('aloha', str(data_dir), _config())
   shutil.copy(FIXTURE / TASK / 'train' / 'episode_0.hdf5', path)
   _rewrite(path, 'observations/video_paths/cam_left_wrist', None)
   with pytest.raises(ValueError, match=rf"{path}.*missing key 'cam_left_wrist'.*video_paths"):
@@ -88,15 +88,15 @@ def test_constant_statistic_dimension(data_dir):
   stats['actions_max'][3] = stats['actions_min'][3]
   (data_dir / 'dataset_statistics.json').write_text(json.dumps(stats))
   with pytest.raises(ValueError, match=r'dataset_statistics.json: actions statistics have max <= min in dimension 3'):
-    aloha.load_dataset(str(data_dir), _config())
+    datasets.load_dataset('aloha', str(data_dir), _config())
 
 
 def test_unknown_task_folder(tmp_path):
   shutil.copytree(FIXTURE / TASK, tmp_path / 'wash_dishes')
   with pytest.raises(ValueError, match=r"cannot derive the task from folder name 'wash_dishes'"):
-    aloha.load_dataset(str(tmp_path), _config())
+    datasets.load_dataset('aloha', str(tmp_path), _config())
 
 
 def test_no_train_episodes(tmp_path):
-  with pytest.raises(FileNotFoundError, match=r"no HDF5 episodes with a 'train' path component"):
-    aloha.load_dataset(str(tmp_path), _config())
+  with pytest.raises(FileNotFoundError, match=r"no HDF5 demo files with a 'train' path component"):
+    datasets.load_dataset('aloha', str(tmp_path), _config())

@@ -14,9 +14,11 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from cosmos_jax.data import aloha, inspect, robocasa
+from cosmos_jax.data import aloha, bundled, inspect, robocasa
 from cosmos_jax.data.rlds import aloha_builder
 from tests.data import lerobot_fixture, sim_files
+
+SAMPLE = bundled.sample_dir('aloha')
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures')
@@ -57,7 +59,7 @@ def test_native_aloha(tmp_path):
   source = tmp_path / 'aloha' / 'transfer_cube_scripted' / 'train'
   source.mkdir(parents=True)
   for suffix in ('.hdf5', '_cam_high.mp4', '_cam_left_wrist.mp4', '_cam_right_wrist.mp4'):
-    shutil.copy(f'{aloha.SAMPLE_DIR}/{EPISODE}{suffix}', source)
+    shutil.copy(f'{SAMPLE}/{EPISODE}{suffix}', source)
   report = run(tmp_path / 'aloha', tmp_path / 'out')
   assert report['format'] == 'native' and report['episodes']['count'] == 1
   assert report['episodes']['length']['total_steps'] == 400 and report['tasks'] == {'transfer cube': 1}
@@ -119,7 +121,7 @@ def test_rlds_through_the_command(tmp_path):
   source = tmp_path / 'aloha' / 'transfer_cube_scripted' / 'train'
   source.mkdir(parents=True)
   for suffix in ('.hdf5', '_cam_high.mp4', '_cam_left_wrist.mp4', '_cam_right_wrist.mp4'):
-    shutil.copy(f'{aloha.SAMPLE_DIR}/{EPISODE}{suffix}', source)
+    shutil.copy(f'{SAMPLE}/{EPISODE}{suffix}', source)
   builder = aloha_builder.AlohaRlds(source_dir=str(tmp_path / 'aloha'), data_dir=str(tmp_path / 'tfds'),
                                     config='size64')
   builder.download_and_prepare()

@@ -15,8 +15,8 @@ import pytest
 from configs import aloha as aloha_config
 from cosmos_jax.data import bundled, datasets, lerobot
 from cosmos_jax.data import sample as sample_lib
-from cosmos_jax.data import stats as stats_lib
 from cosmos_jax.data.episodes import EpisodeLengthError
+from cosmos_jax.policy import normalization
 from cosmos_jax.train import trainer
 from tests.data import lerobot_fixture as fixture
 
@@ -64,10 +64,10 @@ def test_first_samples_match_raw_parquet_and_video(version):
     got = dataset.sample(index, np.random.default_rng(0))
     episode, step = (0, index) if index < fixture.LENGTHS[0] else (1, index - fixture.LENGTHS[0])
     rows = np.flatnonzero(episode_index == episode)
-    want_actions = stats_lib.normalize(action[rows], dataset.stats, 'actions')
+    want_actions = normalization.normalize(action[rows], dataset.stats, 'actions')
     chunk = want_actions[np.minimum(np.arange(step, step + 50), len(rows) - 1)]
     np.testing.assert_allclose(got['actions'], chunk, rtol=0, atol=1e-6, err_msg=f'{version} {index}')
-    np.testing.assert_allclose(got['proprio'], stats_lib.normalize(state[rows], dataset.stats, 'proprio')[step],
+    np.testing.assert_allclose(got['proprio'], normalization.normalize(state[rows], dataset.stats, 'proprio')[step],
                                rtol=0, atol=1e-6)
     for slot, role in enumerate(config.layout.cameras):  # current frames sit in slots 2.. in layout camera order
       np.testing.assert_array_equal(got['video'][2 + slot], raw_frame(version, cameras[role], episode, step),

@@ -70,7 +70,7 @@ def test_rollouts_and_dataset_through_the_pipeline(tmp_path):
   episode = libero.read_rollout(str(next(rollouts.glob('*ep=2*'))), SIZE)
   assert not episode.success and episode.terminal_reward == 0.0 and episode.num_steps == 10
   config = sample_lib.SampleConfig.for_layout('libero', image_size=SIZE, augment=False)
-  assert config.chunk_size == 16 and config.gamma == 0.99 and not config.treat_demos_as_success_rollouts
+  assert config.layout.chunk_size == 16 and config.layout.gamma == 0.99 and not config.treat_demos_as_success_rollouts
   dataset = datasets.load_dataset('libero', str(tmp_path / 'success_only'), config, rollout_dir=str(rollouts))
   demos, success, failure = dataset.sections
   assert (len(demos), len(success), len(failure)) == (3, 1, 1)
@@ -117,7 +117,7 @@ def test_bad_libero_data(tmp_path):
   with pytest.raises(ValueError, match=rf"{short}: missing attribute 'task_description'"):
     libero.read_rollout(str(short))
   with pytest.raises(FileNotFoundError, match='data directory .*missing does not exist'):
-    libero.load_dataset(str(tmp_path / 'missing'))
+    datasets.load_dataset('libero', str(tmp_path / 'missing'))
   (tmp_path / 'empty').mkdir()
   with pytest.raises(FileNotFoundError, match='no HDF5 demo files under'):
-    libero.load_dataset(str(tmp_path / 'empty'))
+    datasets.load_dataset('libero', str(tmp_path / 'empty'))

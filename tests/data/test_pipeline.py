@@ -4,7 +4,7 @@ epochs as permutations, determinism, checkpointable state, worker processes, tex
 import numpy as np
 import pytest
 
-from cosmos_jax.data import aloha, pipeline, sample as sample_lib, text
+from cosmos_jax.data import datasets, pipeline, sample as sample_lib, text
 from tests import parity
 
 FIXTURE = parity.golden_dir() / 'aloha_episode_fixture'
@@ -12,7 +12,7 @@ FIXTURE = parity.golden_dir() / 'aloha_episode_fixture'
 
 @pytest.fixture(scope='module')
 def dataset():
-  return aloha.load_dataset(str(FIXTURE), sample_lib.SampleConfig(image_size=56, augment=True))
+  return datasets.load_dataset('aloha', str(FIXTURE), sample_lib.SampleConfig(image_size=56, augment=True))
 
 
 def _take(iterator, n):

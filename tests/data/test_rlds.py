@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from cosmos_jax.data import aloha, sample as sample_lib
+from cosmos_jax.data import aloha, bundled, datasets, sample as sample_lib
 from cosmos_jax.data.rlds import aloha_builder, reader
+
+SAMPLE = bundled.sample_dir('aloha')
 
 SIZE = 64
 EPISODE = 'transfer_cube_scripted/train/episode_1'
@@ -20,7 +22,7 @@ def built(tmp_path_factory):
   source = root / 'aloha'
   (source / 'transfer_cube_scripted' / 'train').mkdir(parents=True)
   for suffix in ('.hdf5', '_cam_high.mp4', '_cam_left_wrist.mp4', '_cam_right_wrist.mp4'):
-    shutil.copy(f'{aloha.SAMPLE_DIR}/{EPISODE}{suffix}', source / f'{EPISODE}{suffix}')
+    shutil.copy(f'{SAMPLE}/{EPISODE}{suffix}', source / f'{EPISODE}{suffix}')
   builder = aloha_builder.AlohaRlds(source_dir=str(source), data_dir=str(root / 'tfds'), config='size64')
   builder.download_and_prepare()
   return source, root / 'tfds', builder.data_dir
@@ -48,8 +50,8 @@ def test_built_dataset_reads_back_with_tfds(built):
 def test_rlds_episodes_give_the_same_training_samples(built):
   source, _, builder_dir = built
   config = sample_lib.SampleConfig(image_size=SIZE, augment=True)
-  shutil.copy(f'{aloha.SAMPLE_DIR}/dataset_statistics.json', source / 'dataset_statistics.json')
-  from_hdf5 = aloha.load_dataset(str(source), config)
+  shutil.copy(f'{SAMPLE}/dataset_statistics.json', source / 'dataset_statistics.json')
+  from_hdf5 = datasets.load_dataset('aloha', str(source), config)
   from_rlds = reader.load_policy_dataset(builder_dir, config,
                                          stats_path=str(source / 'dataset_statistics.json'))
   assert len(from_rlds) == len(from_hdf5) == 800 and from_rlds.tasks == from_hdf5.tasks

@@ -16,10 +16,12 @@ from etils import epath
 from PIL import Image
 
 from configs import aloha as aloha_config
-from cosmos_jax.data import aloha, bundled, datasets
+from cosmos_jax.data import bundled, datasets
 from cosmos_jax.data import sample as sample_lib
 from cosmos_jax.data.rlds import aloha_builder
 from cosmos_jax.train import trainer
+
+SAMPLE = bundled.sample_dir('aloha')
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EPISODE = 'transfer_cube_scripted/train/episode_0'
@@ -92,7 +94,7 @@ def aloha_rlds(tmp_path_factory):
   source = root / 'aloha' / 'transfer_cube_scripted' / 'train'
   source.mkdir(parents=True)
   for suffix in ('.hdf5', '_cam_high.mp4', '_cam_left_wrist.mp4', '_cam_right_wrist.mp4'):
-    shutil.copy(f'{aloha.SAMPLE_DIR}/{EPISODE}{suffix}', source / os.path.basename(f'{EPISODE}{suffix}'))
+    shutil.copy(f'{SAMPLE}/{EPISODE}{suffix}', source / os.path.basename(f'{EPISODE}{suffix}'))
   builder = aloha_builder.AlohaRlds(source_dir=str(root / 'aloha'), data_dir=str(root / 'tfds'), config='size64')
   builder.download_and_prepare()
   return root / 'aloha', str(builder.data_dir)

@@ -11,6 +11,7 @@ import pytest
 
 from cosmos_jax.data import readers
 from cosmos_jax.data import stats as stats_lib
+from cosmos_jax.policy import normalization
 from tests import parity
 
 FIXTURE = parity.golden_dir() / 'aloha_episode_fixture'
@@ -37,7 +38,7 @@ def test_normalize_matches_official_episode_arrays():
   arrays = np.load(FIXTURE / 'io.npz')
   for i, episode in enumerate(_raw_episodes()):
     for key in ('actions', 'proprio'):
-      got = stats_lib.normalize(episode[key], official, key)
+      got = normalization.normalize(episode[key], official, key)
       assert got.dtype == np.float64
       np.testing.assert_array_equal(got, arrays[f'episode{i}__{key}_normalized'], err_msg=f'episode {i} {key}')
 
@@ -45,7 +46,7 @@ def test_normalize_matches_official_episode_arrays():
 def test_unnormalize_inverts_normalize():
   official = stats_lib.load_statistics(FIXTURE)
   x = np.random.default_rng(0).uniform(-1, 1, (5, 14))
-  back = stats_lib.normalize(stats_lib.unnormalize(x, official, 'actions'), official, 'actions')
+  back = normalization.normalize(normalization.unnormalize(x, official, 'actions'), official, 'actions')
   np.testing.assert_allclose(back, x, atol=1e-12)
 
 
@@ -63,7 +64,7 @@ def test_constant_dimension_is_an_error_naming_it(tmp_path):
   broken['proprio_max'] = official['proprio_max'].copy()
   broken['proprio_max'][6] = broken['proprio_min'][6]
   with pytest.raises(ValueError, match=r'proprio.*dimension 6'):
-    stats_lib.normalize(np.zeros(14), broken, 'proprio')
+    normalization.normalize(np.zeros(14), broken, 'proprio')
   path = tmp_path / 'dataset_statistics.json'
   stats_lib.save_statistics(broken, path)
   with pytest.raises(ValueError, match=rf'{path}.*proprio.*dimension 6'):
@@ -79,7 +80,7 @@ def test_missing_statistic_and_wrong_width_are_errors(tmp_path):
     stats_lib.load_statistics(path)
   official = stats_lib.load_statistics(FIXTURE)
   with pytest.raises(ValueError, match=r'does not match the statistics \(14'):
-    stats_lib.normalize(np.zeros((3, 7)), official, 'actions')
+    normalization.normalize(np.zeros((3, 7)), official, 'actions')
   with pytest.raises(FileNotFoundError, match='nope.json'):
     stats_lib.load_statistics(tmp_path / 'nope.json')
 

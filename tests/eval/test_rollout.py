@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from cosmos_jax.data import aloha, bundled, decode, mixture
+from cosmos_jax.data import aloha, bundled, datasets, decode, mixture
 from cosmos_jax.data import sample as sample_lib
 from cosmos_jax.eval import rollout
 from tests.eval import fake_episodes
@@ -39,8 +39,8 @@ def test_rollouts_feed_the_planning_dataset(tmp_path):
   rollout.save_rollout(str(rollout_dir / 'episode_1.hdf5'), fake_episodes.episode(12, False))
   config = sample_lib.SampleConfig(image_size=32)
   sample_dir = str(bundled.sample_dir('aloha'))
-  with_rollouts = aloha.load_dataset(sample_dir, config, rollout_dir=str(rollout_dir), lazy=True)
-  without = aloha.load_dataset(sample_dir, config, lazy=True)
+  with_rollouts = datasets.load_dataset('aloha', sample_dir, config, rollout_dir=str(rollout_dir), lazy=True)
+  without = datasets.load_dataset('aloha', sample_dir, config, lazy=True)
   assert len(with_rollouts) > len(without)
   kinds = {with_rollouts.locate(i)[0] for i in range(len(with_rollouts))}
   assert mixture.SampleType.FAILURE_ROLLOUT in kinds and mixture.SampleType.SUCCESS_ROLLOUT in kinds

@@ -11,6 +11,7 @@ from cosmos_jax.nn import vae
 from cosmos_jax.policy import diffusion
 from cosmos_jax.policy import layout as layout_lib
 from cosmos_jax.policy import masks
+from cosmos_jax.policy import video as video_lib
 from tests import parity
 from tests.policy import golden_models
 
@@ -136,7 +137,7 @@ def test_bad_training_batch():
 def encoded_latent(folder):
   io = np.load(folder / 'io.npz')
   vae_cfg, vae_params = golden_models.small_vae()
-  video = vae.pixels_to_unit(jnp.asarray(np.moveaxis(io['in__video'], 1, -1)))
+  video = video_lib.pixels_to_unit(jnp.asarray(np.moveaxis(io['in__video'], 1, -1)))
   with jax.default_matmul_precision('highest'):
     return np.asarray(vae.encode(vae_params, vae_cfg, video))
 

@@ -23,6 +23,7 @@ from cosmos_jax.policy import layout as layout_lib
 from cosmos_jax.policy import planning
 from cosmos_jax.policy import sampler
 from cosmos_jax.policy import slots
+from cosmos_jax.policy import video as video_lib
 from tests import parity
 from tests.policy import golden_models
 
@@ -139,9 +140,9 @@ def test_action_sample(folder):
   parity.assert_close(transforms.test_time_transform(decode.resize_square(raw, images.shape[1])), images,
                       name='preprocessed camera images', rel_l2=1e-2, max_abs=1)
   camera_images = {camera: jnp.asarray(images[i][None]) for i, camera in enumerate(layout.cameras)}
-  video = vae.policy_pixel_sequence(inference.policy_video_items(layout, camera_images), *images.shape[1:3])
+  video = video_lib.policy_pixel_sequence(inference.policy_video_items(layout, camera_images), *images.shape[1:3])
   with jax.default_matmul_precision('highest'):
-    latent = vae.encode(vae_params, vae_cfg, vae.pixels_to_unit(video))
+    latent = vae.encode(vae_params, vae_cfg, video_lib.pixels_to_unit(video))
     query = config['action_query']
     out = inference.jit_action_query(c['net'], c['params'], c['context'], latent, c['proprio'],
                                      sampler.parity_noise(query['seed'], latent.shape), layout=layout,

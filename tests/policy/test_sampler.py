@@ -15,6 +15,7 @@ from cosmos_jax.policy import diffusion
 from cosmos_jax.policy import inference
 from cosmos_jax.policy import layout as layout_lib
 from cosmos_jax.policy import sampler
+from cosmos_jax.policy import video as video_lib
 from tests import parity
 from tests.policy import golden_models
 
@@ -120,9 +121,9 @@ def golden_action(folder, prefix):
   images = io[f'{prefix}__preprocessed_camera_images']  # in the layout's camera order, as the official list
   camera_images = {c: jnp.asarray(images[i][None]) for i, c in enumerate(layout.cameras)}
   height, width = images.shape[1:3]
-  video = vae.policy_pixel_sequence(inference.policy_video_items(layout, camera_images), height, width)
+  video = video_lib.policy_pixel_sequence(inference.policy_video_items(layout, camera_images), height, width)
   with jax.default_matmul_precision('highest'):
-    latent = vae.encode(vae_params, vae_cfg, vae.pixels_to_unit(video))
+    latent = vae.encode(vae_params, vae_cfg, video_lib.pixels_to_unit(video))
     proprio = inference.normalized_proprio(io['in__obs__proprio'], stats, layout)
     noise = sampler.parity_noise(config['case_definition']['seed'], latent.shape)
     out = inference.jit_action_query(diffusion.DiTNet(dit_cfg), dit_params, jnp.asarray(io['in__t5_embedding_bf16_as_fp32']),

@@ -12,6 +12,7 @@ import pytest
 
 from cosmos_jax.data import stats as stats_lib
 from cosmos_jax.policy import layout as layout_lib
+from cosmos_jax.policy import normalization
 from cosmos_jax.policy import slots
 from tests import parity
 
@@ -115,15 +116,15 @@ def test_normalisation(folder, tmp_path):
   path.write_text(json.dumps(config['stats_json']))
   stats = stats_lib.load_statistics(path)
   # float32 inputs, float64 statistics -> float64, as in the official numpy code.
-  exact(stats_lib.normalize(io['norm__in__raw_proprio'], stats, 'proprio'), io['norm__rescale_proprio'],
+  exact(normalization.normalize(io['norm__in__raw_proprio'], stats, 'proprio'), io['norm__rescale_proprio'],
         'rescale_proprio')
-  exact(stats_lib.normalize(io['norm__in__raw_proprio'], stats, 'proprio'), io['norm__rescale_data__proprio'],
+  exact(normalization.normalize(io['norm__in__raw_proprio'], stats, 'proprio'), io['norm__rescale_data__proprio'],
         'rescale_data proprio')
-  exact(stats_lib.normalize(io['norm__in__raw_actions'], stats, 'actions'), io['norm__rescale_data__actions'],
+  exact(normalization.normalize(io['norm__in__raw_actions'], stats, 'actions'), io['norm__rescale_data__actions'],
         'rescale_data actions')
-  exact(stats_lib.normalize(io['norm__in__raw_actions'], stats, 'actions'),
+  exact(normalization.normalize(io['norm__in__raw_actions'], stats, 'actions'),
         io['norm__rescale_episode_data__actions'], 'rescale_episode_data actions')
-  exact(stats_lib.unnormalize(io['in__actions_norm'], stats, 'actions'),
+  exact(normalization.unnormalize(io['in__actions_norm'], stats, 'actions'),
         io['norm__unnormalize_actions__of_actions_norm'], 'unnormalize_actions')
 
 
@@ -211,4 +212,4 @@ def test_constant_statistics_dimension():
   stats = {'proprio_min': np.zeros(aloha.proprio_dim), 'proprio_max': np.ones(aloha.proprio_dim)}
   stats['proprio_max'][3] = 0.0
   with pytest.raises(ValueError, match='dimension 3'):
-    stats_lib.normalize(np.zeros((1, aloha.proprio_dim), np.float32), stats, 'proprio')
+    normalization.normalize(np.zeros((1, aloha.proprio_dim), np.float32), stats, 'proprio')

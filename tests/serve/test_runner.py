@@ -12,15 +12,16 @@ from cosmos_jax.convert import dit_rules
 from cosmos_jax.convert import library as convert_lib
 from cosmos_jax.convert import torch_io
 from cosmos_jax.data import bundled
-from cosmos_jax.data import stats as stats_lib
 from cosmos_jax.data import transforms
 from cosmos_jax.nn import dit
 from cosmos_jax.nn import vae
 from cosmos_jax.policy import diffusion
 from cosmos_jax.policy import inference
+from cosmos_jax.policy import normalization
 from cosmos_jax.policy import layout as layout_lib
 from cosmos_jax.policy import planning
 from cosmos_jax.policy import sampler
+from cosmos_jax.policy import video as video_lib
 from cosmos_jax.serve import factory
 from cosmos_jax.serve import query as query_lib
 from cosmos_jax.serve import runner as runner_lib
@@ -39,14 +40,14 @@ def test_act_is_the_policy_functions_composed(tiny_runner):
   images = {'wrist_image': obs['left_wrist_image'], 'wrist_image2': obs['right_wrist_image'],
             'image': obs['primary_image']}
   images = {k: jnp.asarray(transforms.test_time_transform(v[None])) for k, v in images.items()}
-  latent = vae.encode_policy_sequence(query.vae_params, query.vae_cfg,
+  latent = video_lib.encode_policy_sequence(query.vae_params, query.vae_cfg,
                                       inference.policy_video_items(layout, images), S, S)
-  proprio = stats_lib.normalize(obs['proprio'].astype(np.float64)[None], query.statistics, 'proprio')
+  proprio = normalization.normalize(obs['proprio'].astype(np.float64)[None], query.statistics, 'proprio')
   context = jnp.asarray(query.text_store.lookup(TASK).astype(np.float32)[None])
   reference = inference.jit_action_query(query.net, query.dit_params, context, latent, jnp.asarray(proprio),
                                      jnp.asarray(sampler.parity_noise(195, latent.shape)), layout=layout,
                                      num_steps=query.action_steps)
-  actions = stats_lib.unnormalize(np.asarray(reference['actions'][0]), query.statistics, 'actions')
+  actions = normalization.unnormalize(np.asarray(reference['actions'][0]), query.statistics, 'actions')
   assert out['actions'].shape == (50, 14) and out['actions'].dtype == np.float64
   np.testing.assert_allclose(out['actions'], actions, rtol=1e-6, atol=1e-6)
   assert out['value_prediction'] == out['value_predictions'] == pytest.approx(float(reference['value'][0]), abs=1e-6)

@@ -23,6 +23,7 @@ import numpy as np
 from cosmos_jax.data import stats as stats_lib
 from cosmos_jax.policy import inference
 from cosmos_jax.policy import layout as layout_lib
+from cosmos_jax.policy import normalization
 from cosmos_jax.serve.protocols import base
 
 # Fields the official client may send that the official server ignores.
@@ -156,7 +157,7 @@ class AlohaProtocol(base.RobotProtocol):
       raise base.InvalidObservation(f"'proprio' has non-finite values at index {bad.tolist()}: "
                                     f'{proprio[bad].tolist()}')
     if self.proprio_margin is not None:
-      normalized = stats_lib.normalize(proprio, self.statistics, 'proprio')
+      normalized = normalization.normalize(proprio, self.statistics, 'proprio')
       limit = 1.0 + 2.0 * self.proprio_margin
       out = np.flatnonzero(np.abs(normalized) > limit)
       if out.size:

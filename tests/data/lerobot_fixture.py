@@ -3,8 +3,10 @@ dataset format (codebase versions v2.1 and v3.0: meta/info.json, tasks, episodes
 per camera), for two short synthetic ALOHA-shaped episodes (3 cameras, 14-D state and action).
 
 The `lerobot` library did not write these: `pip install --dry-run lerobot torch==2.13.0` resolves (lerobot 0.3.2,
-adding torchvision, torchcodec, rerun-sdk, wandb, diffusers, ...), but that release writes v2.1 only and installing
-that stack was not done in the time available, so the files follow the published format specification. v2.1 videos are H.264, v3.0 videos AV1 (both through PyAV).
+which writes v2.1 only), but installed beside the pinned CPU torch (into a separate --target directory, not the
+project venv) it does not import: its torchvision 0.28.0 wheel fails to load against torch 2.13.0+cpu
+("RuntimeError: operator torchvision::nms does not exist"). So the files follow the published format specification.
+v2.1 videos are H.264, v3.0 videos AV1 (both through PyAV).
 
     python -m tests.data.lerobot_fixture tests/data/fixtures
 """

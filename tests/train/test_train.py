@@ -188,16 +188,6 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _final_params(workdir, step):
-  """The params of a run's checkpoint at `step`, as host numpy arrays (whatever mesh saved them)."""
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  path = os.path.join(workdir, 'checkpoints', str(step), 'state')
-  checkpointer = ocp.PyTreeCheckpointer()
-  tree = checkpointer.metadata(path).item_metadata.tree
-  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-  return checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))['params']
-
-
 @pytest.mark.slow
 def test_two_processes_train_like_one_process_with_four_devices(tmp_path, compilation_cache):
   """Two jax.distributed processes × 2 CPU devices reproduce one process × 4 devices, to reduction order.
@@ -230,8 +220,8 @@ def test_two_processes_train_like_one_process_with_four_devices(tmp_path, compil
   for step, loss in expected.items():
     assert abs(got[step] - loss) <= 1e-6 * abs(loss), f'step {step}: two processes {got[step]} != one process {loss}'
 
-  one = np.concatenate([np.ravel(x) for x in jax.tree.leaves(_final_params(tmp_path / 'one', steps))])
-  two = np.concatenate([np.ravel(x) for x in jax.tree.leaves(_final_params(tmp_path / 'two', steps))])
+  one, two = (np.concatenate([np.ravel(x) for x in jax.tree.leaves(
+      checkpoint_layout.open_checkpoint(tmp_path / run, step=steps).load_params())]) for run in ('one', 'two'))
   schedule = optim.learning_rate_schedule(aloha.get_config('tiny').optim)
   max_step = 2 * sum(float(schedule(n)) for n in range(steps))
   parity.assert_close(two, one, name=f'params after {steps} steps, two processes vs one', rel_l2=1e-5,

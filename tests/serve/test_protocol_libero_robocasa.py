@@ -2,6 +2,7 @@
 ALOHA's), the official preprocessing (JPEG q95 round trip, resize to the input size; no flip on the server side),
 RoboCasa's mobile-base padding, and the whole tiny policy answering with chunks (16, 7) and (32, 12)."""
 
+import h5py
 import numpy as np
 import pytest
 
@@ -154,3 +155,32 @@ def test_the_tiny_policy_answers_valid_requests(layout, shape):
   assert all(v.shape == (S, S, 3) for v in out['future_image_predictions'].values())
   with pytest.raises(base.InvalidObservation, match='proprio'):
     runner.act({**request, 'proprio': np.zeros(14)})
+
+
+def test_robocasa_requests_from_a_recorded_episode(tmp_path):
+  """Observations as the released RoboCasa demonstrations record them (robomimic layout, cameras upright, 12-dim
+  actions of which the policy uses the first 7): each camera reaches its slot, and the padded answer has the
+  recorded actions' layout (manipulation first, mobile base last)."""
+  from tests.data import sim_files  # pylint: disable=g-import-not-at-top
+  cameras = ('robot0_agentview_left_rgb', 'robot0_agentview_right_rgb', 'robot0_eye_in_hand_rgb')
+  path = sim_files.write_demo_file(tmp_path / 'PnPCounterToSink.hdf5', {'demo_0': (4, True)}, cameras,
+                                   action_dim=12, task_attr=TASKS['robocasa'])
+  protocol = make_protocol('robocasa', proprio_margin=None)
+  with h5py.File(path, 'r') as f:
+    demo = f['data/demo_0']
+    for t in range(4):
+      recorded = {name: decode.decode_jpeg(demo[f'obs/{name}_jpeg'][t]) for name in cameras}
+      request = {'primary_image': recorded[cameras[0]], 'secondary_image': recorded[cameras[1]],
+                 'wrist_image': recorded[cameras[2]], 'proprio': demo['robot_states'][t],
+                 'task_description': demo.attrs['task_description']}
+      validated = protocol.validate(request)
+      for camera, name in (('image', cameras[0]), ('image2', cameras[1]), ('wrist_image', cameras[2])):
+        # Solid colours per camera: the slot image keeps its camera's colour through JPEG and resizing.
+        np.testing.assert_allclose(validated.camera_images[camera].mean((0, 1)), recorded[name].mean((0, 1)),
+                                   atol=3)
+      np.testing.assert_array_equal(validated.proprio, demo['robot_states'][t])
+    recorded_actions = demo['actions'][:]
+  padded = protocol.response(base.QueryResult(actions=recorded_actions[:, :7], value=0.5, future_images=None,
+                                              timing={}))['actions']
+  assert padded.shape == recorded_actions.shape
+  np.testing.assert_array_equal(padded[:, :7], recorded_actions[:, :7])

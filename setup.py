@@ -12,9 +12,12 @@ setuptools.setup(
     # inside this one too: the server imports its codec, and `pip install -e .` on a fresh clone gets both.
     packages=setuptools.find_packages(include=["cosmos_jax", "cosmos_jax.*"]) + ["cosmos_jax_client"],
     package_dir={"cosmos_jax_client": "packages/cosmos_jax_client/src/cosmos_jax_client"},
-    # The bundled ALOHA-format sample (default data of the tiny configs), see cosmos_jax/data/make_sample.py.
+    # The bundled samples (default data of the tiny configs), see cosmos_jax/data/bundled.py.
     package_data={"cosmos_jax.data": ["sample_aloha/*.json", "sample_aloha/text_store/*",
-                                      "sample_aloha/*/train/*.hdf5", "sample_aloha/*/train/*.mp4"],
+                                      "sample_aloha/*/train/*.hdf5", "sample_aloha/*/train/*.mp4",
+                                      "sample_libero/*.json", "sample_libero/*.hdf5", "sample_libero/text_store/*",
+                                      "sample_robocasa/*.json", "sample_robocasa/*.hdf5",
+                                      "sample_robocasa/text_store/*"],
                   "cosmos_jax.nn": ["assets/*"]},
     python_requires=">=3.10",
     install_requires=[

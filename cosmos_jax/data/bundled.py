@@ -10,9 +10,12 @@ import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parent
 
-# Benchmark (policy layout name) -> its sample. ALOHA: 3 gym-aloha "transfer cube" episodes (make_sample.py).
+# Benchmark (policy layout name) -> its sample. ALOHA: scripted gym-aloha "transfer cube" demos (make_sample.py);
+# LIBERO and RoboCasa: one of those demos in their file layouts (make_tiny_samples.py).
 SAMPLE_DIRS = {
     'aloha': ROOT / 'sample_aloha',
+    'libero': ROOT / 'sample_libero',
+    'robocasa': ROOT / 'sample_robocasa',
 }
 TEXT_STORE = 'text_store'
 

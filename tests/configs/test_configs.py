@@ -8,7 +8,6 @@ import pytest
 from configs import common
 
 CONFIGS = ('aloha', 'aloha_planning', 'libero', 'robocasa')
-TINY = ('aloha', 'aloha_planning')
 
 
 @pytest.mark.parametrize('name', CONFIGS)
@@ -19,7 +18,7 @@ def test_full_config_builds(name):
   assert c.data.dataset_dir == ''  # a real run names its data
 
 
-@pytest.mark.parametrize('name', TINY)
+@pytest.mark.parametrize('name', CONFIGS)
 def test_tiny_variant_uses_the_bundled_sample(name):
   c = importlib.import_module(f'configs.{name}').get_config('tiny')
   assert c.model.dit_preset == 'tiny'

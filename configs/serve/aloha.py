@@ -4,14 +4,20 @@
 Variants (common.parse_arg): '' the released policy from converted checkpoints
 (`--config.model.dit=DIR --config.model.vae=DIR`, settings of the official deploy.py); 'tiny' a random tiny policy
 on the bundled sample at 64 px (task 'transfer cube'; a CPU smoke run of the whole server); 'planning' turns on
-best-of-N planning with the main ALOHA planning command (combine: 'tiny,planning').
+best-of-N planning with the main ALOHA planning command (combine: 'tiny,planning'); 'depth3' the official depth-3
+planning command (no ensembles, search depth 3).
+
+Planning options are those of the official deploy.py (its names in the comments). An ensemble size of 0 is the
+official "ensemble off": one sample at the full step count. V(s') masking is on by default only with a planning
+model (planning.dit), as in the official planning commands; the official default is off.
 
 Every field of the former argparse command has a field here: --host -> host, --port -> port, --tiny -> model.tiny,
 --tiny-image-size -> model.image_size, --tiny-seed -> model.tiny_seed, --dit/--vae/--statistics/--text-store/--t5
 -> model.<same>, --dtype/--attention -> model.dtype/attention, --action-steps -> model.action_steps, --seed ->
 model.seed, --no-future-images -> model.future_images=False, --planning -> planning.enabled, --planning-dit ->
 planning.dit, the other planning flags -> planning.<name>, --max-payload-mb/--max-queue/--deadline-s/
---body-timeout-s -> serving.<name>, --no-warmup -> serving.warmup=False.
+--body-timeout-s -> serving.<name>, --no-warmup -> serving.warmup=False; --value-of-state-action ->
+planning.value_of_future_state=False.
 """
 
 import ml_collections
@@ -21,7 +27,7 @@ from configs import common
 
 
 def get_config(arg: str | None = None):
-  variant = common.parse_arg(arg, name='configs/serve/aloha.py', tiny=False, planning=False)
+  variant = common.parse_arg(arg, name='configs/serve/aloha.py', tiny=False, planning=False, depth3=False)
   c = ml_collections.ConfigDict()
   c.layout = 'aloha'  # request protocol (cosmos_jax.serve.protocols) and slot layout
   c.host = '0.0.0.0'
@@ -40,20 +46,32 @@ def get_config(arg: str | None = None):
   c.model.image_size = 224  # official policy input size
   c.model.action_steps = 10  # sampler steps of the action query without planning (official deploy.py)
   c.model.seed = 195  # noise seed, the same at every request (official seed 195, randomize_seed False)
+  c.model.randomize_seed = False  # official randomize_seed: every sampler run draws a fresh seed in [0, 256)
+  c.model.use_variance_scale = False  # official use_variance_scale: a random sigma range per seed
   c.model.future_images = True  # decode future_image_predictions
 
   c.planning = ml_collections.ConfigDict()  # best-of-N; defaults: the main ALOHA planning command
   c.planning.enabled = False
   c.planning.dit = ''  # converted planning model ('' = the policy does everything)
-  c.planning.num_candidates = 8  # N
-  c.planning.action_steps = 10
-  c.planning.future_steps = 5  # future-state ensemble steps: linspace(1, this, future_ensemble)
-  c.planning.future_ensemble = 3  # future-state samples per candidate
-  c.planning.value_steps = 5  # value ensemble steps: linspace(1, this, value_ensemble)
-  c.planning.value_ensemble = 5  # value samples per future sample
+  c.planning.devices = 0  # spread the candidates over this many local devices (0: all; use_parallel_inference)
+  c.planning.num_candidates = 8  # N (num_queries_best_of_n)
+  c.planning.action_steps = 10  # num_denoising_steps_action
+  c.planning.predict_future = True  # world-model queries (ar_future_prediction)
+  # How candidates are scored: 'future_state' (V of the predicted future, ar_value_prediction), 'q_value'
+  # (Q(s, a) of the action sample, ar_qvalue_prediction) or 'parallel' (the policy's own value; with
+  # predict_future=False).
+  c.planning.value = 'future_state'
+  c.planning.future_steps = 5  # num_denoising_steps_future_state; members: linspace(1, this, future_ensemble)
+  c.planning.future_ensemble = 3  # num_future_state_predictions_in_ensemble (0: ensemble off)
+  c.planning.future_aggregation = 'average'  # returned images of the ensemble: 'average' | 'last'
+  c.planning.value_steps = 5  # num_denoising_steps_value; members: linspace(1, this, value_ensemble)
+  c.planning.value_ensemble = 5  # num_value_predictions_in_ensemble (0: ensemble off, one value)
   c.planning.aggregation = 'majority_mean'  # 'average' | 'lcb' | 'success_vote' | 'majority_mean'
-  c.planning.value_of_state_action = False  # V(s, a, s') instead of the planning model's V(s') (masking off)
+  # V(s') masking (mask_current_state_action_for_value_prediction); None: on with planning.dit, else off.
+  c.planning.value_of_future_state = config_dict.placeholder(bool)
+  c.planning.q_value_mask_future_state = False  # mask_future_state_for_qvalue_prediction
   c.planning.search_depth = 1
+  c.planning.depth_aggregation = 'use_last_value'  # search_depth_value_aggregation_scheme: or 'average'
 
   c.serving = ml_collections.ConfigDict()
   c.serving.max_payload_mb = 16.0  # three 224 px images are ~0.6 MB as base64 JSON
@@ -66,6 +84,11 @@ def get_config(arg: str | None = None):
     c.model.tiny = True
     c.model.image_size = 64  # the smallest size whose latent slot holds the 700 ALOHA action values
     c.model.action_steps = 3
-  if variant.planning:
+  if variant.planning or variant.depth3:
     c.planning.enabled = True
+  if variant.depth3:  # the official depth-3 command: ensembles off, search depth 3, use_last_value
+    c.planning.future_ensemble = 0
+    c.planning.value_ensemble = 0
+    c.planning.aggregation = 'average'
+    c.planning.search_depth = 3
   return c

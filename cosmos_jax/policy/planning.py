@@ -521,6 +521,17 @@ def plan(policy_net: diffusion.NetFn, policy_params, planning_net: diffusion.Net
   return out
 
 
+def candidate_mesh(num_candidates: int, devices: int = 0, axis: str = 'data') -> jax.sharding.Mesh | None:
+  """The mesh that spreads N candidates over the local devices (official use_parallel_inference: one query per
+  GPU): the largest device count <= `devices` (0: all local devices) that divides N; None when that is 1."""
+  local = jax.local_devices()
+  if not 0 <= devices <= len(local):
+    raise ValueError(f'devices must be in [0, {len(local)}] (0: all local devices), got {devices}')
+  usable = devices or len(local)
+  count = max(d for d in range(1, usable + 1) if num_candidates % d == 0)
+  return None if count == 1 else jax.sharding.Mesh(np.array(local[:count]), (axis,))
+
+
 def make_planner(policy_net: diffusion.NetFn, planning_net: diffusion.NetFn, layout: layout_lib.SlotLayout,
                  cfg: PlanningConfig, mesh: jax.sharding.Mesh | None = None, axis: str = 'data') -> Callable:
   """`planner(policy_params, planning_params, context, latent, proprio, bank) -> plan(...)` compiled once.

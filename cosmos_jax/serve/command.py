@@ -24,17 +24,32 @@ MODES = {'http': (http_lib.HTTPServer, http_lib.DEFAULT_PORT),
 
 
 def planning_config(config: ml_collections.ConfigDict) -> planning_lib.PlanningConfig | None:
-  """The best-of-N settings (the main ALOHA planning command with the config's numbers), or None when off."""
+  """The best-of-N settings of config.planning (official deploy.py options; see configs/serve/aloha.py), or None
+  when planning is off. Contradictory or ineffective combinations are refused by PlanningConfig."""
   p = config.planning
   if not p.enabled:
     if p.dit:
       raise ValueError('planning.dit needs planning.enabled=True')
     return None
-  return planning_lib.PlanningConfig.main_command(
-      num_candidates=p.num_candidates, base_seed=config.model.seed, action_steps=p.action_steps,
-      future_steps=planning_lib.ensemble_steps(p.future_steps, p.future_ensemble),
-      value_steps=planning_lib.ensemble_steps(p.value_steps, p.value_ensemble), aggregation=p.aggregation,
-      value_of_future_state=not p.value_of_state_action, search_depth=p.search_depth)
+  for name in ('future_ensemble', 'value_ensemble'):
+    if p[name] < 0:
+      raise ValueError(f'planning.{name} must be >= 0 (0: ensemble off), got {p[name]}')
+  source = p.value
+  masked = p.value_of_future_state
+  if masked is None:  # V(s') masking belongs to a planning model trained with it (official default: off)
+    masked = bool(p.dit) and source == 'future_state'
+  return planning_lib.PlanningConfig(
+      num_candidates=p.num_candidates, base_seed=config.model.seed, randomize_seed=config.model.randomize_seed,
+      use_variance_scale=config.model.use_variance_scale, action_steps=p.action_steps,
+      predict_future=p.predict_future, value_source=source,
+      future_steps=(planning_lib.member_steps(p.future_steps, p.future_ensemble or None) if p.predict_future
+                    else (1,)),
+      future_aggregation=p.future_aggregation,
+      value_steps=(planning_lib.member_steps(p.value_steps, p.value_ensemble or None) if source != 'parallel'
+                   else (1,)),
+      value_ensemble=bool(p.value_ensemble) and source != 'parallel', aggregation=p.aggregation,
+      value_of_future_state=bool(masked), q_value_mask_future_state=p.q_value_mask_future_state,
+      search_depth=p.search_depth, depth_aggregation=p.depth_aggregation)
 
 
 def make_models(config: ml_collections.ConfigDict) -> factory.PolicyModels:
@@ -54,9 +69,12 @@ def make_models(config: ml_collections.ConfigDict) -> factory.PolicyModels:
 
 def make_runner(config: ml_collections.ConfigDict) -> runner_lib.PolicyRunner:
   planning = planning_config(config)
-  return runner_lib.PolicyRunner.build(make_models(config), layout=config.layout, image_size=config.model.image_size,
-                                       action_steps=config.model.action_steps, seed=config.model.seed,
-                                       planning=planning, decode_future_images=config.model.future_images)
+  m = config.model
+  return runner_lib.PolicyRunner.build(make_models(config), layout=config.layout, image_size=m.image_size,
+                                       action_steps=m.action_steps, seed=m.seed, randomize_seed=m.randomize_seed,
+                                       use_variance_scale=m.use_variance_scale, planning=planning,
+                                       planning_devices=config.planning.devices,
+                                       decode_future_images=m.future_images)
 
 
 def make_service(config: ml_collections.ConfigDict, runner: service_lib.Runner) -> service_lib.PolicyService:

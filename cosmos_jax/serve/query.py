@@ -1,14 +1,17 @@
 """Query orchestration: a validated observation through the policy, as one action query or best-of-N planning.
 
-  images:   uint8 [S, S, 3] per camera -> `data.transforms.test_time_transform` (the server-side centre crop and
-            resize) -> `video.encode_policy_sequence` (the whole policy sequence in one causal pass, one jitted program);
+  images:   uint8 [S, S, 3] per camera (the protocol resized them) -> `data.transforms.test_time_transform` (the
+            centre crop and resize) -> `video.encode_policy_sequence` (the whole policy sequence in one causal pass,
+            one jitted program);
   proprio:  `inference.normalized_proprio` (min-max with the dataset statistics);
   text:     the exact task string looked up in the text store (T5 embeddings); with a T5 encoder, a task missing
             from the store is encoded on first use and kept;
-  noise:    `sampler.parity_noise` / `planning.noise_bank` with the fixed seeds of the official server
-            (`randomize_seed False`), computed once per latent shape and reused;
+  noise:    `sampler.parity_noise` / `planning.noise_bank` with the fixed seeds of the official server, computed
+            once per latent shape and reused; with randomize_seed drawn anew for every request, and with
+            use_variance_scale each seed's sigma range (`sampler.variance_scale`);
   policy:   `inference.jit_action_query` (value and future images read from the same sample, "parallel"), or with
-            planning the batched best-of-N `planning.make_planner` (one program for all candidates);
+            planning the batched best-of-N `planning.make_planner` (one program for all candidates, spread over
+            the local devices by `planning.candidate_mesh`);
   output:   `inference.unnormalized_actions` (float64), `inference.future_images` (jitted decode).
 
 Every jitted program is compiled once per shape. Not thread-safe: the servers run one query at a time.
@@ -16,7 +19,9 @@ Every jitted program is compiled once per shape. Not thread-safe: the servers ru
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import secrets
 import time
 from typing import Any
 
@@ -24,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cosmos_jax.data import decode
 from cosmos_jax.data import text as text_lib
 from cosmos_jax.data import transforms
 from cosmos_jax.nn import vae as vae_lib
@@ -50,8 +56,9 @@ class PolicyQuery:
   """The policy (and optional planning model) of `models`, callable with validated observations."""
 
   def __init__(self, models: factory.PolicyModels, *, layout: str = 'aloha', image_size: int = 224,
-               action_steps: int = 10, seed: int = DEFAULT_SEED, planning: planning_lib.PlanningConfig | None = None,
-               decode_future_images: bool = True):
+               action_steps: int = 10, seed: int = DEFAULT_SEED, randomize_seed: bool = False,
+               use_variance_scale: bool = False, planning: planning_lib.PlanningConfig | None = None,
+               planning_devices: int = 0, decode_future_images: bool = True):
     self.models = models
     self.layout = layout_lib.get_layout(layout)
     if image_size % vae_lib.SPATIAL_COMPRESSION:
@@ -82,6 +89,8 @@ class PolicyQuery:
     self.image_size = image_size
     self.action_steps = action_steps
     self.seed = seed
+    self.randomize_seed = randomize_seed
+    self.use_variance_scale = use_variance_scale
     self.planning = planning
     self.decode_future_images = decode_future_images
     self.vae_cfg = models.vae_cfg
@@ -89,11 +98,19 @@ class PolicyQuery:
     self.dit_params = jax.device_put(models.dit_params)
     self.vae_params = jax.device_put(models.vae_params)
     self.has_planning_model = models.planning_dit_cfg is not None
+    self.planning_devices = 1
     if planning is not None:
       self.planning_net = diffusion.DiTNet(models.planning_dit_cfg) if self.has_planning_model else self.net
       self.planning_params = (jax.device_put(models.planning_dit_params) if self.has_planning_model
                               else self.dit_params)
-      self._planner = planning_lib.make_planner(self.net, self.planning_net, self.layout, planning)
+      mesh = planning_lib.candidate_mesh(planning.num_candidates, planning_devices)
+      if mesh is not None:  # parameters replicated on every device, candidates sharded
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        self.dit_params = jax.device_put(models.dit_params, replicated)
+        self.planning_params = (jax.device_put(models.planning_dit_params, replicated) if self.has_planning_model
+                                else self.dit_params)
+        self.planning_devices = mesh.size
+      self._planner = planning_lib.make_planner(self.net, self.planning_net, self.layout, planning, mesh=mesh)
     self._contexts: dict[str, jax.Array] = {}
     self._noise: dict[tuple, Any] = {}
     self._encode = jax.jit(functools.partial(encode_observation, vae_cfg=self.vae_cfg, layout=self.layout,
@@ -104,14 +121,13 @@ class PolicyQuery:
   def metadata(self) -> dict:
     meta = {'tasks': list(self.text_store.tasks), 'text_embeddings': self.text_store.kind,
             'new_tasks': self.text_encoder is not None, 'action_steps': self.action_steps, 'seed': self.seed,
-            'planning': None}
+            'randomize_seed': self.randomize_seed, 'use_variance_scale': self.use_variance_scale, 'planning': None}
     if self.planning is not None:
       p = self.planning
-      meta['planning'] = {'num_candidates': p.num_candidates, 'base_seed': p.base_seed,
-                          'action_steps': p.action_steps, 'future_steps': list(p.future_steps),
-                          'value_steps': list(p.value_steps), 'aggregation': p.aggregation,
-                          'value_of_future_state': p.value_of_future_state, 'search_depth': p.search_depth,
-                          'separate_planning_model': self.has_planning_model}
+      meta['planning'] = {f.name: list(v) if isinstance(v, tuple) else v for f in dataclasses.fields(p)
+                          if f.name != 'sampler' for v in [getattr(p, f.name)]}
+      meta['planning'].update(separate_planning_model=self.has_planning_model, devices=self.planning_devices,
+                              dit_passes_per_candidate=p.dit_passes_per_candidate())
     return meta
 
   def _context(self, task: str) -> jax.Array:
@@ -127,21 +143,32 @@ class PolicyQuery:
       self._contexts[task] = jnp.asarray(embedding[None])
     return self._contexts[task]
 
-  def _cached_noise(self, latent_shape) -> Any:
-    key = tuple(latent_shape)
+  def _single_noise(self, latent_shape) -> tuple[Any, Any]:
+    """(initial noise, sigma_scale or None) of the action query: the fixed seed's, cached, or a fresh seed's."""
+    seed = secrets.randbits(32) % planning_lib.RANDOM_SEEDS if self.randomize_seed else self.seed
+    key = (tuple(latent_shape), seed)
     if key not in self._noise:
-      if self.planning is None:
-        self._noise[key] = jnp.asarray(sampler_lib.parity_noise(self.seed, latent_shape))
-      else:
-        bank = planning_lib.noise_bank(self.planning, latent_shape)
-        self._noise[key] = {k: v if k == 'seeds' else jnp.asarray(v) for k, v in bank.items()}
+      scale = (jnp.asarray([sampler_lib.variance_scale(seed)], jnp.float32) if self.use_variance_scale else None)
+      noise = (jnp.asarray(sampler_lib.parity_noise(seed, latent_shape)), scale)
+      if self.randomize_seed:
+        return noise
+      self._noise[key] = noise
+    return self._noise[key]
+
+  def _planning_bank(self, latent_shape) -> dict:
+    """The planner's noise bank: cached with fixed seeds, drawn anew per request with randomize_seed."""
+    key = tuple(latent_shape)
+    if key not in self._noise or self.planning.randomize_seed:
+      bank = planning_lib.noise_bank(self.planning, latent_shape)
+      self._noise[key] = {k: v if k == 'seeds' else jnp.asarray(v) for k, v in bank.items()}
     return self._noise[key]
 
   def __call__(self, obs: base.Observation) -> base.QueryResult:
     """The query result for a validated observation, with the per-stage timing (results blocked on)."""
     timing = {}
     t0 = time.perf_counter()
-    images = {camera: transforms.test_time_transform(image[None]) for camera, image in obs.camera_images.items()}
+    images = {camera: transforms.test_time_transform(decode.resize_square(image[None], self.image_size))
+              for camera, image in obs.camera_images.items()}
     proprio = jnp.asarray(inference.normalized_proprio(obs.proprio, self.statistics, self.layout))
     context = self._context(obs.task)
     t1 = time.perf_counter()
@@ -149,19 +176,20 @@ class PolicyQuery:
     latent = jax.block_until_ready(self._encode(self.vae_params, images))
     timing['vae_encode_s'] = time.perf_counter() - t1
     if self.planning is None:
-      noise = self._cached_noise(latent.shape)
-      return self._single(context, latent, proprio, noise, obs.return_all_query_results, timing)
-    noise = self._cached_noise((1,) + latent.shape[1:])
-    return self._best_of_n(context, latent, proprio, noise, obs.return_all_query_results, timing)
+      noise, sigma_scale = self._single_noise(latent.shape)
+      return self._single(context, latent, proprio, noise, sigma_scale, obs.return_all_query_results, timing)
+    bank = self._planning_bank((1,) + latent.shape[1:])
+    return self._best_of_n(context, latent, proprio, bank, obs.return_all_query_results, timing)
 
   def _decoded(self, sample, orig_latent) -> dict[str, np.ndarray]:
     decoded = self._future_images(self.vae_params, sample=sample, orig_latent=orig_latent)
     return {name: np.asarray(image[0]) for name, image in decoded.items()}
 
-  def _single(self, context, latent, proprio, noise, return_all: bool, timing: dict) -> base.QueryResult:
+  def _single(self, context, latent, proprio, noise, sigma_scale, return_all: bool,
+              timing: dict) -> base.QueryResult:
     t0 = time.perf_counter()
     out = inference.jit_action_query(self.net, self.dit_params, context, latent, proprio, noise, layout=self.layout,
-                                     num_steps=self.action_steps)
+                                     num_steps=self.action_steps, sigma_scale=sigma_scale)
     out = jax.block_until_ready({k: out[k] for k in ('sample', 'actions', 'value')})
     t1 = time.perf_counter()
     timing['policy_s'] = t1 - t0
@@ -170,29 +198,38 @@ class PolicyQuery:
     futures = self._decoded(out['sample'], latent) if self.decode_future_images else None
     timing['vae_decode_s'] = time.perf_counter() - t1
     result = base.QueryResult(actions=actions, value=value, future_images=futures, timing=timing)
-    if return_all:  # one candidate, one search depth
+    if return_all:  # one candidate, one search depth; no world-model query, so no per-depth images (official)
       result.all_actions, result.all_values, result.all_future_images = [actions], [value], [futures]
       result.all_actions_by_depth, result.all_values_by_depth = [[actions]], [[value]]
-      result.all_future_images_by_depth = [[futures]]
+      result.all_future_images_by_depth = [[]]
     return result
 
-  def _best_of_n(self, context, latent, proprio, noise, return_all: bool, timing: dict) -> base.QueryResult:
+  def _best_of_n(self, context, latent, proprio, bank, return_all: bool, timing: dict) -> base.QueryResult:
     t0 = time.perf_counter()
-    out = self._planner(self.dit_params, self.planning_params, context, latent, proprio, noise)
+    out = self._planner(self.dit_params, self.planning_params, context, latent, proprio, bank)
     out = jax.block_until_ready(out)
     t1 = time.perf_counter()
     timing['planning_s'] = t1 - t0
+    p = self.planning
     chosen = int(out['chosen'])
     scores = np.asarray(out['scores'], np.float64)
     all_actions = [inference.unnormalized_actions(a, self.statistics) for a in np.asarray(out['actions'])]
 
-    def futures_of(q: int):
+    def images(samples):
+      """The images a set of samples returns: the future ensemble's, aggregated as configured (official
+      'average' / 'last'); one sample's own for the action sample."""
       if not self.decode_future_images:
         return None
-      # The future-state ensemble's images averaged per pixel (official 'average' aggregation).
-      predictions = [self._future_images(self.vae_params, sample=f[None], orig_latent=latent)
-                     for f in out['future_samples'][q]]
-      return {k: np.asarray(v[0]) for k, v in inference.average_images(predictions).items()}
+      predictions = [self._future_images(self.vae_params, sample=s[None], orig_latent=latent) for s in samples]
+      return {k: np.asarray(v[0]) for k, v in inference.aggregate_future_images(predictions,
+                                                                                  p.future_aggregation).items()}
+
+    def futures_of(q: int):
+      if p.predict_future:
+        return images(out['future_samples'][q])
+      if p.value_source == 'parallel':  # the future the action query generated alongside (official parallel mode)
+        return images(out['action_samples'][q][None])
+      return None  # Q(s, a) without world-model queries: no future images (official)
 
     futures = futures_of(chosen)
     result = base.QueryResult(actions=all_actions[chosen], value=float(scores[chosen]), future_images=futures,
@@ -203,8 +240,10 @@ class PolicyQuery:
       result.all_actions_by_depth = [[inference.unnormalized_actions(a, self.statistics) for a in row]
                                      for row in np.asarray(out['actions_by_depth'])]
       result.all_values_by_depth = np.asarray(out['values_by_depth'], np.float64).tolist()
-      if self.planning.search_depth == 1:
-        # The planner keeps only the first depth's future samples, so the per-depth images exist for depth 1.
-        result.all_future_images_by_depth = [[f] for f in all_futures]
+      # Official: one entry per world-model query of the search (depth 1, then one per future sample of the
+      # previous depth); none without world-model queries.
+      result.all_future_images_by_depth = (
+          [[all_futures[q]] + [images(entry) for entry in out['future_samples_by_depth'][q][1:]]
+           for q in range(len(scores))] if p.predict_future else [[] for _ in scores])
     timing['vae_decode_s'] = time.perf_counter() - t1
     return result

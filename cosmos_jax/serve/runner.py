@@ -36,12 +36,15 @@ class PolicyRunner:
 
   @classmethod
   def build(cls, models: factory.PolicyModels, *, layout: str = 'aloha', image_size: int = 224,
-            action_steps: int = 10, seed: int = query_lib.DEFAULT_SEED,
-            planning: planning_lib.PlanningConfig | None = None, decode_future_images: bool = True,
+            action_steps: int = 10, seed: int = query_lib.DEFAULT_SEED, randomize_seed: bool = False,
+            use_variance_scale: bool = False, planning: planning_lib.PlanningConfig | None = None,
+            planning_devices: int = 0, decode_future_images: bool = True,
             proprio_margin: float | None = aloha.DEFAULT_PROPRIO_MARGIN) -> 'PolicyRunner':
     """The runner of `models` with `layout`'s request protocol."""
     query = query_lib.PolicyQuery(models, layout=layout, image_size=image_size, action_steps=action_steps,
-                                  seed=seed, planning=planning, decode_future_images=decode_future_images)
+                                  seed=seed, randomize_seed=randomize_seed, use_variance_scale=use_variance_scale,
+                                  planning=planning, planning_devices=planning_devices,
+                                  decode_future_images=decode_future_images)
     protocol = protocols.get(layout)(image_size=image_size, statistics=models.statistics,
                                      tasks=models.text_store.tasks, proprio_margin=proprio_margin,
                                      accept_new_tasks=models.text_encoder is not None)

@@ -321,3 +321,10 @@ def test_every_option_batched_equals_serial(name):
                                                             cfg.num_future_samples)
   else:
     assert 'future_samples' not in batched
+
+
+def test_candidate_mesh_on_one_device():
+  assert len(jax.local_devices()) == 1 or pytest.skip('a one-device check')
+  assert planning.candidate_mesh(8) is None and planning.candidate_mesh(8, 1) is None
+  with pytest.raises(ValueError, match='devices must be in'):
+    planning.candidate_mesh(8, 5)

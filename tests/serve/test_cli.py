@@ -49,8 +49,10 @@ def test_variants_and_config_errors():
   assert not default.model.tiny and default.model.image_size == 224 and default.port is None
   assert tiny.model.tiny and tiny.model.image_size == 64 and tiny.model.action_steps == 3
   assert command.planning_config(default) is None
-  # The planning variant is the main ALOHA planning command, number for number.
-  assert command.planning_config(serve_config.get_config('planning')) == planning_lib.PlanningConfig.main_command()
+  # The planning variant with a planning model is the main ALOHA planning command, number for number.
+  main = serve_config.get_config('planning')
+  main.planning.dit = 'planning_model'
+  assert command.planning_config(main) == planning_lib.PlanningConfig.main_command()
   with pytest.raises(ValueError, match='give the converted checkpoints'):
     command.make_models(default)
   tiny.model.dit = 'somewhere'
@@ -64,6 +66,66 @@ def test_variants_and_config_errors():
     command.make_server('grpc', default, None)
   with pytest.raises(ValueError, match='unknown variant argument'):
     serve_config.get_config('huge')
+
+
+def test_value_masking_is_off_by_default_without_a_planning_model():
+  """V(s') masking needs a model trained with it: on with planning.dit (the official planning commands), off without
+  (the official default); an explicit setting wins."""
+  config = serve_config.get_config('planning')
+  assert not command.planning_config(config).value_of_future_state
+  config.planning.dit = 'planning_model'
+  assert command.planning_config(config).value_of_future_state
+  config.planning.value_of_future_state = False
+  assert not command.planning_config(config).value_of_future_state
+  config = serve_config.get_config('planning')
+  config.planning.value_of_future_state = True
+  assert command.planning_config(config).value_of_future_state
+
+
+def test_depth3_command_call_counts():
+  """The official depth-3, ensembles-off planning command from the server config: one 5-step future sample and one
+  5-step value per action, three depths, so (10 + 5 + 5) x 3 = 60 DiT passes per candidate, counted at run time."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from tests.policy import planning_fixture as fx  # pylint: disable=g-import-not-at-top
+  config = serve_config.get_config('depth3')
+  config.planning.dit = 'planning_model'
+  cfg = command.planning_config(config)
+  assert cfg == planning_lib.PlanningConfig.depth3_command()
+  assert (cfg.future_steps, cfg.value_steps, cfg.search_depth, cfg.value_of_future_state) == ((5,), (5,), 3, True)
+  assert cfg.dit_passes_per_candidate() == 60
+  cfg = planning_lib.PlanningConfig.depth3_command(num_candidates=2)
+  rows = []
+
+  def counting_net(params, x, timesteps, context, condition_mask):
+    jax.debug.callback(lambda b: rows.append(int(b)), x.shape[0])
+    return jnp.tanh(x * params)
+
+  context, latent, proprio = fx.observation()
+  out = planning_lib.make_planner(counting_net, counting_net, fx.LAYOUT, cfg)(
+      jnp.float32(0.5), jnp.float32(0.3), context, latent, proprio, planning_lib.noise_bank(cfg, fx.LATENT_SHAPE))
+  jax.block_until_ready(out)
+  assert sum(rows) == 2 * 60 and out['values_by_depth'].shape == (2, 3)
+
+
+def test_planning_options_reach_the_planner():
+  config = serve_config.get_config('planning')
+  config.planning.update(value='q_value', predict_future=False, value_steps=2, value_ensemble=3, aggregation='lcb',
+                         q_value_mask_future_state=True, devices=1)
+  config.model.update(randomize_seed=True, use_variance_scale=True)
+  cfg = command.planning_config(config)
+  assert (cfg.value_source, cfg.value_steps, cfg.aggregation, cfg.q_value_mask_future_state) == ('q_value', (1, 1, 2),
+                                                                                                 'lcb', True)
+  assert cfg.randomize_seed and cfg.use_variance_scale and not cfg.predict_future
+  config.planning.value_of_future_state = True  # V(s') masking with Q(s, a): refused, not ignored
+  with pytest.raises(ValueError, match='value_of_future_state'):
+    command.planning_config(config)
+  config = serve_config.get_config('planning')
+  config.planning.value = 'parallel'  # still predicting futures: refused (the official server cannot)
+  with pytest.raises(ValueError, match='predict_future needs a value query'):
+    command.planning_config(config)
+  config.planning.update(predict_future=False, value_ensemble=0)
+  assert command.planning_config(config).value_source == 'parallel'
 
 
 def test_tiny_variant_end_to_end(aloha_protocol):

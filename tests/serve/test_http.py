@@ -64,6 +64,7 @@ def test_official_protocol_both_encodings(server, tiny_runner):
   reply = json_numpy.loads(plain.text)
   check_response(reply)
   assert len(reply['all_actions']) == 1 and reply['all_value_predictions'] == [reply['value_prediction']]
+  assert reply['all_future_image_predictions_by_depth'] == [[]]  # official: a plain query has no per-depth images
   np.testing.assert_array_equal(reply['all_actions'][0], reply['actions'])
 
   double = _post_official(server, observation, double_encoded=True)
@@ -92,8 +93,8 @@ def _bad_requests(runner):
   return [
       ('bad JSON', '{"primary_image": [1, 2', 400, 'not valid JSON'),
       ('not an object', '[1, 2, 3]', 400, 'must be a JSON object'),
-      ('wrong image shape', dump({**obs, 'primary_image': np.zeros((32, 32, 3), np.uint8)}), 400,
-       r"'primary_image' must have shape \(64, 64, 3\)"),
+      ('wrong image shape', dump({**obs, 'primary_image': np.zeros((32, 32, 4), np.uint8)}), 400,
+       r"'primary_image' must have shape \(H, W, 3\)"),
       ('wrong image dtype', dump({**obs, 'left_wrist_image': np.zeros((64, 64, 3), np.float32)}), 400,
        'must have dtype uint8, got float32'),
       ('missing field', dump({k: v for k, v in obs.items() if k != 'proprio'}), 400,

@@ -33,7 +33,7 @@ INVALID = [
     ('missing task', lambda r, o: _with(o, task_description=KeyError), r"missing field\(s\) \['task_description'\]"),
     ('unknown field', lambda r, o: _with(o, wrist_image=o['primary_image']), r"unknown field\(s\) \['wrist_image'\]"),
     ('image shape', lambda r, o: _with(o, primary_image=np.zeros((S, S, 4), np.uint8)),
-     rf"'primary_image' must have shape \({S}, {S}, 3\).*got \({S}, {S}, 4\)"),
+     rf"'primary_image' must have shape \(H, W, 3\) \(RGB; resized to {S}x{S}\), got \({S}, {S}, 4\)"),
     ('image CHW', lambda r, o: _with(o, left_wrist_image=np.zeros((3, S, S), np.uint8)), 'must have shape'),
     ('image float dtype', lambda r, o: _with(o, primary_image=np.zeros((S, S, 3), np.float32)),
      "'primary_image' must have dtype uint8, got float32"),
@@ -102,7 +102,9 @@ def test_response_fields(aloha_protocol):
   out = aloha_protocol.response(result)
   assert out['chosen_candidate'] == 1 and out['all_value_predictions'] == [0.1, 0.25]
   assert out['all_future_image_predictions'][1] is futures and out['all_value_predictions_by_depth'] == [[0.1], [0.25]]
-  assert 'all_future_image_predictions_by_depth' not in out  # not kept past depth 1
+  assert out['all_future_image_predictions_by_depth'] == [[], []]  # official: no world-model query, no images
+  result.all_future_images_by_depth = [[None], [futures]]
+  assert aloha_protocol.response(result)['all_future_image_predictions_by_depth'][1] == [futures]
 
 
 def test_metadata(aloha_protocol):

@@ -149,3 +149,137 @@ def test_real_size_programs_trace():
                            sample=latent, orig_latent=latent)
   assert {k: v.shape for k, v in futures.items()} == {k: (1, 224, 224, 3) for k in
                                                         ('future_wrist_image', 'future_wrist_image2', 'future_image')}
+
+
+def test_any_image_size_is_resized_like_the_official_server(tiny_runner):
+  """A request with 80 x 60 (and 128 x 128) images answers as the same images resized to the model's size first."""
+  from cosmos_jax.data import decode  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(4)
+  base_obs = make_observation(tiny_runner.protocol, seed=4)
+  for shape in ((60, 80, 3), (128, 128, 3)):
+    large = {**base_obs, **{f: rng.integers(0, 256, shape, dtype=np.uint8) for f in tiny_runner.protocol.image_fields}}
+    resized = {**large, **{f: decode.resize_square(large[f][None], S)[0] for f in tiny_runner.protocol.image_fields}}
+    ours, by_hand = tiny_runner.act(large), tiny_runner.act(resized)
+    np.testing.assert_array_equal(ours['actions'], by_hand['actions'])
+    assert ours['value_prediction'] == by_hand['value_prediction']
+
+
+def test_plain_query_has_no_per_depth_images(tiny_runner):
+  out = tiny_runner.act({**make_observation(tiny_runner.protocol, seed=2), 'return_all_query_results': True})
+  assert out['all_future_image_predictions_by_depth'] == [[]]
+  assert out['all_value_predictions_by_depth'] == [[out['value_prediction']]]
+
+
+@pytest.fixture(scope='module')
+def tiny_models():
+  return factory.tiny(1, with_planning_model=True)
+
+
+def _planning_runner(models, cfg, **kwargs):
+  return runner_lib.PolicyRunner.build(models, image_size=S, action_steps=2, planning=cfg, **kwargs)
+
+
+def test_per_depth_images_at_search_depth_two(tiny_models):
+  """Depth 2 with two future samples: entries = depth 1 + one per future sample, each the ensemble's images
+  ('last': the member with the most steps); the first entry is the candidate's own future images."""
+  cfg = planning.PlanningConfig.main_command(num_candidates=2, action_steps=1, future_steps=(1, 2), value_steps=(1,),
+                                             aggregation='average', search_depth=2, future_aggregation='last',
+                                             depth_aggregation='average')
+  runner = _planning_runner(tiny_models, cfg)
+  out = runner.act({**make_observation(runner.protocol, seed=6), 'return_all_query_results': True})
+  by_depth = out['all_future_image_predictions_by_depth']
+  assert len(by_depth) == 2 and all(len(entries) == cfg.depth_entries == 3 for entries in by_depth)
+  for q, entries in enumerate(by_depth):
+    assert sorted(entries[2]) == ['future_image', 'future_wrist_image', 'future_wrist_image2']
+    for name, image in entries[0].items():
+      np.testing.assert_array_equal(image, out['all_future_image_predictions'][q][name])
+  values = np.asarray(out['all_value_predictions_by_depth'])
+  assert values.shape == (2, 3)
+  np.testing.assert_allclose(out['all_value_predictions'], values.mean(axis=1), rtol=1e-6)
+
+
+@pytest.mark.parametrize('source', ['parallel', 'q_value'])
+def test_model_free_scoring(tiny_models, source):
+  """Best-of-N scored by the policy's own parallel value (images from the action sample) or by Q(s, a) (no world
+  model: no future images, as the official server)."""
+  cfg = planning.PlanningConfig(num_candidates=2, action_steps=2, value_source=source,
+                                value_steps=(1,) if source == 'parallel' else (1, 2),
+                                value_ensemble=source == 'q_value', q_value_mask_future_state=source == 'q_value')
+  runner = _planning_runner(tiny_models, cfg)
+  out = runner.act({**make_observation(runner.protocol, seed=7), 'return_all_query_results': True})
+  assert out['all_future_image_predictions_by_depth'] == [[], []]
+  if source == 'q_value':
+    assert out['future_image_predictions'] is None and out['all_future_image_predictions'] == [None, None]
+  else:
+    assert sorted(out['future_image_predictions']) == ['future_image', 'future_wrist_image', 'future_wrist_image2']
+  assert runner.metadata()['planning']['value_source'] == source
+
+
+SHARDED_RUNNER_SCRIPT = r'''
+import json
+import jax, numpy as np
+from configs.serve import aloha as serve_config
+from cosmos_jax.serve import command
+from tests.serve.conftest import make_observation
+assert len(jax.local_devices()) == 8, jax.local_devices()
+results = {}
+for devices in (1, 0):
+  config = serve_config.get_config('tiny,planning')
+  config.planning.update(num_candidates=8, action_steps=2, future_steps=1, future_ensemble=0, value_steps=1,
+                         value_ensemble=0, devices=devices)
+  config.model.future_images = False
+  runner = command.make_runner(config)
+  out = runner.act({**make_observation(runner.protocol, seed=9), 'return_all_query_results': True})
+  results[devices] = dict(devices=runner.metadata()['planning']['devices'], chosen=out['chosen_candidate'],
+                          values=out['all_value_predictions'], actions=np.asarray(out['all_actions']).tolist())
+print(json.dumps(results))
+'''
+
+
+def test_planner_spreads_candidates_over_eight_devices():
+  """Eight (fake CPU) devices: the server's planner runs one candidate per device and chooses as on one device."""
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  root = pathlib.Path(__file__).resolve().parents[2]
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu',
+             PYTHONPATH=str(root) + os.pathsep + os.environ.get('PYTHONPATH', ''))
+  proc = subprocess.run([sys.executable, '-c', SHARDED_RUNNER_SCRIPT], cwd=root, env=env, capture_output=True,
+                        text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  results = json.loads(proc.stdout.strip().splitlines()[-1])
+  one, spread = results['1'], results['0']
+  assert one['devices'] == 1 and spread['devices'] == 8
+  assert one['chosen'] == spread['chosen']
+  np.testing.assert_allclose(spread['values'], one['values'], atol=2e-6)
+  np.testing.assert_allclose(spread['actions'], one['actions'], atol=2e-5)
+
+
+def test_randomized_seed_and_variance_scale(monkeypatch):
+  """randomize_seed: each request draws its seed (official secrets.randbits(32) % 256); use_variance_scale: the
+  seed's sigma range (torch.manual_seed(seed); two torch.rand draws)."""
+  tiny_models = factory.tiny(1)
+  common = dict(image_size=S, action_steps=2, decode_future_images=False)
+  obs = make_observation(runner_lib.PolicyRunner.build(tiny_models, **common).protocol, seed=11)
+  monkeypatch.setattr(query_lib.secrets, 'randbits', lambda bits: 256 * 7 + 44)
+  randomized = runner_lib.PolicyRunner.build(tiny_models, randomize_seed=True, **common).act(obs)
+  fixed = runner_lib.PolicyRunner.build(tiny_models, seed=44, **common).act(obs)
+  np.testing.assert_array_equal(randomized['actions'], fixed['actions'])
+  scaled_runner = runner_lib.PolicyRunner.build(tiny_models, seed=44, use_variance_scale=True, **common)
+  scaled = scaled_runner.act(obs)
+  assert not np.allclose(scaled['actions'], fixed['actions'])
+  query = scaled_runner.query
+  validated = scaled_runner.validate(obs)
+  images = {k: jnp.asarray(transforms.test_time_transform(v[None])) for k, v in validated.camera_images.items()}
+  latent = vae.encode_policy_sequence(query.vae_params, query.vae_cfg,
+                                      inference.policy_video_items(query.layout, images), S, S)
+  proprio = jnp.asarray(inference.normalized_proprio(validated.proprio, query.statistics, query.layout))
+  context = jnp.asarray(query.text_store.lookup(TASK).astype(np.float32)[None])
+  reference = inference.jit_action_query(query.net, query.dit_params, context, latent, proprio,
+                                         jnp.asarray(sampler.parity_noise(44, latent.shape)), layout=query.layout,
+                                         num_steps=2, sigma_scale=jnp.asarray([sampler.variance_scale(44)]))
+  np.testing.assert_allclose(scaled['actions'], inference.unnormalized_actions(reference['actions'],
+                                                                                query.statistics)[0],
+                             rtol=1e-6, atol=1e-6)

@@ -113,7 +113,7 @@ def _malformed(runner):
   return [
       ('empty object', '{}', 400),
       ('NaN proprio', codec.json_dumps({**obs, 'proprio': np.full(14, np.nan, np.float32)}), 400),
-      ('wrong image shape', codec.json_dumps({**obs, 'primary_image': np.zeros((32, 32, 3), np.uint8)}), 400),
+      ('wrong image shape', codec.json_dumps({**obs, 'primary_image': np.zeros((32, 32, 4), np.uint8)}), 400),
       ('unknown task', codec.json_dumps({**obs, 'task_description': 'fold shirt'}), 400),
   ]
 

@@ -2,15 +2,17 @@
 cosmos_policy/experiments/robot/aloha/deploy.py:PolicyServer.get_server_action), which the official client
 (run_aloha_eval.py) speaks.
 
-Request: `primary_image`, `left_wrist_image`, `right_wrist_image` uint8 [S, S, 3] (or nested lists of integers in
-[0, 255], as the official server accepts), `proprio` [14] raw joint positions, `task_description` (a task with a
+Request: `primary_image`, `left_wrist_image`, `right_wrist_image` uint8 [H, W, 3] of any size, resized to the
+model's S x S as the official server resizes to 224 (or nested lists of integers in [0, 255], as the official
+server accepts), `proprio` [14] raw joint positions, `task_description` (a task with a
 text embedding), optional `return_all_query_results`; `proprio_history` / `images_history` may be sent and are
 ignored, as the official server ignores them.
 
 Response: `actions` [chunk, 14] float64 un-normalised, `future_image_predictions` {'future_image',
 'future_wrist_image', 'future_wrist_image2'} uint8, `value_prediction` and its alias `value_predictions` (the
 official client reads the plural), `chosen_candidate` with planning, and with `return_all_query_results` the
-`all_*` lists; plus our `timing` (seconds).
+`all_*` lists (`all_future_image_predictions_by_depth`: one entry per world-model query of the search, `[[]]` for
+a plain query, as the official server); plus our `timing` (seconds).
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class AlohaProtocol(base.RobotProtocol):
         'protocol': self.name,
         'layout': layout.name,
         'image_fields': {field: [self.image_size, self.image_size, 3] for field in self.image_fields},
+        'images_resized': True,  # any (H, W, 3) is accepted and resized to image_fields' size
         'image_dtype': 'uint8',
         'proprio_dim': layout.proprio_dim,
         'action_dim': layout.action_dim,
@@ -113,7 +116,7 @@ class AlohaProtocol(base.RobotProtocol):
     return base.Observation(images, proprio, task, bool(return_all))
 
   def _check_image(self, field: str, value: Any) -> np.ndarray:
-    expected = (self.image_size, self.image_size, 3)
+    expected = '(H, W, 3)'
     if isinstance(value, np.ndarray):
       array = value
     elif isinstance(value, (list, tuple)):
@@ -123,8 +126,9 @@ class AlohaProtocol(base.RobotProtocol):
         raise base.InvalidObservation(f'{field!r}: a ragged nested list, not a {expected} image ({e})') from None
     else:
       raise base.InvalidObservation(f'{field!r} must be a uint8 array {expected}, got {type(value).__name__}')
-    if array.shape != expected:
-      raise base.InvalidObservation(f'{field!r} must have shape {expected} (H, W, RGB), got {array.shape}')
+    if array.ndim != 3 or array.shape[-1] != 3 or min(array.shape[:2]) < 1:
+      raise base.InvalidObservation(f'{field!r} must have shape (H, W, 3) (RGB; resized to {self.image_size}x'
+                                    f'{self.image_size}), got {array.shape}')
     if array.dtype == np.uint8:
       return array
     # Plain nested lists are accepted as the official server accepts them, but only when the values are exactly
@@ -177,8 +181,10 @@ class AlohaProtocol(base.RobotProtocol):
     if result.all_actions is not None:
       out.update(all_actions=result.all_actions, all_future_image_predictions=result.all_future_images,
                  all_value_predictions=result.all_values, all_actions_by_depth=result.all_actions_by_depth,
-                 all_value_predictions_by_depth=result.all_values_by_depth)
-      if result.all_future_images_by_depth is not None:
-        out['all_future_image_predictions_by_depth'] = result.all_future_images_by_depth
+                 all_value_predictions_by_depth=result.all_values_by_depth,
+                 # Official: an empty list per candidate when no world-model query ran.
+                 all_future_image_predictions_by_depth=(result.all_future_images_by_depth
+                                                        if result.all_future_images_by_depth is not None
+                                                        else [[] for _ in result.all_actions]))
     out['timing'] = result.timing
     return out

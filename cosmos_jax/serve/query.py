@@ -29,7 +29,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cosmos_jax.data import decode
 from cosmos_jax.data import text as text_lib
 from cosmos_jax.data import transforms
 from cosmos_jax.nn import vae as vae_lib
@@ -167,8 +166,7 @@ class PolicyQuery:
     """The query result for a validated observation, with the per-stage timing (results blocked on)."""
     timing = {}
     t0 = time.perf_counter()
-    images = {camera: transforms.test_time_transform(decode.resize_square(image[None], self.image_size))
-              for camera, image in obs.camera_images.items()}
+    images = {camera: transforms.test_time_transform(image[None]) for camera, image in obs.camera_images.items()}
     proprio = jnp.asarray(inference.normalized_proprio(obs.proprio, self.statistics, self.layout))
     context = self._context(obs.task)
     t1 = time.perf_counter()

@@ -35,6 +35,8 @@ INVALID = [
     ('image shape', lambda r, o: _with(o, primary_image=np.zeros((S, S, 4), np.uint8)),
      rf"'primary_image' must have shape \(H, W, 3\) \(RGB; resized to {S}x{S}\), got \({S}, {S}, 4\)"),
     ('image CHW', lambda r, o: _with(o, left_wrist_image=np.zeros((3, S, S), np.uint8)), 'must have shape'),
+    ('image too small', lambda r, o: _with(o, left_wrist_image=np.zeros((8, 200, 3), np.uint8)),
+     r"'left_wrist_image' has size \(8, 200\); each side must lie in \[16, 2048\]"),
     ('image float dtype', lambda r, o: _with(o, primary_image=np.zeros((S, S, 3), np.float32)),
      "'primary_image' must have dtype uint8, got float32"),
     ('image list out of range', lambda r, o: _with(o, primary_image=np.full((S, S, 3), 256).tolist()),

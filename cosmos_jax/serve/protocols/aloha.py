@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from cosmos_jax.data import decode
 from cosmos_jax.data import stats as stats_lib
 from cosmos_jax.policy import inference
 from cosmos_jax.policy import layout as layout_lib
@@ -69,7 +70,7 @@ class AlohaProtocol(base.RobotProtocol):
         'protocol': self.name,
         'layout': layout.name,
         'image_fields': {field: [self.image_size, self.image_size, 3] for field in self.image_fields},
-        'images_resized': True,  # any (H, W, 3) is accepted and resized to image_fields' size
+        'image_input_size': self.image_size,  # any (H, W, 3) is accepted and resized to this size
         'image_dtype': 'uint8',
         'proprio_dim': layout.proprio_dim,
         'action_dim': layout.action_dim,
@@ -126,11 +127,14 @@ class AlohaProtocol(base.RobotProtocol):
         raise base.InvalidObservation(f'{field!r}: a ragged nested list, not a {expected} image ({e})') from None
     else:
       raise base.InvalidObservation(f'{field!r} must be a uint8 array {expected}, got {type(value).__name__}')
-    if array.ndim != 3 or array.shape[-1] != 3 or min(array.shape[:2]) < 1:
+    if array.ndim != 3 or array.shape[-1] != 3:
       raise base.InvalidObservation(f'{field!r} must have shape (H, W, 3) (RGB; resized to {self.image_size}x'
                                     f'{self.image_size}), got {array.shape}')
+    if not all(base.MIN_IMAGE_SIDE <= side <= base.MAX_IMAGE_SIDE for side in array.shape[:2]):
+      raise base.InvalidObservation(f'{field!r} has size {array.shape[:2]}; each side must lie in '
+                                    f'[{base.MIN_IMAGE_SIDE}, {base.MAX_IMAGE_SIDE}]')
     if array.dtype == np.uint8:
-      return array
+      return self._resized(array)
     # Plain nested lists are accepted as the official server accepts them, but only when the values are exactly
     # representable as uint8: a float image or an out-of-range value is refused, not silently wrapped.
     if not (np.issubdtype(array.dtype, np.integer) and isinstance(value, (list, tuple))):
@@ -138,7 +142,14 @@ class AlohaProtocol(base.RobotProtocol):
     lo, hi = int(array.min()), int(array.max())
     if lo < 0 or hi > 255:
       raise base.InvalidObservation(f'{field!r} values must lie in [0, 255], got range [{lo}, {hi}]')
-    return array.astype(np.uint8)
+    return self._resized(array.astype(np.uint8))
+
+  def _resized(self, image: np.ndarray) -> np.ndarray:
+    """The policy input size, as the official server's resize_images (PIL's default filter; the image itself
+    when it has that size)."""
+    if image.shape[:2] == (self.image_size, self.image_size):
+      return image
+    return decode.resize_square(image[None], self.image_size)[0]
 
   def _check_proprio(self, value: Any) -> np.ndarray:
     dim = self.layout.proprio_dim

@@ -17,6 +17,11 @@ from typing import Any
 import numpy as np
 
 
+# Camera images of any size in this range are accepted and resized to the policy input size, as the official
+# servers resize whatever they receive (resize_images to COSMOS_IMAGE_SIZE).
+MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = 16, 2048
+
+
 class InvalidObservation(ValueError):
   """A request that fails validation (the servers answer it with a client error and keep serving)."""
 

@@ -26,7 +26,7 @@ from cosmos_jax.serve.protocols import base
 
 JPEG_QUALITY = 95  # official use_jpeg_compression quality
 # Camera frames outside these sides are refused: smaller is no camera, larger a payload mistake.
-MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = 16, 2048
+MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = base.MIN_IMAGE_SIDE, base.MAX_IMAGE_SIDE
 DUMMY_ACTION = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0)  # official get_libero_dummy_action: hold still, gripper open
 
 # The language of every task of the four standard suites (LIBERO benchmark task order 0): the tiny policy's

@@ -273,7 +273,7 @@ def test_randomized_seed_and_variance_scale(monkeypatch):
   query = scaled_runner.query
   validated = scaled_runner.validate(obs)
   images = {k: jnp.asarray(transforms.test_time_transform(v[None])) for k, v in validated.camera_images.items()}
-  latent = vae.encode_policy_sequence(query.vae_params, query.vae_cfg,
+  latent = video_lib.encode_policy_sequence(query.vae_params, query.vae_cfg,
                                       inference.policy_video_items(query.layout, images), S, S)
   proprio = jnp.asarray(inference.normalized_proprio(validated.proprio, query.statistics, query.layout))
   context = jnp.asarray(query.text_store.lookup(TASK).astype(np.float32)[None])

@@ -26,11 +26,17 @@ setuptools.setup(
         "optax>=0.2.3",
         "orbax-checkpoint>=0.9",
         "grain>=0.2.2",
+        # Rearrangements written as patterns (patchify, slot flattening in the official (C, H, W) order).
         "einops>=0.8",
         "ml_collections>=0.1.1",
+        # Shape, dtype and tree assertions in the tests.
         "chex>=0.1.87",
         "absl-py>=2.1",
         "numpy>=1.26",
+        # bfloat16 numpy arrays (checkpoints, the text store); etils.epath: local and gs:// paths for checkpoints.
+        "ml_dtypes>=0.4",
+        "etils[epath]>=1.5",
+        # The text store's tensor file (the converter's streaming reader/writer is torch_io.py: see its docstring).
         "safetensors>=0.4",
         # Data readers: HDF5 episodes, MP4 decoding as the official cv2 path does, PIL resizes (policy_spec 2.1).
         "h5py>=3.10",

@@ -23,7 +23,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.convert import synthetic  # noqa: E402  pylint: disable=g-import-not-at-top
+from benchmarks import synthetic_checkpoint as synthetic  # noqa: E402  pylint: disable=g-import-not-at-top
 
 
 def du(path: pathlib.Path) -> int:
@@ -44,7 +44,7 @@ def main() -> None:
   try:
     start = time.perf_counter()
     # Written in a child so that this process stays small while the conversion runs.
-    subprocess.run([sys.executable, '-c', 'import pathlib, sys; from tests.convert import synthetic; '
+    subprocess.run([sys.executable, '-c', 'import pathlib, sys; from benchmarks import synthetic_checkpoint as synthetic; '
                     'synthetic.write_official_dit(pathlib.Path(sys.argv[1]), synthetic.official_2b_entries(), '
                     'dtype=sys.argv[2])', str(source), args.dtype], cwd=REPO, check=True)
     write_seconds = time.perf_counter() - start

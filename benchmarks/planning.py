@@ -30,7 +30,7 @@ import jax.numpy as jnp
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from cosmos_jax.policy import planning  # pylint: disable=g-import-not-at-top
-from tests.policy import planning_fixture as fx  # pylint: disable=g-import-not-at-top
+from benchmarks import planning_fixture as fx  # pylint: disable=g-import-not-at-top
 
 
 def count_passes(cfg: planning.PlanningConfig) -> tuple[float, int]:

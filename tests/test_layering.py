@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import re
 import sys
 
 import pytest
@@ -135,3 +136,19 @@ def test_reader_resolves_imports(tmp_path, monkeypatch, source, expected):
   path.write_text(source)
   monkeypatch.setattr(sys.modules[__name__], 'PACKAGE', package)
   assert {(m, f) for m, _, f in _imports(path)} == expected
+
+
+def test_benchmarks_import_nothing_from_tests():
+  """Shared fixtures live in the package or in benchmarks/, so a benchmark runs from a checkout without tests/."""
+  offending = []
+  for path in sorted((PACKAGE.parent / 'benchmarks').rglob('*.py')):
+    text = path.read_text(encoding='utf-8')
+    for node in ast.walk(ast.parse(text, filename=str(path))):
+      names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+               [node.module or ''] if isinstance(node, ast.ImportFrom) else [])
+      offending += [f'{path.name}:{node.lineno} imports {n}' for n in names if n.split('.')[0] == 'tests']
+    # ...and none in the scripts it runs in child processes (source in strings).
+    offending += [f'{path.name}: {line.strip()}' for line in text.splitlines()
+                  if re.search(r'\bfrom tests\b|\bimport tests\b', line)
+                  and not line.lstrip().startswith(('from', 'import'))]
+  assert not offending, offending

@@ -17,6 +17,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -224,18 +225,12 @@ def apply_rope(x: Array, angles: Array) -> Array:
 
 def patchify(x: Array, ps: int, pt: int) -> Array:
   """[B,T,H,W,C] -> [B,T',H',W',C·pt·ps·ps] with the official feature order (c r m n): channel outermost."""
-  b, t, h, w, c = x.shape
-  x = x.reshape(b, t // pt, pt, h // ps, ps, w // ps, ps, c)
-  x = x.transpose(0, 1, 3, 5, 7, 2, 4, 6)
-  return x.reshape(b, t // pt, h // ps, w // ps, c * pt * ps * ps)
+  return einops.rearrange(x, 'b (t r) (h m) (w n) c -> b t h w (c r m n)', r=pt, m=ps, n=ps)
 
 
 def unpatchify(y: Array, ps: int, pt: int, channels: int) -> Array:
   """[B,T',H',W',ps·ps·pt·C] with feature order (p1 p2 t C), channel innermost -> [B,T,H,W,C]."""
-  b, tt, hh, ww, _ = y.shape
-  y = y.reshape(b, tt, hh, ww, ps, ps, pt, channels)
-  y = y.transpose(0, 1, 6, 2, 4, 3, 5, 7)
-  return y.reshape(b, tt * pt, hh * ps, ww * ps, channels)
+  return einops.rearrange(y, 'b t h w (m n r c) -> b (t r) (h m) (w n) c', m=ps, n=ps, r=pt, c=channels)
 
 
 def legacy_nearest_indices(in_size: int, out_size: int) -> np.ndarray:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import einops
 import jax.numpy as jnp
 import numpy as np
 
@@ -51,8 +52,7 @@ def slot_elements(latent: Array) -> int:
 def flatten_slot(latent: Array, slot: int) -> Array:
   """[B, C*H*W]: slot `slot` in the official (C, H, W) C-major order."""
   slot = _check_slot(latent, slot)
-  frame = latent[:, slot]  # [B, H, W, C]
-  return jnp.transpose(frame, (0, 3, 1, 2)).reshape(frame.shape[0], -1)
+  return einops.rearrange(latent[:, slot], 'b h w c -> b (c h w)')
 
 
 def write_flat_slot(latent: Array, slot: int, flat: Array) -> Array:
@@ -61,7 +61,7 @@ def write_flat_slot(latent: Array, slot: int, flat: Array) -> Array:
   b, _, h, w, c = latent.shape
   if flat.shape != (b, c * h * w):
     raise ValueError(f'flat slot values must be [B, C*H*W] = {(b, c * h * w)}, got {tuple(flat.shape)}')
-  frame = jnp.transpose(flat.reshape(b, c, h, w), (0, 2, 3, 1))
+  frame = einops.rearrange(flat, 'b (c h w) -> b h w c', c=c, h=h, w=w)
   return latent.at[:, slot].set(frame.astype(latent.dtype))
 
 
@@ -145,14 +145,14 @@ def read_vector(latent: Array, slot: int, length: int) -> Array:
   if not 0 < length <= total:
     raise ValueError(f'cannot read a vector of length {length} from a slot of {total} elements')
   copies = total // length
-  return flat[:, :copies * length].reshape(flat.shape[0], copies, length).mean(axis=1)
+  return einops.reduce(flat[:, :copies * length], 'b (copy n) -> b n', 'mean', copy=copies)
 
 
 def read_actions(latent: Array, layout: layout_lib.SlotLayout) -> Array:
   """[B, chunk, action_dim] normalised actions from the action slot (official `extract_action_chunk_...`)."""
   layout_lib.check_latent(layout, latent.shape)
   flat = read_vector(latent, layout.index(layout_lib.ACTION), layout.action_elements)
-  return flat.reshape(flat.shape[0], layout.chunk_size, layout.action_dim)
+  return einops.rearrange(flat, 'b (chunk a) -> b chunk a', a=layout.action_dim)
 
 
 def read_value(latent: Array, slot: int = -1) -> Array:

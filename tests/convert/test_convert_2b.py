@@ -14,7 +14,7 @@ import pytest
 
 from cosmos_jax.convert import checkpoint
 from cosmos_jax.convert import torch_io
-from tests.convert import synthetic
+from benchmarks import synthetic_checkpoint as synthetic
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 from cosmos_jax.policy import inference
 from cosmos_jax.policy import planning
 from cosmos_jax.policy import sampler as sampler_lib
-from tests.policy import planning_fixture as fx
+from benchmarks import planning_fixture as fx
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -131,7 +131,7 @@ import json, sys
 import jax, numpy as np
 from jax.sharding import Mesh, PartitionSpec
 from cosmos_jax.policy import planning
-from tests.policy import planning_fixture as fx
+from benchmarks import planning_fixture as fx
 assert len(jax.devices()) == 8, jax.devices()
 cfg = planning.PlanningConfig.main_command(num_candidates=8, action_steps=3, future_steps=(1, 3), value_steps=(1, 2, 3))
 policy_net, policy_params = fx.tiny_model(0)

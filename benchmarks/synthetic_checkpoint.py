@@ -1,4 +1,5 @@
-"""Synthetic official-layout checkpoints for the converter tests and benchmark (random values, real names/shapes)."""
+"""Synthetic official-layout checkpoints for benchmarks/convert.py and tests/convert/test_convert_2b.py (random
+values, real names and shapes)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import subprocess
 import sys
 
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+REPO = pathlib.Path(__file__).resolve().parents[1]
 DIT_2B_MANIFEST = REPO / 'third_party' / 'cosmos_predict2_2b_dit_manifest.json'
 
 # Transformer Engine RMSNorms emit `<module>._extra_state` in real checkpoints (dit_spec section 7); the meta-device

@@ -1,5 +1,5 @@
-"""A tiny random policy/planning model pair and one observation, shared by the planning test, its sharded
-subprocess and benchmarks/planning.py."""
+"""A tiny random policy/planning model pair and one observation, shared by benchmarks/planning.py and the
+planning tests (tests/policy/test_planning.py and its sharded subprocess)."""
 
 import jax
 

@@ -38,7 +38,7 @@ setuptools.setup(
         "etils[epath]>=1.5",
         # The text store's tensor file (the converter's streaming reader/writer is torch_io.py: see its docstring).
         "safetensors>=0.4",
-        # Data readers: HDF5 episodes, MP4 decoding as the official cv2 path does, PIL resizes (policy_spec 2.1).
+        # Data readers: HDF5 episodes, MP4 decoding and PIL resizes as the official dataset_utils.py does.
         "h5py>=3.10",
         "opencv-python-headless>=4.9",
         "pillow>=10",

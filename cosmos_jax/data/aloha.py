@@ -1,4 +1,5 @@
-"""ALOHA demonstrations and rollouts in the released on-disk formats (policy_spec 11.1, 11.2).
+"""ALOHA demonstrations and rollouts in the released on-disk formats (official
+cosmos_policy/datasets/aloha_dataset.py:ALOHADataset).
 
 Demonstrations (`nvidia/ALOHA-Cosmos-Policy`, `preprocessed/`): `<data_dir>/<task_folder>/{train,val}/
 episode_<i>.hdf5` with `observations/qpos` (T, 14), `action` (T, 14) and either
@@ -30,7 +31,7 @@ from cosmos_jax.policy import layout as layout_lib
 find_episode_files = readers.find_episode_files
 
 LAYOUT = layout_lib.LAYOUTS['aloha']
-# Dataset camera -> slot role (policy_spec 2.3), from the policy layout: left wrist, right wrist, primary (cam_high).
+# Dataset camera -> slot role, from the policy layout: left wrist, right wrist, primary (cam_high).
 CAMERAS = LAYOUT.camera_sources
 CAMERA_ROLES = dict(zip(LAYOUT.camera_sources, LAYOUT.cameras))
 PROPRIO_KEY = 'observations/qpos'

@@ -5,7 +5,7 @@
 * JPEG bytes (rollouts, LIBERO/RoboCasa `*_jpeg` datasets): decoded with PIL, as the official
   `decode_single_jpeg_frame`.
 * Resize to the square training size: PIL `Image.resize((s, s))` with its default filter (bicubic for RGB), frame
-  by frame, skipped when the frame already has the size (policy_spec 2.1, official `resize_images`).
+  by frame, skipped when the frame already has the size (official dataset_utils.py:resize_images).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""LIBERO demonstrations and rollouts in the released on-disk formats (policy_spec 11.3).
+"""LIBERO demonstrations and rollouts in the released on-disk formats (official
+cosmos_policy/datasets/libero_dataset.py:LIBERODataset).
 
 Demonstrations (`LIBERO-Cosmos-Policy/success_only/<suite>/<task>_demo.hdf5`, robomimic layout): per file, groups
 `data/demo_<k>` (taken in numeric k order) with `obs/agentview_rgb` (primary) and `obs/eye_in_hand_rgb` (wrist),
@@ -18,11 +19,10 @@ from __future__ import annotations
 
 import os
 
-import h5py
 import numpy as np
 
 from cosmos_jax.data import readers
-from cosmos_jax.data.episodes import Episode, require_keys
+from cosmos_jax.data.episodes import Episode
 from cosmos_jax.policy import layout as layout_lib
 
 LAYOUT = layout_lib.LAYOUTS['libero']
@@ -49,36 +49,18 @@ def task_from_filename(path: str) -> str:
   return task
 
 
-def demo_keys(path: str, data_group) -> list[str]:
-  """`demo_<k>` group names in numeric k order (the official sort); other names are an error."""
-  keys = list(data_group.keys())
-  bad = [k for k in keys if not (k.startswith('demo_') and k[5:].isdigit())]
-  if bad:
-    raise ValueError(f'{path}: unexpected groups {bad} under {data_group.name!r} (expected demo_<k>)')
-  if not keys:
-    raise ValueError(f'{path}: no demo_<k> groups under {data_group.name!r}')
-  return sorted(keys, key=lambda k: int(k[5:]))
-
-
 def read_demos(path: str, image_size: int = 224, *, lazy: bool = False) -> list[Episode]:
-  """The demonstrations of one LIBERO demo file, in demo_<k> order (each `Episode.path` is the file; messages
-  name the demo group through the full HDF5 keys)."""
+  """The demonstrations of one LIBERO demo file; the task string comes from the file name."""
   command = task_from_filename(path)
-  episodes = []
-  with h5py.File(path, 'r') as f:
-    require_keys(path, f, ['data'])
-    for key in demo_keys(path, f['data']):
-      demo = f['data'][key]
-      require_keys(path, demo, ['obs', 'actions', 'robot_states'])
-      actions = np.asarray(demo['actions'][:], np.float32)
-      proprio = np.asarray(demo['robot_states'][:], np.float32)
-      episodes.append(readers.hdf5_episode(path, command, proprio, actions, demo['obs'], CAMERA_ROLES, image_size, lazy,
-                                           action_key=f'{demo.name}/actions',
-                                           proprio_key=f'{demo.name}/robot_states'))
-  return episodes
+  return readers.read_robomimic_demos(path, CAMERA_ROLES, image_size, lazy, task=lambda _: command,
+                                      read_actions=_actions)
+
+
+def _actions(_, dataset) -> np.ndarray:
+  return np.asarray(dataset[:], np.float32)
 
 
 def read_rollout(path: str, image_size: int = 224, *, lazy: bool = True) -> Episode:
   """One LIBERO rollout (top-level images, `actions`, `proprio`; attrs task_description, success)."""
   return readers.read_flat_rollout(path, ROLLOUT_CAMERAS, image_size, lazy,
-                                   read_actions=lambda _, d: np.asarray(d[:], np.float32))
+                                   read_actions=_actions)

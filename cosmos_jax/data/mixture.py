@@ -1,4 +1,6 @@
-"""Per-sample targets and the epoch structure of the training mixture (policy_spec 3, 6.4, 6.5).
+"""Per-sample targets and the epoch structure of the training mixture (official
+cosmos_policy/datasets/dataset_common.py: compute_monte_carlo_returns, get_action_chunk_with_padding,
+calculate_epoch_structure, determine_sample_type).
 
 Everything here is plain integer/numpy bookkeeping, shared by every benchmark's reader:
 
@@ -73,7 +75,8 @@ class EpochStructure:
   @classmethod
   def balance(cls, demo_steps: int, success_steps: int, failure_steps: int, demonstration_sampling_prob: float,
               success_rollout_sampling_prob: float) -> 'EpochStructure':
-    """The official balancing (policy_spec 6.4): success vs failure first, then demos vs rollouts."""
+    """The official balancing (dataset_common.py:calculate_epoch_structure): success vs failure first, then demos
+    vs rollouts."""
     p_d, p_s = demonstration_sampling_prob, success_rollout_sampling_prob
     if success_steps + failure_steps == 0:
       return cls(demo_steps, 0, 0)

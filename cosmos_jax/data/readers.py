@@ -92,6 +92,36 @@ def read_flat_rollout(path: str, cameras: Mapping[str, str], image_size: int, la
                         cameras, image_size, lazy, action_key='actions', proprio_key='proprio', success=success)
 
 
+def demo_keys(path: str, data_group) -> list[str]:
+  """`demo_<k>` group names in numeric k order (the official sort); other names are an error."""
+  keys = list(data_group.keys())
+  bad = [k for k in keys if not (k.startswith('demo_') and k[5:].isdigit())]
+  if bad:
+    raise ValueError(f'{path}: unexpected groups {bad} under {data_group.name!r} (expected demo_<k>)')
+  if not keys:
+    raise ValueError(f'{path}: no demo_<k> groups under {data_group.name!r}')
+  return sorted(keys, key=lambda k: int(k[5:]))
+
+
+def read_robomimic_demos(path: str, cameras: Mapping[str, str], image_size: int, lazy: bool, *,
+                         task: Callable[[object], str], read_actions: Callable[[str, object], np.ndarray]
+                         ) -> list[Episode]:
+  """The demonstrations of one robomimic-layout demo file (LIBERO, RoboCasa): groups `data/demo_<k>` in numeric k
+  order, each with `obs/<camera>` (`cameras`: dataset name -> slot role), `actions` and `robot_states` (proprio).
+  `task(demo_group)` is the demo's task string. Each `Episode.path` is the file; messages name the demo group
+  through the full HDF5 keys."""
+  episodes = []
+  with h5py.File(path, 'r') as f:
+    require_keys(path, f, ['data'])
+    for key in demo_keys(path, f['data']):
+      demo = f['data'][key]
+      require_keys(path, demo, ['obs', 'actions', 'robot_states'])
+      episodes.append(hdf5_episode(path, task(demo), np.asarray(demo['robot_states'][:], np.float32),
+                                   read_actions(path, demo['actions']), demo['obs'], cameras, image_size, lazy,
+                                   action_key=f'{demo.name}/actions', proprio_key=f'{demo.name}/robot_states'))
+  return episodes
+
+
 def read_attr_string(path: str, attrs, name: str, *, required: bool) -> str:
   """A string attribute (bytes or str); '' when absent and not required."""
   if name not in attrs:

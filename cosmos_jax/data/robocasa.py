@@ -1,4 +1,5 @@
-"""RoboCasa demonstrations and rollouts in the released on-disk formats (policy_spec 11.3).
+"""RoboCasa demonstrations and rollouts in the released on-disk formats (official
+cosmos_policy/datasets/robocasa_dataset.py:RoboCasaDataset).
 
 Demonstrations (robomimic layout): per file, groups `data/demo_<k>` (numeric k order) with
 `obs/robot0_agentview_left_rgb` (primary), `obs/robot0_agentview_right_rgb` (secondary) and
@@ -15,13 +16,10 @@ errors naming the file and key (the official code does not check them).
 
 from __future__ import annotations
 
-
-import h5py
 import numpy as np
 
 from cosmos_jax.data import readers
-from cosmos_jax.data.episodes import Episode, require_keys
-from cosmos_jax.data.libero import demo_keys
+from cosmos_jax.data.episodes import Episode
 from cosmos_jax.policy import layout as layout_lib
 
 LAYOUT = layout_lib.LAYOUTS['robocasa']
@@ -41,19 +39,10 @@ def _actions(path: str, dataset) -> np.ndarray:
 
 
 def read_demos(path: str, image_size: int = 224, *, lazy: bool = False) -> list[Episode]:
-  """The demonstrations of one RoboCasa demo file, in demo_<k> order."""
-  episodes = []
-  with h5py.File(path, 'r') as f:
-    require_keys(path, f, ['data'])
-    for key in demo_keys(path, f['data']):
-      demo = f['data'][key]
-      require_keys(path, demo, ['obs', 'actions', 'robot_states'])
-      command = readers.read_attr_string(path, demo.attrs, 'task_description', required=True)
-      episodes.append(readers.hdf5_episode(path, command, np.asarray(demo['robot_states'][:], np.float32),
-                                           _actions(path, demo['actions']), demo['obs'], CAMERA_ROLES, image_size,
-                                           lazy, action_key=f'{demo.name}/actions',
-                                           proprio_key=f'{demo.name}/robot_states'))
-  return episodes
+  """The demonstrations of one RoboCasa demo file; the task string is each demo group's `task_description`."""
+  return readers.read_robomimic_demos(
+      path, CAMERA_ROLES, image_size, lazy, read_actions=_actions,
+      task=lambda demo: readers.read_attr_string(path, demo.attrs, 'task_description', required=True))
 
 
 def read_rollout(path: str, image_size: int = 224, *, lazy: bool = True) -> Episode:

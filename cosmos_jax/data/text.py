@@ -1,7 +1,8 @@
 """T5 text-embedding store: a safe on-disk format, and the one-time import of the official pickle.
 
 The official embeddings are a pickle of `task string -> torch.Tensor (1, 512, 1024) bfloat16`, with every position
-at or after the true token length exactly 0 (policy_spec 11.4). Unpickling runs code, so the library never does
+at or after the true token length exactly 0 (official cosmos_policy/datasets/t5_embedding_utils.py:save_embeddings).
+Unpickling runs code, so the library never does
 it at train or serve time. Convert once:
 
     python -m cosmos_jax.data.text import --pickle aloha_t5_embeddings.pkl --out aloha_text

@@ -13,7 +13,8 @@ numpy arithmetic gives the same bits on every CPU.
 * `adjust_brightness/contrast/saturation/hue`: torchvision's float32 blends (truncating casts to uint8) and its
   RGB<->HSV round trip.
 
-`augment` applies one `AugmentParams` draw to all images of a sample (policy_spec 2.1): 213-px random resized crop
+`augment` applies one `AugmentParams` draw to all images of a sample (official
+cosmos_policy/datasets/dataset_utils.py:apply_image_aug): 213-px random resized crop
 back to the image size (at 224), rotation U(-5, 5) degrees, brightness U(0.7, 1.3), contrast U(0.6, 1.4),
 saturation U(0.5, 1.5), hue U(-0.05, 0.05), in that order. `test_time_transform` is the centre crop of side
 int(S * sqrt(0.9)) (212 at 224) resized back with bilinear antialias. Black placeholder frames stay black.

@@ -1,6 +1,7 @@
 """The Cosmos-Predict2 Video2World diffusion transformer (official `MinimalV1LVGDiT`), in Flax.
 
-Specification: `dit_spec.md` (sections 4, 5 and 8). The math lives in the pure functions at the top of this file;
+Official: cosmos_policy/_src/predict2/networks/minimal_v1_lvg_dit.py:MinimalV1LVGDiT (on MiniTrainDIT in
+minimal_v4_dit.py), at NVlabs/cosmos-policy 18a2acc. The math lives in the pure functions at the top of this file;
 the linen modules only hold parameters and wire those functions together. The transformer blocks run under
 `nn.scan` (parameters stacked along a leading layer axis), with an optional remat policy chosen by name.
 
@@ -145,7 +146,8 @@ class DiTConfig:
 
 
 PRESETS = {
-    # Cosmos-Predict2-2B-Video2World as the policy uses it (dit_spec section 2).
+    # Cosmos-Predict2-2B-Video2World as the policy uses it (official
+    # cosmos_policy/_src/predict2/configs/video2world/defaults/net.py:COSMOS_V1_2B_NET_MININET).
     '2B': DiTConfig(),
     # The official-code golden vectors' first size; small enough to train on a laptop CPU.
     'tiny': DiTConfig(model_channels=64, num_blocks=2, num_heads=4, crossattn_emb_channels=32, adaln_lora_dim=16),
@@ -472,7 +474,8 @@ class _FinalLayer(nn.Module):
 
 def init_params(cfg: DiTConfig, key: Array, *, latent_shape: tuple[int, int, int] = (1, 2, 2),
                 text_tokens: int = 1) -> dict:
-  """Fresh parameters (official initialisation, dit_spec section 6). Shapes do not depend on the dummy input."""
+  """Fresh parameters (official minimal_v4_dit.py:MiniTrainDIT.init_weights). Shapes do not depend on the dummy
+  input."""
   t, h, w = latent_shape[0] * cfg.patch_temporal, latent_shape[1] * cfg.patch_spatial, latent_shape[2] * cfg.patch_spatial
   x = jnp.zeros((1, t, h, w, cfg.in_channels), jnp.float32)
   variables = DiT(cfg).init(key, x, jnp.zeros((1, t)), jnp.zeros((1, text_tokens, cfg.crossattn_emb_channels)),

@@ -7,7 +7,8 @@ Layouts at the boundaries:
   * Weights are loaded from the official state_dict names (`Wan2.1_VAE.pth`, 194 tensors) through the rule table
     in cosmos_jax/convert/vae_rules.py.
 
-Time is handled by the whole-sequence causal formulation (vae_spec.md section 7) rather than the official chunk loop
+Time is handled by the whole-sequence causal formulation rather than the official chunk loop (official
+cosmos_policy/_src/predict2/tokenizers/wan2pt1.py:WanVAE_.encode)
 with a feature cache: every 3x3x3 conv sees two zero frames in front of the full sequence, the encoder's time
 down-sampling passes frame 0 through and runs a VALID stride-2 conv over the rest, and the decoder's time
 up-sampling passes frame 0 through and runs a causal conv over frames 1.. that never sees frame 0. This equals the
@@ -19,7 +20,7 @@ The policy runs everything in bfloat16 (weights, activations, input, normalisati
 is that mode. Convolutions and matmuls accumulate in float32 and round once, as the PyTorch bf16 kernels do. XLA may
 keep float32 precision through fused bf16 elementwise chains (`xla_allow_excess_precision`, on by default); the
 latent normalisation pins its bf16 roundings with `round_to`, so latents are bf16 values as in the policy. CPU bf16
-is a tolerance reference, not a bit target (vae_spec.md pitfall 6).
+is a tolerance reference, not a bit target.
 
 Memory: the whole-sequence form keeps every frame's activations; the 41x224x224 ALOHA sequence at real width needs
 about 3.4 GB of XLA temporaries in float32 (benchmarks/vae.py reports it).

@@ -1,5 +1,7 @@
 """Rectified-flow preconditioning, conditioning by frame replacement, sigma sampling and the training loss
-(policy_spec sections 5.1 and 6).
+(official cosmos_policy/models/policy_video2world_model.py:CosmosPolicyVideo2WorldModel.denoise,
+draw_training_sigma_and_epsilon; policy_text2world_model.py:
+CosmosPolicyDiffusionModel.compute_loss_with_epsilon_and_sigma).
 
 Everything is a pure function of arrays; randomness comes from JAX keys passed in. The network is any callable
 `net(params, x, timesteps, context, condition_mask) -> out` (channels-last, raw velocity-style output); `DiTNet`
@@ -44,7 +46,7 @@ class DiTNet:
 class DiffusionConfig:
   """Training objective settings; defaults are the resolved ALOHA / LIBERO / RoboCasa policy configs.
 
-  The loss-masking flags are those of policy_spec 5.3 (all False in the main configs). The ALOHA planning model sets
+  The loss-masking flags are the official ones (all False in the main configs). The ALOHA planning model sets
   `mask_current_state_action_for_value_prediction` (V(s') inputs, value-only loss on value samples). The paper's
   ablation without auxiliary targets is `mask_loss_for_action_future_state_prediction=True` (demo samples train
   the action slot only, world-model samples the future state only, value samples the value only).
@@ -170,7 +172,7 @@ def _slot_columns(layout: layout_lib.SlotLayout, names) -> np.ndarray:
 
 def loss_mask(layout: layout_lib.SlotLayout, rollout: Array, world_model: Array, value: Array,
               cfg: DiffusionConfig) -> Array:
-  """[B, T] per-slot loss multipliers (policy_spec 5.3; official compute_loss_with_epsilon_and_sigma)."""
+  """[B, T] per-slot loss multipliers (official compute_loss_with_epsilon_and_sigma)."""
   b = rollout.shape[0]
   final = jnp.ones((b, layout.state_t), jnp.float32)
   demo = (rollout == 0)[:, None]

@@ -1,4 +1,6 @@
-"""Inference queries: action, world model (future state), value V and Q (policy_spec section 9).
+"""Inference queries: action, world model (future state), value V and Q (official
+cosmos_policy/experiments/robot/cosmos_utils.py:get_action, get_future_state_prediction, get_value_prediction,
+get_qvalue_prediction).
 
 Each query is a pure function of arrays, jit-compatible (the sampler loop is a `lax.scan` inside it), with the
 network, layout and step count static. Latents are channels-last [B, T, H, W, C].

@@ -1,4 +1,5 @@
-"""Which latent slot holds what, per benchmark: one table (policy_spec sections 1 and 2.3).
+"""Which latent slot holds what, per benchmark: one table (official
+cosmos_policy/datasets/aloha_dataset.py:ALOHADataset.__getitem__ and its LIBERO / RoboCasa twins).
 
 A *slot* is one latent frame (one index along T). Every benchmark uses the same sequence grammar:
 
@@ -123,7 +124,8 @@ class SlotLayout:
     return (slot - 1) * vae_lib.TEMPORAL_COMPRESSION + 1
 
 
-# The one table. Values from policy_spec section 1 (resolved configs) and 2.3 (slot tables).
+# The one table. Values from the official experiment configs
+# (cosmos_policy/config/experiment/cosmos_policy_experiment_configs.py) and the datasets' slot order.
 LAYOUTS: dict[str, SlotLayout] = {
     'aloha': SlotLayout(
         name='aloha',

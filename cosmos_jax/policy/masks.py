@@ -1,4 +1,5 @@
-"""Which slots are given (clean conditioning) and which are generated (policy_spec section 5).
+"""Which slots are given (clean conditioning) and which are generated (official
+cosmos_policy/models/policy_video2world_model.py:CosmosPolicyVideo2WorldModel.get_data_and_condition).
 
 A mask is float32 [B, T] with 1 on conditioning slots: they enter the network as the clean latent, get timestep 0,
 and their output is replaced by the ground truth (see `diffusion.denoise`). `expand` broadcasts it to the DiT's

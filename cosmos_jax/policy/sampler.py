@@ -1,4 +1,5 @@
-"""The inference sampler: deterministic second-order multistep ("2ab") in x0 form (policy_spec section 8).
+"""The inference sampler: deterministic second-order multistep ("2ab") in x0 form (official
+cosmos_policy/modules/cosmos_sampler.py:CosmosPolicySampler, on _src/imaginaire/functional/multi_step.py).
 
 For N requested steps (N >= 3): n = N - 1 solver steps over sigma_i = (80^(1/7) + i/n (4^(1/7) - 80^(1/7)))^7,
 i = 0..n, the first an Euler step in x0 form and the rest Adams-Bashforth 2 in log-sigma, then one final x0

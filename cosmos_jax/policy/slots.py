@@ -1,4 +1,7 @@
-"""Writing vectors into latent slots and reading them back (policy_spec sections 3 and 4).
+"""Writing vectors into latent slots and reading them back (official
+cosmos_policy/models/policy_text2world_model.py:replace_latent_with_action_chunk, replace_latent_with_proprio;
+cosmos_policy/experiments/robot/cosmos_utils.py:extract_action_chunk_from_latent_sequence,
+extract_value_from_latent_sequence).
 
 Latents are channels-last [B, T, H, W, C]. The official code flattens a slot in PyTorch (C, H, W) order,
 i = c*H*W + h*W + w, so every function here transposes the slot to (C, H, W) before flattening and back after;

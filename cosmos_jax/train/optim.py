@@ -1,4 +1,5 @@
-"""The official optimiser recipe (policy_spec section 7) in optax.
+"""The official optimiser recipe (official cosmos_policy/_src/imaginaire/utils/fused_adam.py:FusedAdam with
+_src/imaginaire/functional/lr_scheduler.py:LambdaLinearScheduler) in optax.
 
 AdamW (betas 0.9/0.99, eps 1e-8, decoupled weight decay 0.1 on every parameter, bias correction) on fp32 master
 weights; gradients have NaN/±inf replaced by 0, then are clipped to global L2 norm 1.0; the learning rate is

@@ -34,6 +34,7 @@ import shutil
 import time
 from collections.abc import Sequence
 
+import cv2
 import h5py
 import numpy as np
 
@@ -49,8 +50,6 @@ def task_folder(task: str) -> str:
 
 def write_mp4(path: str, frames_rgb: np.ndarray, fps: float = simulator.GYM_ALOHA_CONTROL_HZ) -> None:
   """(T, H, W, 3) uint8 RGB -> mp4v file (the codec the ALOHA demos and OpenCV's default build share)."""
-  import cv2  # pylint: disable=g-import-not-at-top  # OpenCV is needed only to write videos
-
   height, width = frames_rgb.shape[1:3]
   writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'mp4v'), float(fps), (width, height))
   if not writer.isOpened():

@@ -31,6 +31,7 @@ import random
 import sys
 from collections.abc import Sequence
 
+import cv2
 import h5py
 import numpy as np
 from PIL import Image
@@ -59,8 +60,6 @@ def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
 
 def write_mp4(frames: np.ndarray, path: str, fps: int) -> None:
   """RGB frames -> MP4 with OpenCV's mp4v encoder (the official writer)."""
-  import cv2  # pylint: disable=g-import-not-at-top  # OpenCV is needed only to write videos
-
   height, width = frames.shape[1:3]
   writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'mp4v'), fps, (width, height))
   if not writer.isOpened():

@@ -10,6 +10,7 @@ import json
 import os
 import pathlib
 
+import chex
 import jax
 import ml_dtypes
 import numpy as np
@@ -143,7 +144,7 @@ def test_convert_vae_golden_round_trip(folder, tmp_path):
   assert cfg == vae.VAEConfig.from_official(parity.load_config(folder)['constructor_args'])
   # The converted tree is exactly what the model's own loader builds (which tests/nn/test_vae.py checks on every
   # case), and the smallest case runs end to end from the converted checkpoint (each case costs a compile).
-  jax.tree.map(np.testing.assert_array_equal, params, vae_rules.load_official(cfg, original))
+  chex.assert_trees_all_equal(params, vae_rules.load_official(cfg, original))
   io = np.load(folder / 'io.npz')
   case = min(vae_cases(folder), key=lambda c: io[f'{c}__video'].size)
   with jax.default_matmul_precision('highest'):

@@ -5,6 +5,7 @@ import json
 import math
 import pathlib
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -144,12 +145,11 @@ def test_load_accepts_net_and_ema_prefixes_and_drops_extra_state(tiny):
   prefixed['net.blocks.0.self_attn.q_norm._extra_state'] = np.zeros(8, np.uint8)
   ema = {f'net_ema.{k}': v * 2 for k, v in sd.items()}
   both = {**prefixed, **ema}
-  chex_equal = lambda a, b: jax.tree.map(np.testing.assert_array_equal, a, b)
-  chex_equal(dit_rules.load_official(cfg, prefixed), params)
-  chex_equal(dit_rules.load_official(cfg, both), params)  # `net.` unless EMA is asked for
+  chex.assert_trees_all_equal(dit_rules.load_official(cfg, prefixed), params)
+  chex.assert_trees_all_equal(dit_rules.load_official(cfg, both), params)  # `net.` unless EMA is asked for
   from_ema = dit_rules.load_official(cfg, both, use_ema=True)
   np.testing.assert_array_equal(from_ema['x_embedder']['kernel'], 2 * params['x_embedder']['kernel'])
-  chex_equal(dit_rules.load_official(cfg, ema), from_ema)  # EMA is used when it is the only copy
+  chex.assert_trees_all_equal(dit_rules.load_official(cfg, ema), from_ema)  # EMA is used when it is the only copy
   with pytest.raises(ValueError, match='net_ema'):
     dit_rules.load_official(cfg, prefixed, use_ema=True)
 

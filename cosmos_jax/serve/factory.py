@@ -97,10 +97,13 @@ def _perturbed(params, seed: int, scale: float = 0.05):
 
 # Stand-in tasks of the tiny RoboCasa policy (the environment's task language is generated per scene).
 ROBOCASA_STAND_IN_TASKS = ('open the drawer', 'close the drawer', 'turn on the sink faucet')
+# Benchmarks whose tiny policy answers the simulator's own tasks with stand-in assets: their bundled training
+# samples (data/make_tiny_samples.py) hold one stand-in task and ALOHA-derived statistics.
+STAND_IN_BENCHMARKS = ('libero', 'robocasa')
 
 
 def stand_in_assets(benchmark: str) -> tuple[dict[str, np.ndarray], text_lib.TextStore]:
-  """Statistics and a stand-in text store for a tiny LIBERO or RoboCasa policy (no bundled sample): actions in the
+  """Statistics and a stand-in text store for a tiny LIBERO or RoboCasa policy: actions in the
   simulators' normalised range [-1, 1]; proprio = gripper qpos (2), end-effector position (3), quaternion (4) over
   plausible workspace ranges. Only the tiny policy uses these; a real policy brings its dataset's statistics."""
   from cosmos_jax.serve.protocols import libero as libero_protocol  # pylint: disable=g-import-not-at-top
@@ -129,11 +132,11 @@ def tiny(seed: int = 0, *, benchmark: str = 'aloha', with_planning_model: bool =
   vae_cfg = vae_lib.VAEConfig(base_dim=8)
   with torch_io.open_state_dict(vae_lib.TINY_VAE_PATH) as state_dict:
     vae_params = vae_rules.load_official(vae_cfg, state_dict, where=str(vae_lib.TINY_VAE_PATH))
-  if benchmark in bundled.SAMPLE_DIRS:
+  if benchmark not in STAND_IN_BENCHMARKS:
     sample = bundled.sample_dir(benchmark)
     statistics = stats_lib.load_statistics(sample / stats_lib.STATISTICS_FILENAME)
     text_store = text_lib.TextStore.load(bundled.text_store_dir(benchmark))
-  else:  # no bundled sample (LIBERO, RoboCasa): stand-in statistics and text store of the benchmark's tasks
+  else:  # LIBERO, RoboCasa: stand-in statistics and text store of the benchmark's tasks
     statistics, text_store = stand_in_assets(benchmark)
   planning = {}
   if with_planning_model:

@@ -87,7 +87,7 @@ def test_depth3_command_call_counts():
   5-step value per action, three depths, so (10 + 5 + 5) x 3 = 60 DiT passes per candidate, counted at run time."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from tests.policy import planning_fixture as fx  # pylint: disable=g-import-not-at-top
+  from benchmarks import planning_fixture as fx  # pylint: disable=g-import-not-at-top
   config = serve_config.get_config('depth3')
   config.planning.dit = 'planning_model'
   cfg = command.planning_config(config)

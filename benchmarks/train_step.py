@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the repo root, for configs/
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import common  # pylint: disable=wrong-import-position
 from configs import aloha  # pylint: disable=wrong-import-position
 from cosmos_jax.nn import dit as dit_lib
 from cosmos_jax.nn import vae as vae_lib
@@ -54,11 +56,26 @@ def synthetic_batch(cfg, global_batch: int, image_size: int, text_tokens: int, s
   }
 
 
+def compiled_memory_gib(config, global_batch: int) -> float:
+  """Per-device memory (arguments + outputs + temporaries - aliased) of the compiled train step at this global
+  batch, from abstract shapes: nothing is allocated, so a size that does not fit costs one compilation only."""
+  cfg = trainer.step_config(config)
+  tx = optim.make_optimizer(config.optim)
+  mesh = sharding_lib.make_mesh(-1, min(config.mesh.fsdp, jax.device_count()))
+  state = jax.eval_shape(lambda p: state_lib.init_state(p, tx, 0), dit_lib.abstract_params(cfg.dit))
+  vae_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, cfg.vae.dtype), vae_lib.abstract_params(cfg.vae))
+  batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct((global_batch, *x.shape[1:]), x.dtype),
+                       synthetic_batch(cfg, 1, config.data.image_size, 512))
+  step, _ = state_lib.jit_train_step(cfg, tx, mesh, state, vae_params, batch)
+  m = step.lower(state, vae_params, batch).compile().memory_analysis()
+  return (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes) / 2**30
+
+
 def run(name: str, config, global_batch: int, steps: int) -> dict:
   cfg = trainer.step_config(config)
   tx = optim.make_optimizer(config.optim)
   mesh = sharding_lib.make_mesh(-1, min(config.mesh.fsdp, jax.device_count()))
-  params = jax.jit(lambda k: dit_lib.init_params(cfg.dit, k))(jax.random.key(0))
+  params = common.random_params(dit_lib.abstract_params(cfg.dit))
   vae_params = jax.tree.map(lambda x: jnp.zeros(x.shape, cfg.vae.dtype), vae_lib.abstract_params(cfg.vae))
   state = state_lib.init_state(params, tx, 0)
   batch = synthetic_batch(cfg, global_batch, config.data.image_size, 512)

@@ -1,182 +1,222 @@
-"""Wan2.1 VAE: encode time and peak memory for the policy sequence, decode time for the future-image frames.
+"""Wan2.1 VAE: the causal chunked pass against the whole-sequence pass, memory and time, outputs compared.
 
-The default case is the ALOHA layout: 41 pixel frames (blank + 10 slots x 4) of 224x224 -> 11 latents of 28x28,
-at the real width (base_dim 96, random weights: the timing does not depend on the values). Decoding: the policy
-decodes the whole 11-latent sequence and keeps frames 25, 29 and 33 (future-image slots 7, 8, 9); by causality the
-first 10 latents already determine those frames, which the second decode row measures (and checks).
+Cases (each in its own fresh process, so that its peak RSS is its own):
+  * encode the ALOHA policy sequence (blank frame + 4-frame slots of random images) at --frames pixel frames, and
+    at 9 frames, by both paths: the chunked encode's memory must not grow with the frames;
+  * decode the resulting latents by both paths.
+Every case reports XLA's compiled memory analysis (temporaries, i.e. working memory, plus arguments and outputs;
+known without running), and unless --compile-only the median time and the process's peak RSS (with the RSS just
+before the timed calls, which holds the weights). The chunked and whole outputs of each case are compared.
 
-Memory: XLA's compiled memory analysis (arguments + outputs + temporaries of the one program; available without
-running) and, on GPU, the allocator's peak; on CPU the process's peak RSS is printed as well.
+The real 41x224x224 encode is about 10 TFLOP: ~15 min a call on a 2-core CPU. `--size 64` (or `--base-dim 8`)
+keeps a CPU run short; `--compile-only` still gives the full-size memory analysis.
 
 Usage:
-  python benchmarks/vae.py [--out benchmarks/results/vae.json] [--frames 41] [--size 224] [--dtype float32]
-                           [--repeats N] [--compile-only]
-On this project's 2-core CPU the full 41x224x224 encode is about 10 TFLOP (~15 min); `--size 64` keeps a CPU run
-to a minute or two while `--compile-only` still reports the full-size memory analysis.
+  python benchmarks/vae.py [--frames 41] [--size 224] [--base-dim 96] [--dtype float32] [--repeats N]
+                           [--compile-only] [--out benchmarks/results/vae.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import platform
 import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
-from typing import Any
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
-from cosmos_jax.nn import vae
-from cosmos_jax.policy import video as video_lib
-
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / 'benchmarks'))
+import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 ALOHA_SLOTS = ('proprio', 'left wrist', 'right wrist', 'primary', 'action', 'future proprio', 'future left wrist',
                'future right wrist', 'future primary', 'value')
-FUTURE_IMAGE_SLOTS = (7, 8, 9)
+PATHS = {'chunked': 1, 'whole': 0}  # VAEConfig.chunk_latents
 
 
-def _flops(compiled) -> float:
-  try:
-    analysis = compiled.cost_analysis()
-    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-    return float(analysis.get('flops', float('nan')))
-  except Exception:  # best-effort on some backends
-    return float('nan')
+def _rss_gb() -> float:
+  with open('/proc/self/status') as f:
+    for line in f:
+      if line.startswith('VmRSS:'):
+        return int(line.split()[1]) / 1e6
+  return float('nan')
 
 
-def _memory(compiled) -> dict:
-  try:
-    m = compiled.memory_analysis()
-    return dict(argument_gb=m.argument_size_in_bytes / 1e9, output_gb=m.output_size_in_bytes / 1e9,
-                temp_gb=m.temp_size_in_bytes / 1e9,
-                total_gb=(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes) / 1e9)
-  except Exception:
-    return {}
+def memory_fields(compiled) -> dict:
+  m = compiled.memory_analysis()
+  return dict(temp_gb=m.temp_size_in_bytes / 1e9, argument_gb=m.argument_size_in_bytes / 1e9,
+              output_gb=m.output_size_in_bytes / 1e9)
 
 
-def _device_peak_gb() -> float:
-  stats = jax.devices()[0].memory_stats() or {}
-  return stats.get('peak_bytes_in_use', float('nan')) / 1e9
+def policy_video(batch: int, frames: int, size: int, dtype):
+  """The uint8 policy sequence of `frames` = 1 + 4k pixel frames, as the VAE's float input."""
+  import numpy as np
 
-
-def _time(fn, args, repeats: int) -> tuple[dict, Any]:
-  """Runs fn `repeats` times; the first call is reported apart (allocation, thread-pool start-up), the median is
-  over the later calls when there are any. Returns (timing fields, last output)."""
-  times, out = [], None
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  steady = times[1:] or times
-  return dict(first_call_s=times[0], median_s=statistics.median(steady), min_s=min(steady), repeats=repeats,
-              device_peak_gb=_device_peak_gb()), out
-
-
-def policy_images(batch: int, size: int, seed: int = 0) -> list:
-  rng = np.random.default_rng(seed)
-  image = lambda: rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
-  return [None if name in ('proprio', 'action', 'future proprio', 'value') else image() for name in ALOHA_SLOTS]
-
-
-def run(cfg: vae.VAEConfig, frames: int, size: int, batch: int, repeats: int, compile_only: bool) -> list[dict]:
+  from cosmos_jax.policy import video as video_lib
   slots = (frames - 1) // 4
   if 1 + 4 * slots != frames or slots > len(ALOHA_SLOTS):
     raise ValueError(f'--frames must be 1 + 4k with k <= {len(ALOHA_SLOTS)}, got {frames}')
-  device = jax.devices()[0].device_kind
-  common = dict(device=device, backend=jax.default_backend(), dtype=jnp.dtype(cfg.dtype).name,
-                base_dim=cfg.base_dim, batch=batch, frames=frames, size=size)
-  rows = []
+  rng = np.random.default_rng(0)
+  items = [None if name in ('proprio', 'action', 'future proprio', 'value') else
+           rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8) for name in ALOHA_SLOTS[:slots]]
+  return video_lib.pixels_to_unit(video_lib.policy_pixel_sequence(items, size, size, batch), dtype)
 
-  t0 = time.perf_counter()
-  params = jax.jit(lambda k: vae.init_params(cfg, k))(jax.random.key(0)) if not compile_only else (
-      vae.abstract_params(cfg))
-  init_s = time.perf_counter() - t0
 
-  video_shape = jax.ShapeDtypeStruct((batch, frames, size, size, 3), cfg.dtype)
-  t0 = time.perf_counter()
-  encoder = vae._encode_mean.lower(params, cfg, video_shape).compile()
-  encode_compile_s = time.perf_counter() - t0
-  row = dict(name='encode policy sequence', **common, compile_s=encode_compile_s, init_s=init_s,
-             gflop=_flops(encoder) / 1e9, **_memory(encoder))
-  latents = None
-  if not compile_only:
-    video = video_lib.pixels_to_unit(video_lib.policy_pixel_sequence(policy_images(batch, size)[:slots], size, size), cfg.dtype)
-    timing, mu = _time(encoder, (params, video), repeats)
-    row.update(timing, gflop_per_s=row['gflop'] / timing['median_s'])
-    latents = vae.normalize_latent(mu, cfg)
-  rows.append(row)
+def run_case(case: dict) -> dict:
+  """One (operation, path, frames) case in this process; writes its output next to the result."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
 
-  num_latents = vae.latent_frames(frames)
-  wanted = [4 * (k - 1) + 1 for k in FUTURE_IMAGE_SLOTS if k < num_latents]
-  decoded_frames = {}
-  for label, used in (('decode all latents (policy)', num_latents),
-                      ('decode latents up to last future slot', (max(FUTURE_IMAGE_SLOTS) + 1) if wanted else None)):
-    if used is None or used > num_latents:
-      continue
-    latent_shape = jax.ShapeDtypeStruct((batch, used, size // 8, size // 8, cfg.z_dim), cfg.dtype)
-    t0 = time.perf_counter()
-    decoder = vae._decode_mean.lower(params, cfg, latent_shape).compile()
-    row = dict(name=label, **common, latents=used, frames_kept=wanted, compile_s=time.perf_counter() - t0,
-               gflop=_flops(decoder) / 1e9, **_memory(decoder))
-    if not compile_only:
-      mu = vae.denormalize_latent(latents[:, :used], cfg)
-      timing, video = _time(decoder, (params, mu), repeats)
-      row.update(timing, gflop_per_s=row['gflop'] / timing['median_s'])
-      decoded_frames[used] = np.asarray(video[:, wanted])
-    rows.append(row)
-  if len(decoded_frames) == 2:
-    a, b = decoded_frames.values()
-    rows[-1]['max_abs_diff_vs_full_decode'] = float(np.abs(a - b).max())
-  return rows
+  from cosmos_jax.nn import vae
+  dtype = jnp.dtype(case['dtype'])
+  cfg = vae.VAEConfig(base_dim=case['base_dim'], dtype=dtype, chunk_latents=PATHS[case['path']],
+                      latent_stats='bf16' if dtype == jnp.bfloat16 else 'fp32')
+  batch, frames, size = case['batch'], case['frames'], case['size']
+  compile_only = case['compile_only']
+  params = vae.abstract_params(cfg)
+  if not compile_only:  # random weights of the right shapes: the time does not depend on them
+    params = common.random_params(params)
+  if case['op'] == 'encode':
+    fn = vae._encode_mean
+    arg = (jax.ShapeDtypeStruct((batch, frames, size, size, 3), dtype) if compile_only
+           else policy_video(batch, frames, size, dtype))
+  else:
+    fn = vae._decode_mean
+    latents = vae.latent_frames(frames)
+    arg = (jax.ShapeDtypeStruct((batch, latents, size // 8, size // 8, cfg.z_dim), dtype) if compile_only
+           else jnp.asarray(np.load(case['latent_from'])['out'], dtype))
+  start = time.perf_counter()
+  compiled = fn.lower(params, cfg, arg).compile()
+  row = dict(case, compile_s=time.perf_counter() - start, **memory_fields(compiled))
+  row['gflop'] = float('nan')  # XLA counts a scan body once: only the whole pass's count is the real one
+  if case['path'] == 'whole':
+    try:
+      analysis = compiled.cost_analysis()
+      row['gflop'] = float((analysis[0] if isinstance(analysis, (list, tuple)) else analysis).get('flops', 0)) / 1e9
+    except Exception:  # best effort
+      pass
+  if compile_only:
+    return row
+  row['rss_before_gb'] = _rss_gb()
+  times, out = [], None
+  for _ in range(case['repeats']):
+    start = time.perf_counter()
+    out = jax.block_until_ready(compiled(params, arg))
+    times.append(time.perf_counter() - start)
+  row.update(median_s=statistics.median(times), min_s=min(times), times_s=times,
+             peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)
+  np.savez(case['out_file'], out=np.asarray(out, np.float32))
+  return row
+
+
+def _subprocess_case(case: dict, timeout: float) -> dict:
+  env = {**os.environ, 'PYTHONPATH': str(REPO)}
+  result_file = case['out_file'] + '.json'
+  proc = subprocess.run([sys.executable, str(pathlib.Path(__file__).resolve()), '--case', json.dumps(case),
+                         '--case-out', result_file], env=env, capture_output=True, text=True, timeout=timeout)
+  if proc.returncode:
+    raise RuntimeError(f'case {case} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}')
+  return json.loads(pathlib.Path(result_file).read_text())
+
+
+def compare(a_file: str, b_file: str) -> dict:
+  import numpy as np
+  a, b = np.load(a_file)['out'], np.load(b_file)['out']
+  err = float(np.abs(a - b).max())
+  return dict(max_abs_diff=err, max_rel_diff=err / float(np.abs(b).max()))
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--out', default='benchmarks/results/vae.json')
   parser.add_argument('--frames', type=int, default=41)
+  parser.add_argument('--small-frames', type=int, default=9, help='the short sequence the memory is compared with')
   parser.add_argument('--size', type=int, default=224)
+  parser.add_argument('--base-dim', type=int, default=96, help='96: the real Wan2.1 VAE')
   parser.add_argument('--batch', type=int, default=1)
-  parser.add_argument('--dtype', default=None, choices=['float32', 'bfloat16'],
-                      help='default: float32 on CPU; on GPU both bfloat16 (the policy) and float32')
-  parser.add_argument('--repeats', type=int, default=None, help='timed calls (default 1 on CPU, 5 on GPU)')
-  parser.add_argument('--compile-only', action='store_true', help='only compile: FLOPs and memory analysis')
+  parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
+  parser.add_argument('--repeats', type=int, default=1)
+  parser.add_argument('--compile-only', action='store_true', help='memory analysis only, no run')
+  parser.add_argument('--timeout', type=float, default=7200, help='seconds per case')
+  parser.add_argument('--out', default='benchmarks/results/vae.json')
+  parser.add_argument('--case', help=argparse.SUPPRESS)
+  parser.add_argument('--case-out', help=argparse.SUPPRESS)
   args = parser.parse_args()
+  if args.case:
+    pathlib.Path(args.case_out).write_text(json.dumps(run_case(json.loads(args.case))))
+    return
 
-  on_gpu = jax.default_backend() == 'gpu'
-  repeats = args.repeats or (5 if on_gpu else 1)
-  dtypes = [args.dtype] if args.dtype else (['bfloat16', 'float32'] if on_gpu else ['float32'])
-  rows = []
-  for dtype in dtypes:
-    cfg = vae.VAEConfig.policy() if dtype == 'bfloat16' else vae.VAEConfig.wan21()
-    rows += run(cfg, args.frames, args.size, args.batch, repeats, args.compile_only)
-  if not on_gpu:
-    print(f'(no GPU visible, backend {jax.default_backend()}: GPU rows need one)')
-  peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+  rows, checks = [], {}
+  load = [os.getloadavg()[0]]
+  with tempfile.TemporaryDirectory(prefix='vae_bench_') as tmp:
+    common = dict(base_dim=args.base_dim, batch=args.batch, size=args.size, dtype=args.dtype,
+                  repeats=args.repeats, compile_only=args.compile_only)
+    files = {}
+    for frames in (args.small_frames, args.frames):
+      for path in PATHS:  # interleaved: the chunked and whole cases of one shape run back to back
+        files['encode', path, frames] = f'{tmp}/encode_{path}_{frames}.npz'
+        case = dict(common, op='encode', path=path, frames=frames, out_file=files['encode', path, frames])
+        rows.append(_subprocess_case(case, args.timeout))
+        load.append(os.getloadavg()[0])
+        print(f"encode {path:8s} {frames:3d} frames: temp {rows[-1]['temp_gb']:.3f} GB"
+              + ('' if args.compile_only else f", {rows[-1]['median_s']:.2f} s, peak RSS "
+                 f"{rows[-1]['peak_rss_gb']:.2f} GB"), flush=True)
+    for path in PATHS:
+      files['decode', path, args.frames] = f'{tmp}/decode_{path}.npz'
+      case = dict(common, op='decode', path=path, frames=args.frames, out_file=files['decode', path, args.frames],
+                  latent_from=files['encode', 'whole', args.frames])
+      rows.append(_subprocess_case(case, args.timeout))
+      load.append(os.getloadavg()[0])
+      print(f"decode {path:8s} {vae_latents(args.frames):3d} latents: temp {rows[-1]['temp_gb']:.3f} GB"
+            + ('' if args.compile_only else f", {rows[-1]['median_s']:.2f} s, peak RSS "
+               f"{rows[-1]['peak_rss_gb']:.2f} GB"), flush=True)
+    if not args.compile_only:
+      for op, frames in (('encode', args.small_frames), ('encode', args.frames), ('decode', args.frames)):
+        checks[f'{op} {frames} frames: chunked vs whole'] = compare(files[op, 'chunked', frames],
+                                                                    files[op, 'whole', frames])
 
-  header = (f"{'run':<40}{'dtype':<10}{'input T,H,W':<13}{'compile s':>10}{'median s':>10}{'GFLOP':>9}{'GFLOP/s':>9}"
-            f"{'XLA mem GB':>11}{'dev peak GB':>12}")
-  print(header)
-  print('-' * len(header))
+  by = {(r['op'], r['path'], r['frames']): r for r in rows}
+  small, big = args.small_frames, args.frames
+  growth = dict(
+      chunked_temp_ratio=by['encode', 'chunked', big]['temp_gb'] / by['encode', 'chunked', small]['temp_gb'],
+      whole_temp_ratio=by['encode', 'whole', big]['temp_gb'] / by['encode', 'whole', small]['temp_gb'])
+  if not args.compile_only:
+    growth.update(
+        chunked_peak_rss_ratio=by['encode', 'chunked', big]['peak_rss_gb'] / by['encode', 'chunked', small]['peak_rss_gb'],
+        whole_peak_rss_ratio=by['encode', 'whole', big]['peak_rss_gb'] / by['encode', 'whole', small]['peak_rss_gb'])
+
+  header = (f"{'op':<7}{'path':<9}{'frames':>7}{'compile s':>10}{'median s':>10}{'GFLOP':>9}{'temp GB':>9}"
+            f"{'args GB':>9}{'RSS before':>11}{'peak RSS':>9}")
+  lines = [header, '-' * len(header)]
   for r in rows:
-    shape = (f"{r['frames']}x{r['size']}x{r['size']}" if 'latents' not in r
-             else f"{r['latents']}x{r['size'] // 8}x{r['size'] // 8}")
-    print(f"{r['name']:<40}{r['dtype']:<10}{shape:<13}{r['compile_s']:>10.1f}{r.get('median_s', float('nan')):>10.2f}"
-          f"{r['gflop']:>9.0f}{r.get('gflop_per_s', float('nan')):>9.1f}{r.get('total_gb', float('nan')):>11.2f}"
-          f"{r.get('device_peak_gb', float('nan')):>12.2f}")
-  print(f'process peak RSS: {peak_rss_gb:.2f} GB')
-  for r in rows:
-    if 'max_abs_diff_vs_full_decode' in r:
-      print(f"frames {r['frames_kept']} from {r['latents']} latents vs all latents: max abs diff "
-            f"{r['max_abs_diff_vs_full_decode']:.2e}")
+    lines.append(f"{r['op']:<7}{r['path']:<9}{r['frames']:>7}{r['compile_s']:>10.1f}"
+                 f"{r.get('median_s', float('nan')):>10.2f}{r['gflop']:>9.0f}{r['temp_gb']:>9.3f}"
+                 f"{r['argument_gb']:>9.3f}{r.get('rss_before_gb', float('nan')):>11.2f}"
+                 f"{r.get('peak_rss_gb', float('nan')):>9.2f}")
+  lines.append(f"encode memory {big} vs {small} frames: chunked temp x{growth['chunked_temp_ratio']:.2f}, whole temp "
+               f"x{growth['whole_temp_ratio']:.2f}" + ('' if args.compile_only else
+               f"; peak RSS chunked x{growth['chunked_peak_rss_ratio']:.2f}, whole x{growth['whole_peak_rss_ratio']:.2f}"))
+  for name, c in checks.items():
+    lines.append(f"{name}: max abs diff {c['max_abs_diff']:.2e} (relative {c['max_rel_diff']:.2e})")
+  lines.append(f'load average (1 min) during the run: {min(load):.1f}-{max(load):.1f}')
+  report = '\n'.join(lines)
+  print(report)
 
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(dict(host=platform.node(), jax=jax.__version__, compile_only=args.compile_only,
-                                 peak_rss_gb=peak_rss_gb, runs=rows), indent=2))
+  out.write_text(json.dumps(dict(
+      benchmark='vae', command=' '.join(['python', 'benchmarks/vae.py', *sys.argv[1:]]), host=platform.node(),
+      cores=os.cpu_count(), load_average=load, config=vars(args) | {'case': None, 'case_out': None},
+      growth=growth, checks=checks, rows=rows, table=report), indent=1))
   print(f'wrote {out}')
+
+
+def vae_latents(frames: int) -> int:
+  return 1 + (frames - 1) // 4
 
 
 if __name__ == '__main__':

@@ -16,6 +16,7 @@ import os
 from absl import app
 from ml_collections import config_flags
 
+from cosmos_jax import compilation_cache
 from cosmos_jax.eval import evaluation
 from cosmos_jax.eval import policies
 
@@ -37,6 +38,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments {argv[1:]}; settings go in --config.x=y')
   if _CONFIG.value is None:
     raise app.UsageError('--config is required, e.g. --config=configs/eval/aloha.py:tiny')
+  compilation_cache.enable()
   run(_CONFIG.value)
 
 

@@ -7,12 +7,19 @@ Layouts at the boundaries:
   * Weights are loaded from the official state_dict names (`Wan2.1_VAE.pth`, 194 tensors) through the rule table
     in cosmos_jax/convert/vae_rules.py.
 
-Time is handled by the whole-sequence causal formulation rather than the official chunk loop (official
-cosmos_policy/_src/predict2/tokenizers/wan2pt1.py:WanVAE_.encode)
-with a feature cache: every 3x3x3 conv sees two zero frames in front of the full sequence, the encoder's time
-down-sampling passes frame 0 through and runs a VALID stride-2 conv over the rest, and the decoder's time
-up-sampling passes frame 0 through and runs a causal conv over frames 1.. that never sees frame 0. This equals the
-official chunked result (any chunk size) and gives one static program per input shape under `jax.jit`.
+Time is handled two ways, with the same result:
+  * the causal chunked pass (default, `VAEConfig.chunk_latents` >= 1), the official scheme (official
+    cosmos_policy/_src/predict2/tokenizers/wan2pt1.py:WanVAE_.encode/decode): frame 0 alone, then
+    4 pixel frames (1 latent) per chunk when encoding and 1 latent frame per chunk when decoding (k times that with
+    chunk_latents=k), inside one `lax.scan` whose carry is each causal layer's cache: the last 2 input frames of
+    every 3x3x3 conv (zeros before the start), the last input frame of each time down-sampling, and the time
+    up-sampling conv's last 2 input frames. Memory is bounded by the chunk, not the sequence length.
+  * the whole-sequence pass (`chunk_latents=0`): every 3x3x3 conv sees two zero frames in front of the full
+    sequence, the encoder's time down-sampling passes frame 0 through and runs a VALID stride-2 conv over the rest,
+    and the decoder's time up-sampling passes frame 0 through and runs a causal conv over frames 1.. that never sees
+    frame 0. Every frame's activations are live at once.
+The modules run either way: applied with the mutable collection `CACHE` they process one chunk and update the
+cache; without it they see the whole sequence. Either way one static program per input shape under `jax.jit`.
 
 Frame rule: T = 1 + 4k pixel frames <-> 1 + k latent frames; H and W multiples of 8.
 
@@ -23,7 +30,8 @@ latent normalisation pins its bf16 roundings with `round_to`, so latents are bf1
 is a tolerance reference, not a bit target.
 
 Memory: the whole-sequence form keeps every frame's activations; the 41x224x224 ALOHA sequence at real width needs
-about 3.4 GB of XLA temporaries in float32 (benchmarks/vae.py reports it).
+about 3.4 GB of XLA temporaries in float32, the chunked pass a fraction of that, independent of the frame count
+(benchmarks/vae.py reports both).
 """
 
 from __future__ import annotations
@@ -69,6 +77,10 @@ class VAEConfig:
   dtype: compute and parameter dtype (float32, or bfloat16 as the policy runs it).
   latent_stats: 'fp32' uses mean and float32(1/std) (official fp32 wrapper); 'bf16' uses bf16(mean) and
     bf16(1/bf16(std)), the values the policy's bf16 wrapper actually applies.
+  chunk_latents: how `encode`/`decode` walk time. k >= 1: the causal chunked pass (frame 0 alone, then k latent
+    frames = 4k pixel frames per step of a `lax.scan` that carries each causal layer's last input frames), whose
+    memory is bounded by the chunk; 0: the whole sequence in one pass (memory grows with the frames). Both give the
+    same result (benchmarks/vae.py compares time and memory).
   """
 
   base_dim: int = 96
@@ -78,8 +90,11 @@ class VAEConfig:
   temporal_downsample: tuple[bool, ...] = (False, True, True)
   dtype: Any = jnp.float32
   latent_stats: str = 'fp32'
+  chunk_latents: int = 1
 
   def __post_init__(self):
+    if not isinstance(self.chunk_latents, int) or self.chunk_latents < 0:
+      raise ValueError(f'VAEConfig.chunk_latents must be an int >= 0 (0: whole sequence), got {self.chunk_latents!r}')
     if self.latent_stats not in ('fp32', 'bf16'):
       raise ValueError(f"VAEConfig.latent_stats must be 'fp32' or 'bf16', got {self.latent_stats!r}")
     if len(self.temporal_downsample) != len(self.dim_mult) - 1:
@@ -191,11 +206,31 @@ def temporal_upsample(x: Array, kernel: Array, bias: Array) -> Array:
   """
   if x.shape[1] == 1:
     return x
-  channels = x.shape[-1]
   doubled = causal_conv3d(x[:, 1:], kernel, bias)
+  return jnp.concatenate([x[:, :1], _interleave_halves(doubled, x.shape[-1])], axis=1)
+
+
+def causal_conv3d_step(x: Array, kernel: Array, bias: Array, history: Array) -> tuple[Array, Array]:
+  """`causal_conv3d` on one chunk of a longer sequence: `history` holds the 2*(kt//2) input frames before the chunk
+  (zeros at the start, which is the whole-sequence padding). Returns (output frames, the history for the next)."""
+  kh, kw = kernel.shape[1:3]
+  joined = jnp.concatenate([history, x], axis=1)
+  out = _conv(joined, kernel, bias, strides=(1, 1, 1), padding=((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2)))
+  return out, joined[:, joined.shape[1] - history.shape[1]:]
+
+
+def temporal_downsample_step(x: Array, kernel: Array, bias: Array, previous: Array) -> Array:
+  """`temporal_downsample` on a later chunk (an even number of frames) whose preceding frame is `previous`:
+  conv(previous, x_0, x_1), conv(x_1, x_2, x_3), ..."""
+  return _conv(jnp.concatenate([previous, x], axis=1), kernel, bias, strides=(2, 1, 1),
+               padding=((0, 0), (0, 0), (0, 0)))
+
+
+def _interleave_halves(doubled: Array, channels: int) -> Array:
+  """[B, n, H, W, 2C] -> [B, 2n, H, W, C]: each frame's first channel half, then its second."""
   b, n, h, w, _ = doubled.shape
   pairs = jnp.stack([doubled[..., :channels], doubled[..., channels:]], axis=2)
-  return jnp.concatenate([x[:, :1], pairs.reshape(b, 2 * n, h, w, channels)], axis=1)
+  return pairs.reshape(b, 2 * n, h, w, channels)
 
 
 def frame_attention(x: Array, gamma: Array, qkv_kernel: Array, qkv_bias: Array, proj_kernel: Array,
@@ -226,6 +261,10 @@ def frame_attention(x: Array, gamma: Array, qkv_kernel: Array, qkv_bias: Array, 
 # PyTorch's default Conv init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)). Only matters for training from scratch.
 _kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
 
+# The chunked pass: applied with `mutable=[CACHE]`, each causal layer keeps the input frames the next chunk needs
+# in this collection (created on the first chunk, carried by the scan). Without it a call is the whole sequence.
+CACHE = 'cache'
+
 
 class CausalConv3d(nn.Module):
   features: int
@@ -236,7 +275,13 @@ class CausalConv3d(nn.Module):
   def __call__(self, x):
     kernel = self.param('kernel', _kernel_init, (*self.kernel_size, x.shape[-1], self.features), self.dtype)
     bias = self.param('bias', nn.initializers.zeros, (self.features,), self.dtype)
-    return causal_conv3d(x, kernel, bias)
+    frames = 2 * (self.kernel_size[0] // 2)
+    if not frames or not self.is_mutable_collection(CACHE):
+      return causal_conv3d(x, kernel, bias)
+    b, _, h, w, c = x.shape
+    history = self.variable(CACHE, 'history', jnp.zeros, (b, frames, h, w, c), x.dtype)
+    out, history.value = causal_conv3d_step(x, kernel, bias, history.value)
+    return out
 
 
 class RMSNorm(nn.Module):
@@ -297,13 +342,36 @@ class Resample(nn.Module):
     if self.mode in ('downsample2d', 'downsample3d'):
       x = spatial_downsample(x, *conv_params('spatial', (3, 3, c, c)))
       if self.mode == 'downsample3d':
-        x = temporal_downsample(x, *conv_params('time', (3, 1, 1, c, c)))
+        x = self._time_down(x, *conv_params('time', (3, 1, 1, c, c)))
       return x
     if self.mode in ('upsample2d', 'upsample3d'):
       if self.mode == 'upsample3d':
-        x = temporal_upsample(x, *conv_params('time', (3, 1, 1, c, 2 * c)))
+        x = self._time_up(x, *conv_params('time', (3, 1, 1, c, 2 * c)))
       return spatial_upsample(x, *conv_params('spatial', (3, 3, c, c // 2)))
     raise ValueError(f'unknown Resample mode {self.mode!r}')
+
+  def _time_down(self, x, kernel, bias):
+    if not self.is_mutable_collection(CACHE):
+      return temporal_downsample(x, kernel, bias)
+    if self.has_variable(CACHE, 'previous_frame'):
+      out = temporal_downsample_step(x, kernel, bias, self.get_variable(CACHE, 'previous_frame'))
+    else:  # the first chunk: frame 0 passes through
+      out = temporal_downsample(x, kernel, bias)
+    self.put_variable(CACHE, 'previous_frame', x[:, -1:])
+    return out
+
+  def _time_up(self, x, kernel, bias):
+    if not self.is_mutable_collection(CACHE):
+      return temporal_upsample(x, kernel, bias)
+    if self.has_variable(CACHE, 'history'):
+      doubled, history = causal_conv3d_step(x, kernel, bias, self.get_variable(CACHE, 'history'))
+      out = _interleave_halves(doubled, x.shape[-1])
+    else:  # the first chunk: frame 0 passes through, the conv starts at frame 1 with zero history
+      out = temporal_upsample(x, kernel, bias)
+      b, _, h, w, c = x.shape
+      history = jnp.concatenate([jnp.zeros((b, 2, h, w, c), x.dtype), x[:, 1:]], axis=1)[:, -2:]
+    self.put_variable(CACHE, 'history', history)
+    return out
 
 
 def encoder_layout(cfg: VAEConfig) -> list[tuple[str, Any]]:
@@ -481,9 +549,41 @@ def param_count(params) -> int:
   return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(params)))
 
 
+def _chunked(params, cfg: VAEConfig, method, x: Array, frames_per_latent: int) -> Array:
+  """`method` over x [B, T, ...] chunk by chunk (frame 0, then cfg.chunk_latents latents' worth of frames per scan
+  step, then any remainder), carrying the causal layers' cache; outputs joined along time."""
+  model = WanVAE(cfg)
+
+  def apply(cache, chunk):
+    out, variables = model.apply({'params': params, **cache}, chunk, method=method, mutable=[CACHE])
+    return out, variables
+
+  first, cache = apply({}, x[:, :1])
+  outputs = [first]
+  step_frames = cfg.chunk_latents * frames_per_latent
+  steps, remainder = divmod(x.shape[1] - 1, step_frames)
+  if steps:
+    rest = x[:, 1:1 + steps * step_frames]
+    chunks = jnp.moveaxis(rest.reshape(rest.shape[0], steps, step_frames, *rest.shape[2:]), 1, 0)
+
+    def step(carry, chunk):
+      out, carry = apply(carry, chunk)
+      return carry, out
+
+    cache, stacked = jax.lax.scan(step, cache, chunks)
+    outputs.append(jnp.moveaxis(stacked, 0, 1).reshape(stacked.shape[1], -1, *stacked.shape[3:]))
+  if remainder:
+    outputs.append(apply(cache, x[:, x.shape[1] - remainder:])[0])
+  return jnp.concatenate(outputs, axis=1)
+
+
 @functools.partial(jax.jit, static_argnums=(1,))
 def _encode_mean(params, cfg: VAEConfig, video):
-  moments = WanVAE(cfg).apply({'params': params}, video.astype(cfg.dtype), method=WanVAE.encode_moments)
+  video = video.astype(cfg.dtype)
+  if cfg.chunk_latents:
+    moments = _chunked(params, cfg, WanVAE.encode_moments, video, TEMPORAL_COMPRESSION)
+  else:
+    moments = WanVAE(cfg).apply({'params': params}, video, method=WanVAE.encode_moments)
   return moments[..., :cfg.z_dim]
 
 
@@ -499,7 +599,11 @@ def _denormalize(latent, cfg: VAEConfig):
 
 @functools.partial(jax.jit, static_argnums=(1,))
 def _decode_mean(params, cfg: VAEConfig, mu):
-  video = WanVAE(cfg).apply({'params': params}, mu.astype(cfg.dtype), method=WanVAE.decode_unnormalized)
+  mu = mu.astype(cfg.dtype)
+  if cfg.chunk_latents:
+    video = _chunked(params, cfg, WanVAE.decode_unnormalized, mu, 1)
+  else:
+    video = WanVAE(cfg).apply({'params': params}, mu, method=WanVAE.decode_unnormalized)
   return video.astype(jnp.float32)
 
 

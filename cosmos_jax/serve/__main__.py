@@ -26,6 +26,7 @@ import sys
 from absl import app
 from ml_collections import config_flags
 
+from cosmos_jax import compilation_cache
 from cosmos_jax.serve import command
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -40,6 +41,7 @@ def main(argv):
   if _CONFIG.value is None:
     raise app.UsageError('--config is required, e.g. --config=configs/serve/aloha.py:tiny')
   logging.getLogger().setLevel(logging.INFO)
+  compilation_cache.enable()
   try:
     command.serve(argv[1], _CONFIG.value)
   except (ValueError, FileNotFoundError) as e:

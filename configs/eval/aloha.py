@@ -1,12 +1,13 @@
 """Closed-loop evaluation in the gym-aloha simulator:
 `python -m cosmos_jax.eval.aloha_sim --config=configs/eval/aloha.py[:variant] --config.out=DIR [--config.x=y ...]`.
 
-Variants (common.parse_arg): '' the official ALOHA client's settings, for a converted checkpoint
-(`--config.policy.dit_dir=... --config.policy.vae_dir=...`); 'tiny' the random tiny policy for one short episode
-at 64 px (a CPU smoke run of the whole loop).
+Variants (common.parse_arg): '' the official ALOHA client's settings, for a policy checkpoint: a training workdir
+(`--checkpoint=WORKDIR`, = `--config.policy.checkpoint`) or a converted release (plus `--config.policy.vae=...`);
+'tiny' the random tiny policy for one short episode at 64 px (a CPU smoke run of the whole loop).
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from configs import common
 
@@ -30,11 +31,13 @@ def get_config(arg: str | None = None):
 
   c.policy = ml_collections.ConfigDict()
   c.policy.kind = 'checkpoint'  # 'checkpoint' | 'tiny' | 'server' | 'replay'
-  c.policy.dit_dir = ''  # checkpoint: converted DiT (python -m cosmos_jax.convert)
-  c.policy.vae_dir = ''  # checkpoint: converted VAE
-  c.policy.planning_dir = ''  # checkpoint: converted planning-model DiT for best-of-N planning ('' = none)
-  c.policy.statistics = ''  # checkpoint: dataset_statistics.json ('' = the one stored with dit_dir)
-  c.policy.text_store = ''  # checkpoint: text store directory ('' = the one stored with dit_dir)
+  c.policy.checkpoint = ''  # checkpoint: a training workdir or checkpoint directory, or a converted release
+  c.policy.step = config_dict.placeholder(int)  # checkpoint: training step (None: the latest)
+  c.policy.use_ema = config_dict.placeholder(bool)  # checkpoint: None = the EMA parameters when the run kept them
+  c.policy.vae = ''  # checkpoint: converted VAE or official file ('' = the one the run trained with)
+  c.policy.planning_checkpoint = ''  # checkpoint: the planning model for best-of-N planning ('' = none)
+  c.policy.statistics = ''  # checkpoint: dataset_statistics.json ('' = the checkpoint's)
+  c.policy.text_store = ''  # checkpoint: text store directory ('' = the checkpoint's)
   c.policy.tiny_seed = 0  # tiny: seed of the random weights
   c.policy.server = ''  # server: http://HOST:8777 (official /act protocol) or ws://HOST:PORT (websocket)
   c.policy.demos = ''  # replay: demonstrations (ALOHA format with seeds) whose recorded actions are replayed

@@ -1,23 +1,24 @@
 """Serving an ALOHA policy: `python -m cosmos_jax.serve http|websocket --config=configs/serve/aloha.py[:variant]
 [--config.x=y ...]`.
 
-Variants (common.parse_arg): '' the released policy from converted checkpoints
-(`--config.model.dit=DIR --config.model.vae=DIR`, settings of the official deploy.py); 'tiny' a random tiny policy
-on the bundled sample at 64 px (task 'transfer cube'; a CPU smoke run of the whole server); 'planning' turns on
-best-of-N planning with the main ALOHA planning command (combine: 'tiny,planning'); 'depth3' the official depth-3
-planning command (no ensembles, search depth 3).
+Variants (common.parse_arg): '' a policy checkpoint, settings of the official deploy.py: a training workdir
+(`--config.model.checkpoint=WORKDIR`, or the shorthand `--checkpoint=WORKDIR`; its latest step and, when the run
+kept one, its EMA parameters) or a converted release (`--checkpoint=DIR --config.model.vae=DIR`); 'tiny' a random
+tiny policy on the bundled sample at 64 px (task 'transfer cube'; a CPU smoke run of the whole server); 'planning'
+turns on best-of-N planning with the main ALOHA planning command (combine: 'tiny,planning'); 'depth3' the official
+depth-3 planning command (no ensembles, search depth 3).
 
 Planning options are those of the official deploy.py (its names in the comments). An ensemble size of 0 is the
 official "ensemble off": one sample at the full step count. V(s') masking is on by default only with a planning
-model (planning.dit), as in the official planning commands; the official default is off.
+model (planning.checkpoint), as in the official planning commands; the official default is off.
 
 Every field of the former argparse command has a field here: --host -> host, --port -> port, --tiny -> model.tiny,
---tiny-image-size -> model.image_size, --tiny-seed -> model.tiny_seed, --dit/--vae/--statistics/--text-store/--t5
--> model.<same>, --dtype/--attention -> model.dtype/attention, --action-steps -> model.action_steps, --seed ->
-model.seed, --no-future-images -> model.future_images=False, --planning -> planning.enabled, --planning-dit ->
-planning.dit, the other planning flags -> planning.<name>, --max-payload-mb/--max-queue/--deadline-s/
---body-timeout-s -> serving.<name>, --no-warmup -> serving.warmup=False; --value-of-state-action ->
-planning.value_of_future_state=False.
+--tiny-image-size -> model.image_size, --tiny-seed -> model.tiny_seed, --dit -> model.checkpoint,
+--vae/--statistics/--text-store/--t5 -> model.<same>, --dtype/--attention -> model.dtype/attention,
+--action-steps -> model.action_steps, --seed -> model.seed, --no-future-images -> model.future_images=False,
+--planning -> planning.enabled, --planning-dit -> planning.checkpoint, the other planning flags ->
+planning.<name>, --max-payload-mb/--max-queue/--deadline-s/--body-timeout-s -> serving.<name>, --no-warmup ->
+serving.warmup=False; --value-of-state-action -> planning.value_of_future_state=False.
 """
 
 import ml_collections
@@ -36,10 +37,13 @@ def get_config(arg: str | None = None):
   c.model = ml_collections.ConfigDict()
   c.model.tiny = False  # a random tiny policy on the bundled sample instead of converted checkpoints
   c.model.tiny_seed = 0  # tiny: seed of the random weights
-  c.model.dit = ''  # converted policy DiT (python -m cosmos_jax.convert dit ...)
-  c.model.vae = ''  # converted Wan2.1 VAE (python -m cosmos_jax.convert vae ...)
-  c.model.statistics = ''  # dataset_statistics.json ('' = the one stored with model.dit)
-  c.model.text_store = ''  # text store directory ('' = the one stored with model.dit)
+  # The policy: a training workdir or checkpoint directory, or a converted release (convert dit --layout ...).
+  c.model.checkpoint = ''
+  c.model.step = config_dict.placeholder(int)  # training step (None: the latest)
+  c.model.use_ema = config_dict.placeholder(bool)  # None: the EMA parameters when the run kept an EMA
+  c.model.vae = ''  # converted Wan2.1 VAE or official file ('' = the one the run trained with)
+  c.model.statistics = ''  # dataset_statistics.json ('' = the checkpoint's)
+  c.model.text_store = ''  # text store directory ('' = the checkpoint's)
   c.model.t5 = ''  # converted T5 encoder (convert t5 ...): tasks missing from the text store encoded on first use
   c.model.dtype = ''  # DiT activation dtype, 'float32' | 'bfloat16' ('' = as converted; the release runs bfloat16)
   c.model.attention = ''  # DiT attention, 'xla' | 'cudnn' ('' = as converted)
@@ -52,7 +56,9 @@ def get_config(arg: str | None = None):
 
   c.planning = ml_collections.ConfigDict()  # best-of-N; defaults: the main ALOHA planning command
   c.planning.enabled = False
-  c.planning.dit = ''  # converted planning model ('' = the policy does everything)
+  c.planning.checkpoint = ''  # the planning model, like model.checkpoint ('' = the policy does everything)
+  c.planning.step = config_dict.placeholder(int)
+  c.planning.use_ema = config_dict.placeholder(bool)
   c.planning.devices = 0  # spread the candidates over this many local devices (0: all; use_parallel_inference)
   c.planning.num_candidates = 8  # N (num_queries_best_of_n)
   c.planning.action_steps = 10  # num_denoising_steps_action
@@ -67,7 +73,7 @@ def get_config(arg: str | None = None):
   c.planning.value_steps = 5  # num_denoising_steps_value; members: linspace(1, this, value_ensemble)
   c.planning.value_ensemble = 5  # num_value_predictions_in_ensemble (0: ensemble off, one value)
   c.planning.aggregation = 'majority_mean'  # 'average' | 'lcb' | 'success_vote' | 'majority_mean'
-  # V(s') masking (mask_current_state_action_for_value_prediction); None: on with planning.dit, else off.
+  # V(s') masking (mask_current_state_action_for_value_prediction); None: on with planning.checkpoint, else off.
   c.planning.value_of_future_state = config_dict.placeholder(bool)
   c.planning.q_value_mask_future_state = False  # mask_future_state_for_qvalue_prediction
   c.planning.search_depth = 1

@@ -23,7 +23,9 @@ _EXAMPLES = """examples:
   # The T5 text encoder from a Hugging Face model folder (config.json, weights, spiece.model).
   python -m cosmos_jax.convert t5 --hf-dir t5-11b/ --out out/t5
   # Back to the official layout (.safetensors, or .pt for the official loader), with the net. prefix for a DiT.
-  python -m cosmos_jax.convert export out/aloha aloha.pt
+  python -m cosmos_jax.convert export --checkpoint out/aloha --out aloha.pt
+  # A fine-tuned model, from its training workdir (latest step; EMA parameters when the run kept them).
+  python -m cosmos_jax.convert export --checkpoint runs/aloha --out policy.pt
 """
 
 
@@ -62,9 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--spiece', default=None, help='the SentencePiece model, if not spiece.model in --hf-dir')
   p.add_argument('--overwrite', action='store_true')
 
-  p = sub.add_parser('export', help='params checkpoint -> official state_dict file')
-  p.add_argument('checkpoint', help='a directory written by `dit`, `vae` or `t5`')
-  p.add_argument('out', help='output file: .safetensors, or .pt/.pth for the official loader')
+  p = sub.add_parser('export', help='checkpoint (converted, or a training run) -> official state_dict file')
+  p.add_argument('--checkpoint', required=True,
+                 help='a checkpoint directory (written by `dit`, `vae`, `t5` or the trainer) or a training workdir')
+  p.add_argument('--out', required=True, help='output file: .safetensors, or .pt/.pth for the official loader')
+  p.add_argument('--step', type=int, default=None, help='training step to export (default: the latest)')
+  ema = p.add_mutually_exclusive_group()
+  ema.add_argument('--use-ema', dest='use_ema', action='store_true', default=None,
+                   help='the EMA parameters (default: them when the run kept an EMA)')
+  ema.add_argument('--no-ema', dest='use_ema', action='store_false', help='the trained (non-EMA) parameters')
   p.add_argument('--dtype', default='keep', choices=('keep',) + library.EXPORT_DTYPES)
   p.add_argument('--prefix', default=None, help="key prefix (default: 'net.' for a DiT, none for the VAE)")
   return parser
@@ -74,7 +82,8 @@ def run(argv: Sequence[str] | None = None) -> dict:
   """Parses `argv` and runs the command; raises on bad input (see `main` for the exit-code wrapper)."""
   args = build_parser().parse_args(argv)
   if args.command == 'export':
-    shapes = library.export(args.checkpoint, args.out, dtype=args.dtype, prefix=args.prefix)
+    shapes = library.export(args.checkpoint, args.out, dtype=args.dtype, prefix=args.prefix, step=args.step,
+                            use_ema=args.use_ema)
     print(f'wrote {len(shapes)} tensors to {args.out}')
     return {'tensors': len(shapes)}
   start = time.perf_counter()

@@ -41,6 +41,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from cosmos_jax.convert import torch_io
+from cosmos_jax.convert import vae_rules
 from cosmos_jax.data import stats as stats_lib
 from cosmos_jax.data import text as text_lib
 from cosmos_jax.nn import dit
@@ -64,6 +66,8 @@ TEXT_STORE_ASSET = 'text_store'
 WORKDIR_CHECKPOINTS = 'checkpoints'
 
 MODELS = ('dit', 'vae', 't5')
+# Official state_dict files, read directly where a converted checkpoint is also accepted.
+OFFICIAL_SUFFIXES = ('.safetensors', '.pth', '.pt')
 _RESERVED_ASSETS = (CONFIG_FILE,)
 
 
@@ -95,7 +99,7 @@ def model_config_from_dict(model: str, d: Mapping[str, Any]):
 
 
 def describe(model: str, model_config, *, layout: str | None = None, vae_checkpoint: str | None = None,
-             step: int | None = None, ema: bool = False, train_config: Mapping[str, Any] | None = None,
+             vae_config=None, step: int | None = None, ema: bool = False, train_config: Mapping[str, Any] | None = None,
              source: Mapping[str, Any] | None = None, assets: Mapping[str, str] | None = None) -> dict:
   """The assets/config.json of a checkpoint (see the module docstring)."""
   if model not in MODELS:
@@ -106,6 +110,7 @@ def describe(model: str, model_config, *, layout: str | None = None, vae_checkpo
       'config': model_config if isinstance(model_config, dict) else model_config_to_dict(model, model_config),
       'layout': layout,
       'vae_checkpoint': vae_checkpoint,
+      'vae_config': model_config_to_dict('vae', vae_config) if vae_config is not None else None,
       'step': step,
       'ema': bool(ema),
       'train_config': dict(train_config) if train_config is not None else None,
@@ -312,6 +317,19 @@ class Checkpoint:
   def model_config(self):
     return model_config_from_dict(self.model, self.config['config'])
 
+  def load_vae(self, override: PathLike | None = None):
+    """(params, VAEConfig) of the VAE this policy runs with: `override` (a converted VAE or an official file), else
+    the one the run trained with (recorded in assets/config.json)."""
+    source = override or self.vae_checkpoint
+    if not source:
+      raise CheckpointError(f'{self.directory} records no VAE (a converted policy): give the converted VAE '
+                            '(python -m cosmos_jax.convert vae ...)')
+    if not override and not epath.Path(source).exists():
+      raise FileNotFoundError(f'the VAE {self.directory} was trained with, {source}, does not exist here: give the '
+                              'VAE explicitly (a converted VAE or the official file)')
+    vae_config = self.config.get('vae_config')
+    return load_vae(source, model_config_from_dict('vae', vae_config) if vae_config else None)
+
   def params_item(self, use_ema: bool | None = None) -> str:
     """`ema_params` when the run kept an EMA (or `use_ema=True`, which requires one), else `params`."""
     if use_ema and not self.has_ema:
@@ -401,13 +419,29 @@ def open_checkpoint(path: PathLike, step: int | None = None) -> Checkpoint:
   return Checkpoint(directory=directory, config=config)
 
 
+def load_vae(source: PathLike, vae_config=None):
+  """(params, VAEConfig) of a VAE: a converted VAE checkpoint, or an official state_dict file (.safetensors / .pth
+  / .pt) read directly with `vae_config` (default: the released Wan2.1 VAE)."""
+  text = os.fspath(source)
+  if text.endswith(OFFICIAL_SUFFIXES):
+    cfg = vae_config or vae.VAEConfig.wan21()
+    if not epath.Path(text).exists():
+      raise FileNotFoundError(f'VAE file {text} does not exist')
+    with torch_io.open_state_dict(text) as state_dict:
+      params = vae_rules.load_official(dataclasses.replace(cfg, dtype=jnp.float32), state_dict, where=text)
+    return jax.tree.map(lambda p: np.asarray(p, cfg.dtype), params), cfg
+  checkpoint = open_checkpoint(source).require('vae', what=f'VAE {text}')
+  return checkpoint.load_params(), checkpoint.model_config()
+
+
 def load_params(path: PathLike, *, step: int | None = None, use_ema: bool | None = None) -> tuple[dict, dict]:
   """(params as numpy, assets/config.json) of the checkpoint at `path` (see `open_checkpoint`). Callers place the
   arrays on devices themselves (e.g. `jax.device_put` with their sharding)."""
   path = epath.Path(path)
   if (path / ASSETS / CONFIG_FILE).exists() and not (path / PARAMS).exists():
     raise FileNotFoundError(f'{path} has no {PARAMS}/ item')
-  directory = path if (path / ASSETS / CONFIG_FILE).exists() else open_checkpoint(path, step).directory
+  direct = (path / ASSETS / CONFIG_FILE).exists() and step is None
+  directory = path if direct else open_checkpoint(path, step).directory
   config = _read_config(directory)
   checkpoint = Checkpoint(directory=directory, config=config)
   return checkpoint.load_params(use_ema=use_ema), config

@@ -228,12 +228,15 @@ def policy_assets(statistics: str | None, text_store: str | None) -> dict[str, s
   return assets
 
 
-def load_converted(path: str | os.PathLike) -> tuple[dict, Any, dict]:
-  """(params as numpy, model config (DiTConfig / VAEConfig / T5Config), the full config.json dict) of a converted checkpoint.
+def load_converted(path: str | os.PathLike, *, step: int | None = None,
+                   use_ema: bool | None = None) -> tuple[dict, Any, dict]:
+  """(params as numpy, model config (DiTConfig / VAEConfig / T5Config), assets/config.json) of a checkpoint: a
+  converted one, or a training run's (its directory or workdir; the latest step or `step`; EMA parameters when
+  the run kept them, or as `use_ema` says).
 
-  The params' dtypes are the config's parameter dtype; their shapes are checked against the model's.
+  The params' shapes are checked against the model's.
   """
-  params, config = checkpoint.load_params(path)
+  params, config = checkpoint.load_params(path, step=step, use_ema=use_ema)
   if config.get('format') != FORMAT or config.get('model') not in KINDS:
     raise ValueError(f'{path}: config.json is not a converted-model config (format {config.get("format")!r}, '
                      f'model {config.get("model")!r}; expected {FORMAT!r} and one of {sorted(KINDS)})')
@@ -260,11 +263,13 @@ def _check_params_match(params, abstract, where: str) -> None:
 
 
 def export(checkpoint_dir: str | os.PathLike, out_path: str | os.PathLike, *, dtype: str = 'keep',
-           prefix: str | None = None) -> dict[str, tuple[int, ...]]:
-  """A params checkpoint -> an official-layout state_dict file (.safetensors or .pt). Returns name -> shape."""
+           prefix: str | None = None, step: int | None = None,
+           use_ema: bool | None = None) -> dict[str, tuple[int, ...]]:
+  """A checkpoint (converted, or a training run's; see `load_converted`) -> an official-layout state_dict file
+  (.safetensors or .pt: `net.` keys for a DiT, the released names and shapes). Returns name -> shape."""
   if dtype != 'keep' and dtype not in EXPORT_DTYPES:
     raise ValueError(f'--dtype must be keep or one of {EXPORT_DTYPES}, got {dtype!r}')
-  params, cfg, config = load_converted(checkpoint_dir)
+  params, cfg, config = load_converted(checkpoint_dir, step=step, use_ema=use_ema)
   kind = KINDS[config['model']]
   state_dict = rules_lib.export_state_dict(kind.rules(cfg), params,
                                            prefix=kind.export_prefix if prefix is None else prefix,

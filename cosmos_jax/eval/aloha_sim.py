@@ -2,7 +2,7 @@
 
     python -m cosmos_jax.eval.aloha_sim --config=configs/eval/aloha.py:tiny --config.out=/tmp/eval
     python -m cosmos_jax.eval.aloha_sim --config=configs/eval/aloha.py --config.out=DIR \\
-        --config.policy.dit_dir=DIT --config.policy.vae_dir=VAE [--config.episodes=50 --config.x=y ...]
+        --checkpoint=WORKDIR_OR_CHECKPOINT [--step=N] [--config.policy.vae=VAE --config.episodes=50 --config.x=y ...]
 
 The loop is `episode.run_episode` (the official ALOHA client's), the policy comes from `policies.make_policy`, the
 outputs (MP4, value plot, rollout HDF5, summary.json) from `evaluation.evaluate`. Headless rendering needs
@@ -12,8 +12,10 @@ MUJOCO_GL=egl (`data.simulator` sets it when unset) and Debian's libegl1 libegl-
 from __future__ import annotations
 
 import os
+import sys
 
 from absl import app
+from absl import flags
 from ml_collections import config_flags
 
 from cosmos_jax import compilation_cache
@@ -23,6 +25,13 @@ from cosmos_jax.eval import policies
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Evaluation config file, e.g. configs/eval/aloha.py:tiny; override fields with --config.x=y.',
     lock_config=True)
+# Shorthands of the config fields they name (the same flags as serve's).
+_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'The policy: a training workdir or a checkpoint directory '
+                                  '(= --config.policy.checkpoint).')
+_STEP = flags.DEFINE_integer('step', None,
+                             'Training step of --checkpoint (default: the latest; = --config.policy.step).')
+_USE_EMA = flags.DEFINE_bool('use_ema', None, 'EMA parameters of --checkpoint (default: when the run kept an EMA; '
+                             '= --config.policy.use_ema).')
 
 
 def run(config) -> dict:
@@ -39,7 +48,17 @@ def main(argv):
   if _CONFIG.value is None:
     raise app.UsageError('--config is required, e.g. --config=configs/eval/aloha.py:tiny')
   compilation_cache.enable()
-  run(_CONFIG.value)
+  config = _CONFIG.value
+  with config.unlocked():
+    for field, flag in (('checkpoint', _CHECKPOINT), ('step', _STEP), ('use_ema', _USE_EMA)):
+      if flag.value is not None:
+        config.policy[field] = flag.value
+  try:
+    run(config)
+  except (ValueError, FileNotFoundError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  return 0
 
 
 if __name__ == '__main__':

@@ -106,9 +106,11 @@ def make_policy(config) -> tuple[episode_lib.Policy, str]:
     # catch unit mix-ups in real requests) would refuse the next request.
     policy = runner.PolicyRunner.tiny(seed=p.tiny_seed, image_size=config.image_size, proprio_margin=None)
     return policy.act, policy.name
-  if not p.dit_dir or not p.vae_dir:
-    raise ValueError('policy.kind=checkpoint needs policy.dit_dir and policy.vae_dir (converted checkpoints)')
-  policy = runner.PolicyRunner.from_checkpoints(p.dit_dir, p.vae_dir, planning_dir=p.planning_dir or None,
+  if not p.checkpoint:
+    raise ValueError('policy.kind=checkpoint needs the policy: --checkpoint=WORKDIR_OR_CHECKPOINT '
+                     '(= --config.policy.checkpoint)')
+  policy = runner.PolicyRunner.from_checkpoints(p.checkpoint, p.vae or None, step=p.step, use_ema=p.use_ema,
+                                                planning_dir=p.planning_checkpoint or None,
                                                 statistics=p.statistics or None, text_store=p.text_store or None,
                                                 image_size=config.image_size)
   return policy.act, policy.name

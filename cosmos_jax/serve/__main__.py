@@ -6,15 +6,18 @@
 
     # A random tiny policy on the bundled sample (task 'transfer cube'), on a laptop CPU:
     python -m cosmos_jax.serve http --config=configs/serve/aloha.py:tiny --config.port=8777
-    # The released ALOHA policy, converted with `python -m cosmos_jax.convert` (its statistics and text store are
-    # read from next to the converted policy):
-    python -m cosmos_jax.serve http --config=configs/serve/aloha.py --config.model.dit=out/aloha \\
+    # A policy fine-tuned here, from its training workdir (latest step; EMA parameters when the run kept them;
+    # the VAE it trained with, its statistics and text store):
+    python -m cosmos_jax.serve http --config=configs/serve/aloha.py --checkpoint=runs/aloha [--step=N]
+    # The released ALOHA policy, converted with `python -m cosmos_jax.convert dit --layout aloha ...` (its
+    # statistics and text store are read from the checkpoint's assets):
+    python -m cosmos_jax.serve http --config=configs/serve/aloha.py --checkpoint=out/aloha \\
         --config.model.vae=out/vae
     # Best-of-N planning with the planning model (main planning command: N=8, ensembles 3 x 5, steps 10/5/5):
-    python -m cosmos_jax.serve http --config=configs/serve/aloha.py:planning --config.model.dit=out/aloha \\
-        --config.model.vae=out/vae --config.planning.dit=out/aloha_planning
+    python -m cosmos_jax.serve http --config=configs/serve/aloha.py:planning --checkpoint=out/aloha \\
+        --config.model.vae=out/vae --config.planning.checkpoint=out/aloha_planning
     # Instructions missing from the text store encoded on first use with a converted T5 (convert t5 ...):
-    python -m cosmos_jax.serve http --config=configs/serve/aloha.py --config.model.dit=out/aloha \\
+    python -m cosmos_jax.serve http --config=configs/serve/aloha.py --checkpoint=out/aloha \\
         --config.model.vae=out/vae --config.model.t5=out/t5
 
 Every setting is a config field (configs/serve/aloha.py lists them, with the former flag names).
@@ -24,6 +27,7 @@ import logging
 import sys
 
 from absl import app
+from absl import flags
 from ml_collections import config_flags
 
 from cosmos_jax import compilation_cache
@@ -32,6 +36,13 @@ from cosmos_jax.serve import command
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Serving config file, e.g. configs/serve/aloha.py:tiny; override fields with --config.x=y.',
     lock_config=True)
+# Shorthands of the config fields they name (the same flags as eval's).
+_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'The policy: a training workdir or a checkpoint directory '
+                                  '(= --config.model.checkpoint).')
+_STEP = flags.DEFINE_integer('step', None,
+                             'Training step of --checkpoint (default: the latest; = --config.model.step).')
+_USE_EMA = flags.DEFINE_bool('use_ema', None, 'EMA parameters of --checkpoint (default: when the run kept an EMA; '
+                             '= --config.model.use_ema).')
 
 
 def main(argv):
@@ -42,8 +53,13 @@ def main(argv):
     raise app.UsageError('--config is required, e.g. --config=configs/serve/aloha.py:tiny')
   logging.getLogger().setLevel(logging.INFO)
   compilation_cache.enable()
+  config = _CONFIG.value
+  with config.unlocked():
+    for field, flag in (('checkpoint', _CHECKPOINT), ('step', _STEP), ('use_ema', _USE_EMA)):
+      if flag.value is not None:
+        config.model[field] = flag.value
   try:
-    command.serve(argv[1], _CONFIG.value)
+    command.serve(argv[1], config)
   except (ValueError, FileNotFoundError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

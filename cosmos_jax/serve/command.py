@@ -28,8 +28,8 @@ def planning_config(config: ml_collections.ConfigDict) -> planning_lib.PlanningC
   when planning is off. Contradictory or ineffective combinations are refused by PlanningConfig."""
   p = config.planning
   if not p.enabled:
-    if p.dit:
-      raise ValueError('planning.dit needs planning.enabled=True')
+    if p.checkpoint:
+      raise ValueError('planning.checkpoint needs planning.enabled=True')
     return None
   for name in ('future_ensemble', 'value_ensemble'):
     if p[name] < 0:
@@ -37,7 +37,7 @@ def planning_config(config: ml_collections.ConfigDict) -> planning_lib.PlanningC
   source = p.value
   masked = p.value_of_future_state
   if masked is None:  # V(s') masking belongs to a planning model trained with it (official default: off)
-    masked = bool(p.dit) and source == 'future_state'
+    masked = bool(p.checkpoint) and source == 'future_state'
   return planning_lib.PlanningConfig(
       num_candidates=p.num_candidates, base_seed=config.model.seed, randomize_seed=config.model.randomize_seed,
       use_variance_scale=config.model.use_variance_scale, action_steps=p.action_steps,
@@ -55,16 +55,20 @@ def planning_config(config: ml_collections.ConfigDict) -> planning_lib.PlanningC
 def make_models(config: ml_collections.ConfigDict) -> factory.PolicyModels:
   m = config.model
   if m.tiny:
-    if m.dit or m.vae or config.planning.dit:
-      raise ValueError('model.tiny builds its own model; do not combine it with model.dit/model.vae/planning.dit')
+    if m.checkpoint or m.vae or config.planning.checkpoint:
+      raise ValueError('model.tiny builds its own model; do not combine it with model.checkpoint/model.vae/'
+                       'planning.checkpoint')
     return factory.tiny(m.tiny_seed, benchmark=config.layout, t5_dir=m.t5 or None)
-  if not m.dit or not m.vae:
-    raise ValueError('give the converted checkpoints, --config.model.dit=DIR --config.model.vae=DIR, or use the '
+  if not m.checkpoint:
+    raise ValueError('give the policy: --checkpoint=WORKDIR_OR_CHECKPOINT (--config.model.checkpoint), or use the '
                      'tiny variant (--config=configs/serve/aloha.py:tiny)')
   overrides = {k: v for k, v in (('dtype', m.dtype), ('attention', m.attention)) if v}
-  return factory.from_checkpoints(m.dit, m.vae, planning_dir=config.planning.dit or None,
-                                  statistics=m.statistics or None, text_store=m.text_store or None,
-                                  t5_dir=m.t5 or None, dit_overrides=overrides)
+  p = config.planning
+  return factory.from_checkpoints(m.checkpoint, m.vae or None, step=m.step, use_ema=m.use_ema,
+                                  planning_dir=p.checkpoint or None, planning_step=p.step,
+                                  planning_use_ema=p.use_ema, statistics=m.statistics or None,
+                                  text_store=m.text_store or None, t5_dir=m.t5 or None, dit_overrides=overrides,
+                                  layout=config.layout)
 
 
 def make_runner(config: ml_collections.ConfigDict) -> runner_lib.PolicyRunner:

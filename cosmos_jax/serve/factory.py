@@ -1,8 +1,9 @@
 """The policy factory: the weights and assets a served policy needs, from converted checkpoints or as a random
 tiny model on a bundled sample.
 
-`from_checkpoints` reads what `python -m cosmos_jax.convert dit|vae ...` writes (the statistics and text store
-default to the assets stored next to the converted policy); `tiny` makes the 'tiny' DiT preset with random weights
+`from_checkpoints` reads a policy checkpoint, a training run's or a converted one (the statistics and text store
+default to the checkpoint's assets, the VAE to the one the run trained with); `tiny` makes the 'tiny' DiT preset
+with random weights
 and the bundled official width-8 Wan2.1 VAE, with the bundled sample's statistics and stand-in text store.
 """
 
@@ -10,13 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pathlib
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 import numpy as np
 
+from cosmos_jax.convert import checkpoint as checkpoint_lib
 from cosmos_jax.convert import library as convert_lib
 from cosmos_jax.convert import torch_io
 from cosmos_jax.convert import vae_rules
@@ -47,45 +48,56 @@ class PolicyModels:
       raise ValueError('give both planning_dit_cfg and planning_dit_params, or neither')
 
 
-def _expect_kind(config: Mapping[str, Any], kind: str, path) -> None:
-  if config.get('model') != kind:
-    raise ValueError(f'{path} holds a converted {config.get("model")!r} model, expected {kind!r}')
+def _open_policy(path: str | os.PathLike, step: int | None, what: str) -> checkpoint_lib.Checkpoint:
+  return checkpoint_lib.open_checkpoint(path, step).require('dit', what=what)
 
 
-def from_checkpoints(dit_dir: str | os.PathLike, vae_dir: str | os.PathLike, *,
-                     planning_dir: str | os.PathLike | None = None, statistics: str | os.PathLike | None = None,
+def _dit(checkpoint: checkpoint_lib.Checkpoint, use_ema: bool | None, overrides: Mapping[str, Any]):
+  params, cfg, _ = convert_lib.load_converted(checkpoint.directory, use_ema=use_ema)
+  return params, dataclasses.replace(cfg, **overrides)
+
+
+def _describe(checkpoint: checkpoint_lib.Checkpoint, use_ema: bool | None) -> str:
+  name = os.fspath(checkpoint.directory)
+  if checkpoint.has_train_state:
+    ema = checkpoint.params_item(use_ema) == checkpoint_lib.EMA_PARAMS
+    name += f' (step {checkpoint.step}{", EMA" if ema else ""})'
+  return name
+
+
+def from_checkpoints(checkpoint: str | os.PathLike, vae: str | os.PathLike | None = None, *,
+                     step: int | None = None, use_ema: bool | None = None,
+                     planning_dir: str | os.PathLike | None = None, planning_step: int | None = None,
+                     planning_use_ema: bool | None = None, statistics: str | os.PathLike | None = None,
                      text_store: str | os.PathLike | None = None, t5_dir: str | os.PathLike | None = None,
-                     dit_overrides: Mapping[str, Any] | None = None) -> PolicyModels:
-  """From converted checkpoints. `dit_overrides` replaces run-time DiT settings (e.g. {'dtype': 'bfloat16',
-  'attention': 'cudnn'}) in both DiT configs; `t5_dir` is a converted T5 encoder (`convert t5`) for tasks missing
-  from the text store."""
-  dit_dir = pathlib.Path(dit_dir)
-  dit_params, dit_cfg, dit_config = convert_lib.load_converted(dit_dir)
-  _expect_kind(dit_config, 'dit', dit_dir)
-  vae_params, vae_cfg, vae_config = convert_lib.load_converted(vae_dir)
-  _expect_kind(vae_config, 'vae', vae_dir)
+                     dit_overrides: Mapping[str, Any] | None = None, layout: str | None = None) -> PolicyModels:
+  """From a policy checkpoint: a training workdir (its latest step, or `step`) or a checkpoint directory (a
+  training step, or `python -m cosmos_jax.convert dit --layout ...`), read by cosmos_jax.convert.checkpoint.
+
+  The EMA parameters are used when the run kept an EMA (`use_ema` chooses). `vae` defaults to the VAE the run
+  trained with; the statistics and text store to the checkpoint's assets. `planning_dir` (+ `planning_step`,
+  `planning_use_ema`) is a second checkpoint for the planning model. `dit_overrides` replaces run-time DiT settings
+  (e.g. {'dtype': 'bfloat16', 'attention': 'cudnn'}) in both DiT configs; `t5_dir` is a converted T5 encoder
+  (`convert t5`) for tasks missing from the text store; `layout`, when given, must be the checkpoint's."""
+  policy = _open_policy(checkpoint, step, 'the policy checkpoint')
+  policy.require('dit', what='the policy checkpoint', policy=not (statistics and text_store))
+  if layout and policy.layout and policy.layout != layout:
+    raise checkpoint_lib.CheckpointError(f'{policy.directory} is a {policy.layout!r} policy; this command serves '
+                                         f'the {layout!r} layout')
   overrides = dict(dit_overrides or {})
-  dit_cfg = dataclasses.replace(dit_cfg, **overrides)
-  assets = dit_dir / convert_lib.checkpoint.ASSETS
-  statistics = pathlib.Path(statistics) if statistics else assets / convert_lib.STATISTICS_ASSET
-  text_store = pathlib.Path(text_store) if text_store else assets / convert_lib.TEXT_STORE_ASSET
-  if not statistics.exists():
-    raise FileNotFoundError(f'no dataset statistics at {statistics} (convert the policy with --statistics, or give '
-                            'the statistics file)')
-  if not text_store.exists():
-    raise FileNotFoundError(f'no text store at {text_store} (convert the policy with --text-store, or give the '
-                            'text store directory)')
-  planning_cfg, planning_params = None, None
+  dit_params, dit_cfg = _dit(policy, use_ema, overrides)
+  vae_params, vae_cfg = policy.load_vae(vae)
+  planning_cfg, planning_params, planning = None, None, None
   if planning_dir is not None:
-    planning_dir = pathlib.Path(planning_dir)
-    planning_params, planning_cfg, planning_config = convert_lib.load_converted(planning_dir)
-    _expect_kind(planning_config, 'dit', planning_dir)
-    planning_cfg = dataclasses.replace(planning_cfg, **overrides)
-  return PolicyModels(dit_cfg=dit_cfg, dit_params=dit_params, vae_cfg=vae_cfg, vae_params=vae_params,
-                      statistics=stats_lib.load_statistics(statistics), text_store=text_lib.TextStore.load(text_store),
-                      name=dit_dir.name + (f' + planning {planning_dir.name}' if planning_dir else ''),
-                      planning_dit_cfg=planning_cfg, planning_dit_params=planning_params,
-                      text_encoder=text_lib.T5TextEncoder.load(t5_dir) if t5_dir else None)
+    planning = _open_policy(planning_dir, planning_step, 'the planning checkpoint')
+    planning_params, planning_cfg = _dit(planning, planning_use_ema, overrides)
+  return PolicyModels(
+      dit_cfg=dit_cfg, dit_params=dit_params, vae_cfg=vae_cfg, vae_params=vae_params,
+      statistics=stats_lib.load_statistics(statistics) if statistics else policy.statistics(),
+      text_store=text_lib.TextStore.load(text_store) if text_store else policy.text_store(),
+      name=_describe(policy, use_ema) + (f' + planning {_describe(planning, planning_use_ema)}' if planning else ''),
+      planning_dit_cfg=planning_cfg, planning_dit_params=planning_params,
+      text_encoder=text_lib.T5TextEncoder.load(t5_dir) if t5_dir else None)
 
 
 def _perturbed(params, seed: int, scale: float = 0.05):

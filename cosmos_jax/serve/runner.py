@@ -51,15 +51,17 @@ class PolicyRunner:
     return cls(query, protocol, models.name)
 
   @classmethod
-  def from_checkpoints(cls, dit_dir: str | os.PathLike, vae_dir: str | os.PathLike, *,
+  def from_checkpoints(cls, checkpoint: str | os.PathLike, vae: str | os.PathLike | None = None, *,
+                       step: int | None = None, use_ema: bool | None = None,
                        planning_dir: str | os.PathLike | None = None, statistics: str | os.PathLike | None = None,
                        text_store: str | os.PathLike | None = None, planning: planning_lib.PlanningConfig | None = None,
                        t5_dir: str | os.PathLike | None = None, dit_overrides: Mapping[str, Any] | None = None,
                        **kwargs) -> 'PolicyRunner':
-    """From converted checkpoints (`factory.from_checkpoints`). A planning_dir without a `planning` config uses
-    the main ALOHA planning settings."""
-    models = factory.from_checkpoints(dit_dir, vae_dir, planning_dir=planning_dir, statistics=statistics,
-                                      text_store=text_store, t5_dir=t5_dir, dit_overrides=dit_overrides)
+    """From a policy checkpoint or training workdir (`factory.from_checkpoints`). A planning_dir without a
+    `planning` config uses the main ALOHA planning settings."""
+    models = factory.from_checkpoints(checkpoint, vae, step=step, use_ema=use_ema, planning_dir=planning_dir,
+                                      statistics=statistics, text_store=text_store, t5_dir=t5_dir,
+                                      dit_overrides=dit_overrides, layout=kwargs.get('layout', 'aloha'))
     if planning_dir is not None and planning is None:
       planning = planning_lib.PlanningConfig.main_command()
     return cls.build(models, planning=planning, **kwargs)

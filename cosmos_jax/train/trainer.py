@@ -16,7 +16,6 @@ import ml_collections
 from cosmos_jax.convert import checkpoint as checkpoint_layout
 from cosmos_jax.convert import dit_rules
 from cosmos_jax.convert import torch_io
-from cosmos_jax.convert import vae_rules
 from cosmos_jax.nn import dit as dit_lib
 from cosmos_jax.nn import vae as vae_lib
 from cosmos_jax.policy import diffusion
@@ -57,11 +56,8 @@ def _check_path(path: str, what: str) -> str:
 
 
 def _load_vae(path: str, vae_cfg: vae_lib.VAEConfig):
-  """A converted orbax checkpoint, or an official state_dict (.safetensors / .pth / .pt) read directly."""
-  if path.endswith(('.safetensors', '.pth', '.pt')):
-    with torch_io.open_state_dict(_check_path(path, 'init.vae_checkpoint')) as state_dict:
-      return vae_rules.load_official(dataclasses.replace(vae_cfg, dtype=jnp.float32), state_dict)
-  return _load_converted(path, 'init.vae_checkpoint')
+  """A converted VAE checkpoint, or an official state_dict (.safetensors / .pth / .pt) read directly."""
+  return checkpoint_layout.load_vae(_check_path(path, 'init.vae_checkpoint'), vae_cfg)[0]
 
 
 def _load_converted(path: str, what: str):
@@ -245,7 +241,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
 
   def assets_writer(step: int):
     description = checkpoint_layout.describe(
-        'dit', cfg.dit, layout=config.layout, vae_checkpoint=vae_source, step=step, ema=cfg.ema_decay > 0,
+        'dit', cfg.dit, layout=config.layout, vae_checkpoint=vae_source, vae_config=cfg.vae, step=step,
+        ema=cfg.ema_decay > 0,
         train_config=train_config, assets={n: n for n in (checkpoint_layout.STATISTICS_ASSET,
                                                           checkpoint_layout.TEXT_STORE_ASSET)})
     return lambda directory: checkpoint_layout.write_assets(

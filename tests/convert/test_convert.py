@@ -117,9 +117,10 @@ def test_convert_dit_golden_round_trip(folder, source_format, tmp_path):
 
   for suffix in ('.safetensors', '.pt'):
     out = tmp_path / f'exported{suffix}'
-    convert_main.run(['export', str(dest), str(out)])
+    convert_main.run(['export', '--checkpoint', str(dest), '--out', str(out)])
     assert_same_bytes(read_any(out), params_only, prefix='net.')
-  convert_main.run(['export', str(dest), str(tmp_path / 'plain.safetensors'), '--prefix', ''])
+  convert_main.run(['export', '--checkpoint', str(dest), '--out', str(tmp_path / 'plain.safetensors'),
+                    '--prefix', ''])
   assert_same_bytes(read_any(tmp_path / 'plain.safetensors'), params_only)
 
 
@@ -155,9 +156,9 @@ def test_convert_vae_golden_round_trip(folder, tmp_path):
 
   for suffix in ('.safetensors', '.pt'):
     out = tmp_path / f'vae{suffix}'
-    convert_main.run(['export', str(dest), str(out), '--dtype', 'float16'])
+    convert_main.run(['export', '--checkpoint', str(dest), '--out', str(out), '--dtype', 'float16'])
     assert_same_bytes(read_any(out), original)  # no prefix: the tokenizer file has none
-  convert_main.run(['export', str(dest), str(tmp_path / 'vae32.safetensors')])
+  convert_main.run(['export', '--checkpoint', str(dest), '--out', str(tmp_path / 'vae32.safetensors')])
   exported32 = read_any(tmp_path / 'vae32.safetensors')
   for key, value in original.items():
     np.testing.assert_array_equal(exported32[key], value.astype(np.float32))
@@ -185,7 +186,7 @@ def test_convert_bf16_checkpoint_keeps_bf16_and_exports_same_bytes(tiny, tmp_pat
   assert result['source']['stored_dtypes'] == ['bfloat16'] and result['config']['param_dtype'] == 'bfloat16'
   params, _ = checkpoint.load_params(tmp_path / 'out')
   assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {np.dtype(ml_dtypes.bfloat16)}
-  convert_main.run(['export', str(tmp_path / 'out'), str(tmp_path / 'back.pt')])
+  convert_main.run(['export', '--checkpoint', str(tmp_path / 'out'), '--out', str(tmp_path / 'back.pt')])
   expected = {k: v.astype(ml_dtypes.bfloat16) for k, v in params_only.items()}
   assert_same_bytes(read_any(tmp_path / 'back.pt'), expected, prefix='net.')
 
@@ -386,9 +387,9 @@ def test_convert_destination_and_source_errors(tiny, tmp_path):
 def test_export_refuses_what_is_not_a_converted_model(tmp_path):
   checkpoint.save_params(tmp_path / 'other', {'w': np.zeros(3, np.float32)}, {'format': 'something else'})
   with pytest.raises(ValueError, match='not a converted-model config'):
-    convert_main.run(['export', str(tmp_path / 'other'), str(tmp_path / 'x.pt')])
+    convert_main.run(['export', '--checkpoint', str(tmp_path / 'other'), '--out', str(tmp_path / 'x.pt')])
   with pytest.raises(FileNotFoundError, match='does not exist'):
-    convert_main.run(['export', str(tmp_path / 'nothing'), str(tmp_path / 'x.pt')])
+    convert_main.run(['export', '--checkpoint', str(tmp_path / 'nothing'), '--out', str(tmp_path / 'x.pt')])
   assert not (tmp_path / 'x.pt').exists()
 
 
@@ -399,7 +400,8 @@ def test_export_checks_params_against_the_config(tiny, tmp_path):
   params['x_embedder']['kernel'] = params['x_embedder']['kernel'][:5]
   checkpoint.save_params(tmp_path / 'edited', params, config)
   with pytest.raises(rules.WeightLoadingError, match=r'x_embedder/kernel: got \(5, 64\), expected \(72, 64\)'):
-    convert_main.run(['export', str(tmp_path / 'edited'), str(tmp_path / 'x.safetensors')])
+    convert_main.run(['export', '--checkpoint', str(tmp_path / 'edited'), '--out',
+                      str(tmp_path / 'x.safetensors')])
   assert not (tmp_path / 'x.safetensors').exists()
 
 

@@ -128,7 +128,8 @@ def test_errors_name_the_problem(tmp_path, reference, capsys):
 
 def test_export_gives_back_the_transformers_state_dict(tmp_path, reference):
   root, _, state_dict = reference
-  assert convert_main.main(['export', str(root / 'out'), str(tmp_path / 'encoder.safetensors')]) == 0
+  assert convert_main.main(['export', '--checkpoint', str(root / 'out'), '--out',
+                            str(tmp_path / 'encoder.safetensors')]) == 0
   exported = load_file(str(tmp_path / 'encoder.safetensors'))
   expected = {k: v for k, v in state_dict.items() if k != t5_rules.TIED_EMBEDDING_KEY}
   assert exported.keys() == expected.keys()

@@ -169,7 +169,7 @@ def test_config_errors(tmp_path):
     policies.make_policy(_tiny_config(tmp_path, policy=dict(kind='magic', server='')))
   config = _tiny_config(tmp_path)
   config.policy.kind = 'checkpoint'
-  with pytest.raises(ValueError, match='needs policy.dit_dir and policy.vae_dir'):
+  with pytest.raises(ValueError, match='needs the policy: --checkpoint='):
     policies.make_policy(config)
   config.policy.kind = 'server'
   config.policy.server = 'ftp://x'

@@ -33,8 +33,8 @@ def test_help():
   process = _serve('--help', stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
   out, _ = process.communicate(timeout=120)
   assert process.returncode == 1, out  # absl exits with status 1 after printing the usage
-  for text in ('http|websocket', '--config', 'configs/serve/aloha.py:tiny', '--config.model.dit=',
-               '--config.planning.dit='):
+  for text in ('http|websocket', '--config', 'configs/serve/aloha.py:tiny', '--checkpoint=',
+               '--config.planning.checkpoint=', '--step', '--[no]use_ema'):
     assert text in out, text
 
 
@@ -51,16 +51,16 @@ def test_variants_and_config_errors():
   assert command.planning_config(default) is None
   # The planning variant with a planning model is the main ALOHA planning command, number for number.
   main = serve_config.get_config('planning')
-  main.planning.dit = 'planning_model'
+  main.planning.checkpoint = 'planning_model'
   assert command.planning_config(main) == planning_lib.PlanningConfig.main_command()
-  with pytest.raises(ValueError, match='give the converted checkpoints'):
+  with pytest.raises(ValueError, match='give the policy: --checkpoint='):
     command.make_models(default)
-  tiny.model.dit = 'somewhere'
+  tiny.model.checkpoint = 'somewhere'
   with pytest.raises(ValueError, match='model.tiny builds its own model'):
     command.make_models(tiny)
   orphan = serve_config.get_config()
-  orphan.planning.dit = 'planner'
-  with pytest.raises(ValueError, match='planning.dit needs planning.enabled'):
+  orphan.planning.checkpoint = 'planner'
+  with pytest.raises(ValueError, match='planning.checkpoint needs planning.enabled'):
     command.planning_config(orphan)
   with pytest.raises(ValueError, match="unknown mode 'grpc'"):
     command.make_server('grpc', default, None)
@@ -69,11 +69,11 @@ def test_variants_and_config_errors():
 
 
 def test_value_masking_is_off_by_default_without_a_planning_model():
-  """V(s') masking needs a model trained with it: on with planning.dit (the official planning commands), off without
+  """V(s') masking needs a model trained with it: on with planning.checkpoint (the official planning commands), off without
   (the official default); an explicit setting wins."""
   config = serve_config.get_config('planning')
   assert not command.planning_config(config).value_of_future_state
-  config.planning.dit = 'planning_model'
+  config.planning.checkpoint = 'planning_model'
   assert command.planning_config(config).value_of_future_state
   config.planning.value_of_future_state = False
   assert not command.planning_config(config).value_of_future_state
@@ -89,7 +89,7 @@ def test_depth3_command_call_counts():
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from benchmarks import planning_fixture as fx  # pylint: disable=g-import-not-at-top
   config = serve_config.get_config('depth3')
-  config.planning.dit = 'planning_model'
+  config.planning.checkpoint = 'planning_model'
   cfg = command.planning_config(config)
   assert cfg == planning_lib.PlanningConfig.depth3_command()
   assert (cfg.future_steps, cfg.value_steps, cfg.search_depth, cfg.value_of_future_state) == ((5,), (5,), 3, True)

@@ -120,9 +120,9 @@ def test_from_converted_checkpoints_matches_the_same_weights(tiny_runner, conver
 
 
 def test_from_checkpoints_errors(converted, tmp_path):
-  with pytest.raises(ValueError, match="holds a converted 'vae' model, expected 'dit'"):
+  with pytest.raises(ValueError, match="holds a 'vae' model, expected a 'dit' model"):
     factory.from_checkpoints(converted / 'vae', converted / 'vae')
-  with pytest.raises(FileNotFoundError, match='no text store at'):
+  with pytest.raises(FileNotFoundError, match='text store index .* does not exist'):
     factory.from_checkpoints(converted / 'policy', converted / 'vae', text_store=tmp_path / 'none')
 
 

@@ -25,6 +25,8 @@ setuptools.setup(
         "flax>=0.10",
         "optax>=0.2.3",
         "orbax-checkpoint>=0.9",
+        # Paths of workdirs, checkpoints and assets (local or gs:// with the gcs extra).
+        "etils[epath]>=1.5",
         "grain>=0.2.2",
         # Rearrangements written as patterns (patchify, slot flattening in the official (C, H, W) order).
         "einops>=0.8",
@@ -59,7 +61,11 @@ setuptools.setup(
         # of its own (the torch extra's pin is the one installed).
         "test": ["pytest>=8", "pytest-xdist>=3.5", "gym-aloha>=0.1.5", "aiohttp>=3.9", "websockets>=14",
                  "msgpack>=1.0", "json_numpy>=2.0", "requests>=2.31", "transformers>=5.0,<6",
-                 "sentencepiece>=0.2", "tensorflow-datasets>=4.9", "array_record>=0.5", "av>=14", "pyarrow>=15", "matplotlib>=3.8"],
+                 "sentencepiece>=0.2", "tensorflow-datasets>=4.9", "array_record>=0.5", "av>=14", "pyarrow>=15", "matplotlib>=3.8",
+                 "gcsfs>=2024.2", "gcp-storage-emulator>=2024.8"],
+        # gs:// workdirs, checkpoints and assets (etils.epath reads and writes them through fsspec's gcsfs; orbax's
+        # arrays go through tensorstore's own GCS driver). The tests run against gcp-storage-emulator.
+        "gcs": ["gcsfs>=2024.2"],
         # LeRobot datasets v2.1 / v3.0 (data.format='lerobot'): parquet frames, MP4 video (AV1, H.264) via PyAV.
         "lerobot": ["av>=14", "pyarrow>=15"],
         # The dataset inspector's plots (python -m cosmos_jax.data.inspect).

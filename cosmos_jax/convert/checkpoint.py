@@ -66,6 +66,7 @@ TEXT_STORE_ASSET = 'text_store'
 WORKDIR_CHECKPOINTS = 'checkpoints'
 
 MODELS = ('dit', 'vae', 't5')
+_COMMIT_MARKER = 'commit_success.txt'
 # Official state_dict files, read directly where a converted checkpoint is also accepted.
 OFFICIAL_SUFFIXES = ('.safetensors', '.pth', '.pt')
 _RESERVED_ASSETS = (CONFIG_FILE,)
@@ -136,6 +137,17 @@ def _copy_tree(source: epath.Path, dest: epath.Path) -> None:
     dest.write_bytes(source.read_bytes())
 
 
+def local_copy(path: PathLike) -> epath.Path:
+  """`path` itself when it is local; for a URL (gs://...), a copy in a temporary cache directory (for readers that
+  need local files: safetensors, torch, HDF5)."""
+  path = epath.Path(path)
+  if _is_local(path):
+    return path
+  cached = epath.Path(tempfile.mkdtemp(prefix='cosmos_jax_cache_')) / path.name
+  _copy_tree(path, cached)
+  return cached
+
+
 def _check_asset_name(name: str) -> None:
   if not name or name in _RESERVED_ASSETS or '/' in name or name.startswith('.') or (os.sep in name):
     raise ValueError(f'asset name {name!r} must be a plain file name other than {_RESERVED_ASSETS}')
@@ -155,7 +167,12 @@ def write_assets(assets_dir: PathLike, config: Mapping[str, Any], *, files: Mapp
     (assets_dir / STATISTICS_ASSET).write_text(
         json.dumps({k: np.asarray(v).tolist() for k, v in statistics.items()}, indent=4), encoding='utf-8')
   if text_store is not None:
-    text_store.save(assets_dir / TEXT_STORE_ASSET)
+    if _is_local(assets_dir):
+      text_store.save(assets_dir / TEXT_STORE_ASSET)
+    else:  # the store writes local files: assemble it in a temporary directory, then copy it up
+      with tempfile.TemporaryDirectory(prefix='cosmos_jax_text_store_') as scratch:
+        text_store.save(scratch)
+        _copy_tree(epath.Path(scratch), assets_dir / TEXT_STORE_ASSET)
   (assets_dir / CONFIG_FILE).write_text(config_text, encoding='utf-8')
 
 
@@ -177,7 +194,8 @@ def save_params(path: PathLike, params, config: Mapping[str, Any], extra_files: 
   directory, copied into assets/).
 
   On a local disk the directory is assembled beside `path` and renamed into place when complete, so a failed save
-  never leaves a half-written checkpoint; on a bucket, assets/config.json is written last and marks completion.
+  never leaves a half-written checkpoint; on a bucket, orbax's commit_success.txt is written last and marks
+  completion.
   Raises FileExistsError if `path` exists and not `overwrite`; FileNotFoundError for a missing asset source.
   """
   dest = epath.Path(path)
@@ -201,6 +219,8 @@ def save_params(path: PathLike, params, config: Mapping[str, Any], extra_files: 
     if dest.exists():
       dest.rmtree()
     write(dest)
+    # Orbax's completion marker for buckets (no atomic rename there): a finished step of a workdir carries it.
+    (dest / _COMMIT_MARKER).write_text('', encoding='utf-8')
     return dest
   if not dest.parent.is_dir():
     raise FileNotFoundError(f'parent directory of {dest} does not exist')
@@ -355,7 +375,7 @@ class Checkpoint:
     return stats_lib.load_statistics(self.asset(STATISTICS_ASSET))
 
   def text_store(self) -> text_lib.TextStore:
-    return text_lib.TextStore.load(self.asset(TEXT_STORE_ASSET))
+    return text_lib.TextStore.load(local_copy(self.asset(TEXT_STORE_ASSET)))
 
   def require(self, model: str, *, what: str, policy: bool = False) -> 'Checkpoint':
     """Raises CheckpointError unless this checkpoint holds a `model` (and, with `policy`, a layout plus the
@@ -427,7 +447,7 @@ def load_vae(source: PathLike, vae_config=None):
     cfg = vae_config or vae.VAEConfig.wan21()
     if not epath.Path(text).exists():
       raise FileNotFoundError(f'VAE file {text} does not exist')
-    with torch_io.open_state_dict(text) as state_dict:
+    with torch_io.open_state_dict(local_copy(text)) as state_dict:
       params = vae_rules.load_official(dataclasses.replace(cfg, dtype=jnp.float32), state_dict, where=text)
     return jax.tree.map(lambda p: np.asarray(p, cfg.dtype), params), cfg
   checkpoint = open_checkpoint(source).require('vae', what=f'VAE {text}')

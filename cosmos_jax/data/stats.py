@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
+from etils import epath
 
 from cosmos_jax.policy import normalization
 
@@ -55,33 +56,37 @@ def load_statistics(path: str | os.PathLike) -> Statistics:
   A directory is accepted and means `<dir>/dataset_statistics.json`. The schema is validated (including max > min
   for every dimension), and errors name the file.
   """
-  path = os.fspath(path)
-  if os.path.isdir(path):
-    path = os.path.join(path, STATISTICS_FILENAME)
-  if not os.path.exists(path):
+  path = epath.Path(path)  # any epath: a local file or a bucket URL (gs://...)
+  if path.is_dir():
+    path = path / STATISTICS_FILENAME
+  if not path.exists():
     raise FileNotFoundError(f'statistics file {path} does not exist (compute it with compute_statistics / '
                             'save_statistics, or point at the released <bench>_dataset_statistics.json)')
-  with open(path, encoding='utf-8') as f:
-    try:
-      raw = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f'{path}: not valid JSON ({e})') from e
+  try:
+    raw = json.loads(path.read_text(encoding='utf-8'))
+  except json.JSONDecodeError as e:
+    raise ValueError(f'{path}: not valid JSON ({e})') from e
   if not isinstance(raw, dict):
     raise ValueError(f'{path}: expected a JSON object of statistics, got {type(raw).__name__}')
   stats = {name: np.asarray(value, dtype=np.float64) for name, value in raw.items()}
-  validate_statistics(stats, source=path)
+  validate_statistics(stats, source=os.fspath(path))
   return stats
 
 
 def save_statistics(stats: Mapping[str, Any], path: str | os.PathLike) -> None:
   """Writes statistics in the official JSON layout (lists of floats, indent 4).
 
-  Written to a temporary sibling and renamed into place, so a reader waiting for the file never sees half of it.
+  Written to a temporary sibling and renamed into place, so a reader waiting for the file never sees half of it (in
+  a bucket, where an object appears whole when its upload completes, written directly).
   """
+  text = json.dumps({name: np.asarray(value).tolist() for name, value in stats.items()}, indent=4)
+  if '://' in os.fspath(path):
+    epath.Path(path).write_text(text, encoding='utf-8')
+    return
   path = os.fspath(path)
   partial = f'{path}.partial-{os.getpid()}'
   with open(partial, 'w', encoding='utf-8') as f:
-    json.dump({name: np.asarray(value).tolist() for name, value in stats.items()}, f, indent=4)
+    f.write(text)
   os.replace(partial, path)
 
 
@@ -111,9 +116,9 @@ def resolve_statistics(source: str | os.PathLike, compute: Callable[[], Mapping[
   Nothing is ever written next to `source`.
   """
   source = os.fspath(source)
-  if run_copy is not None and os.path.exists(run_copy.path):
+  if run_copy is not None and epath.Path(run_copy.path).exists():
     stats = load_statistics(run_copy.path)
-    if os.path.exists(source):
+    if epath.Path(source).exists():
       dataset_stats = load_statistics(source)
       differing = sorted(k for k in set(stats) | set(dataset_stats)
                          if k not in stats or k not in dataset_stats or not np.array_equal(stats[k], dataset_stats[k]))
@@ -121,10 +126,10 @@ def resolve_statistics(source: str | os.PathLike, compute: Callable[[], Mapping[
         raise ValueError(f'the run statistics {run_copy.path} differ from {source} in {differing}: the run started '
                          'with other statistics. Use a new --workdir for the new ones, or restore that file.')
     return stats
-  if os.path.exists(source):
+  if epath.Path(source).exists():
     stats = load_statistics(source)
     if run_copy is not None and run_copy.writer:
-      os.makedirs(os.path.dirname(os.path.abspath(run_copy.path)), exist_ok=True)
+      _make_parent(run_copy.path)
       save_statistics(stats, run_copy.path)
     return stats
   if run_copy is None:
@@ -132,17 +137,24 @@ def resolve_statistics(source: str | os.PathLike, compute: Callable[[], Mapping[
     validate_statistics(stats, source=f'statistics computed from the demonstrations (no {source})')
     return stats
   if run_copy.writer:
-    os.makedirs(os.path.dirname(os.path.abspath(run_copy.path)), exist_ok=True)
+    _make_parent(run_copy.path)
     save_statistics(compute(), run_copy.path)
     return load_statistics(run_copy.path)  # the same JSON round trip the other processes read
   deadline = time.monotonic() + run_copy.timeout_s
-  while not os.path.exists(run_copy.path):
+  while not epath.Path(run_copy.path).exists():
     if time.monotonic() > deadline:
       raise TimeoutError(f'waited {run_copy.timeout_s:g} s for the dataset statistics {run_copy.path}, which process '
                          f'0 computes (there is no {source}); is process 0 running, with the same --workdir on a '
                          'shared filesystem?')
     time.sleep(run_copy.poll_s)
   return load_statistics(run_copy.path)
+
+
+def _make_parent(path: str) -> None:
+  if '://' in path:
+    epath.Path(path).parent.mkdir(parents=True, exist_ok=True)
+  else:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
 
 
 def compute_statistics(episodes: Iterable[Mapping[str, Any]], keys=STAT_KEYS) -> Statistics:

@@ -4,16 +4,22 @@ diagnostics, lr, grad norm, step time, TFLOP/s, MFU) and PNG grids of current vs
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
+import pathlib
+import shutil
 import sys
+import tempfile
 import time
+import uuid
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import tensorboardX
+from etils import epath
 from PIL import Image
 
 from cosmos_jax.nn import dit as dit_lib
@@ -47,10 +53,50 @@ def train_flops_per_step(cfg, global_batch: int, data) -> float:
   return 3.0 * dit_lib.forward_flops(cfg.dit, global_batch, t, h, w, data.text_tokens())
 
 
-class Logger:
-  """Writes a progress line to stdout and scalars/images to TensorBoard (process 0 only)."""
+def is_remote(path) -> bool:
+  """A URL (gs://, s3://, ...) rather than a local path."""
+  return '://' in os.fspath(path)
 
-  def __init__(self, workdir: str, *, total_steps: int, enabled: bool = True, flops_per_step: float = float('nan'),
+
+class _JsonLines:
+  """metrics.jsonl: appended line by line on a local disk. Objects in a bucket cannot be appended to, so there the
+  whole file (the earlier runs' lines included) is rewritten at each `flush`."""
+
+  def __init__(self, path: epath.Path):
+    self.path = path
+    self.remote = is_remote(path)
+    if self.remote:
+      self._text = path.read_text(encoding='utf-8') if path.exists() else ''
+      self._dirty = False
+    else:
+      self._file = open(path, 'a', encoding='utf-8')
+
+  def write(self, line: str) -> None:
+    if self.remote:
+      self._text += line
+      self._dirty = True
+    else:
+      self._file.write(line)
+      self._file.flush()
+
+  def flush(self) -> None:
+    if self.remote and self._dirty:
+      self.path.write_text(self._text, encoding='utf-8')
+      self._dirty = False
+
+  def close(self) -> None:
+    self.flush()
+    if not self.remote:
+      self._file.close()
+
+
+class Logger:
+  """Writes a progress line to stdout and scalars/images to TensorBoard (process 0 only).
+
+  The workdir may be a bucket (gs://): TensorBoard events are then written to a local temporary directory and
+  copied up at every `flush` (each checkpoint) and at `close`; metrics.jsonl and images go up directly."""
+
+  def __init__(self, workdir, *, total_steps: int, enabled: bool = True, flops_per_step: float = float('nan'),
                device_peak_tflops: float = 0.0):
     self.enabled = enabled
     self.total_steps = total_steps
@@ -60,11 +106,17 @@ class Logger:
     self._times: list[float] = []
     self._writer = None
     self._jsonl = None
-    self.workdir = workdir
+    self.workdir = epath.Path(workdir)
+    self._events_cache = None
     if enabled:
       # Every scalar of every step, exact (repr floats), appended across resumed runs.
-      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
-      self._writer = tensorboardX.SummaryWriter(os.path.join(workdir, 'tensorboard'))
+      self._jsonl = _JsonLines(self.workdir / 'metrics.jsonl')
+      events = self.workdir / 'tensorboard'
+      if is_remote(events):
+        self._events_cache = tempfile.mkdtemp(prefix='cosmos_jax_tensorboard_')
+      # A random suffix: two starts within one second (same time stamp and host) keep both files.
+      self._writer = tensorboardX.SummaryWriter(self._events_cache or os.fspath(events),
+                                                filename_suffix=f'.{uuid.uuid4().hex[:8]}')
 
   def scalars(self, step: int, metrics: dict[str, Any], *, step_time: float, lr: float) -> None:
     if not self.enabled:
@@ -79,7 +131,6 @@ class Logger:
       if np.isfinite(value):  # per-slot diagnostics are NaN when the batch has no sample of their type
         self._writer.add_scalar(f'train/{name}', value, step)
     self._jsonl.write(json.dumps({'step': step, **values}) + '\n')
-    self._jsonl.flush()
     recent = self._times[-20:] if len(self._times) > 1 else self._times
     eta = (self.total_steps - step) * float(np.median(recent))
     done = int(30 * step / max(self.total_steps, 1))
@@ -99,14 +150,34 @@ class Logger:
     if not self.enabled:
       return None
     self._writer.add_image(name, grid, step, dataformats='HWC')
-    path = os.path.join(self.workdir, 'images', f'{name.replace("/", "_")}_{step:08d}.png')
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    Image.fromarray(grid).save(path)
-    return path
+    path = self.workdir / 'images' / f'{name.replace("/", "_")}_{step:08d}.png'
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    Image.fromarray(grid).save(buffer, format='PNG')
+    path.write_bytes(buffer.getvalue())
+    return os.fspath(path)
+
+  def flush(self) -> None:
+    """Makes everything logged so far durable in the workdir (called with each checkpoint)."""
+    if not self.enabled:
+      return
+    self._jsonl.flush()
+    self._writer.flush()
+    self._upload_events()
+
+  def _upload_events(self) -> None:
+    if self._events_cache is not None:
+      events = self.workdir / 'tensorboard'
+      events.mkdir(parents=True, exist_ok=True)
+      for name in os.listdir(self._events_cache):
+        (events / name).write_bytes(pathlib.Path(self._events_cache, name).read_bytes())
 
   def close(self) -> None:
     if self._writer is not None:
       self._writer.close()
+      self._upload_events()
+      if self._events_cache is not None:
+        shutil.rmtree(self._events_cache, ignore_errors=True)
     if self._jsonl is not None:
       self._jsonl.close()
 

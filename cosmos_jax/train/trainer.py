@@ -12,6 +12,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+from etils import epath
 
 from cosmos_jax.convert import checkpoint as checkpoint_layout
 from cosmos_jax.convert import dit_rules
@@ -49,7 +50,7 @@ def step_config(config: ml_collections.ConfigDict) -> state_lib.StepConfig:
 
 
 def _check_path(path: str, what: str) -> str:
-  if not os.path.exists(path):
+  if not epath.Path(path).exists():  # local, or a bucket URL
     raise FileNotFoundError(f'{what} {path!r} does not exist (the official trainer would silently train from '
                             'scratch here; cosmos_jax refuses: fix the path, or set init.from_scratch=True)')
   return path
@@ -90,7 +91,7 @@ def _load_dit(path: str, dit_cfg: dit_lib.DiTConfig, ema_weights: bool):
   """The initial DiT: an official state_dict file (.pt / .pth / .safetensors) read directly, taking its EMA copy
   (`net_ema.`) when it has one and `ema_weights` (the official load_ema_to_reg), or a converted checkpoint."""
   if path.endswith(('.safetensors', '.pth', '.pt')):
-    with torch_io.open_state_dict(_check_path(path, 'init.dit_checkpoint')) as state_dict:
+    with torch_io.open_state_dict(checkpoint_layout.local_copy(_check_path(path, 'init.dit_checkpoint'))) as state_dict:
       has_ema = any(k.startswith('net_ema.') for k in state_dict.keys())
       log.info('init.dit_checkpoint %s: %s weights', path, 'EMA' if ema_weights and has_ema else 'regular')
       return dit_rules.load_official(dit_cfg, state_dict, use_ema=ema_weights and has_ema, where=path)
@@ -206,7 +207,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
   tx = optim.make_optimizer(config.optim)
 
   data = train_data.make_training_data(config, cfg.layout, process_index=process, process_count=jax.process_count(),
-                                      assets_dir=os.path.join(workdir, 'assets'))
+                                      assets_dir=os.fspath(workdir / 'assets'))
   manager = checkpoint_lib.CheckpointManager(
       workdir / checkpoint_layout.WORKDIR_CHECKPOINTS, max_to_keep=config.checkpoint.max_to_keep,
       keep_period=config.checkpoint.keep_period or None, save_interval_steps=config.checkpoint.every_steps,
@@ -278,6 +279,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
         logger.image(step, 'predictions/current_true_predicted', metrics_lib.prediction_grid(prediction))
         logger.scalars_only(step, {'predicted_value': float(prediction['value'])})
       if manager.should_save(step) or step == end:
+        # Every logged step up to a checkpoint is durable before the checkpoint is (a bucket has no appends).
+        logger.flush()
         manager.save(step, state, data_iter=data.iterator, assets=assets_writer(step), force=step == end)
   finally:
     manager.wait_until_finished()

@@ -25,8 +25,6 @@ setuptools.setup(
         "flax>=0.10",
         "optax>=0.2.3",
         "orbax-checkpoint>=0.9",
-        # Paths of workdirs, checkpoints and assets (local or gs:// with the gcs extra).
-        "etils[epath]>=1.5",
         "grain>=0.2.2",
         # Rearrangements written as patterns (patchify, slot flattening in the official (C, H, W) order).
         "einops>=0.8",

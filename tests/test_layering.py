@@ -28,8 +28,6 @@ OPTIONAL_LATE_IMPORTS = frozenset({'torch', 'gymnasium', 'gym_aloha', 'mujoco', 
 KNOWN_UPWARD: frozenset[tuple[str, str]] = frozenset()
 KNOWN_LATE: frozenset[tuple[str, str]] = frozenset({
     ('cosmos_jax.eval.libero_sim', 'ml_collections'),
-    ('cosmos_jax.eval.libero_sim_eval', 'cv2'),
-    ('cosmos_jax.serve.factory', 'cosmos_jax.serve.protocols.libero'),
 })
 
 

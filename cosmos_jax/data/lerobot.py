@@ -39,23 +39,13 @@ ALOHA_CAMERAS = {'image': 'observation.images.top', 'wrist_image': 'observation.
 
 
 @dataclasses.dataclass(frozen=True)
-class FeatureMap:
+class FeatureMap(readers.FeatureMap):
   """LeRobot keys -> layout: camera key per camera role, proprio and action keys, the task-index column."""
 
   cameras: Mapping[str, str] = dataclasses.field(default_factory=lambda: dict(ALOHA_CAMERAS))
   proprio: str = 'observation.state'
   actions: str = 'action'
   instruction: str = 'task_index'
-
-  @classmethod
-  def from_config(cls, features) -> 'FeatureMap':
-    """From a `config.data.features` ConfigDict/dict; empty fields keep the defaults."""
-    default = cls()
-    features = dict(features or {})
-    cameras = {role: key for role, key in dict(features.get('cameras') or {}).items() if key} or dict(default.cameras)
-    return cls(cameras=cameras, proprio=features.get('proprio') or default.proprio,
-               actions=features.get('actions') or default.actions,
-               instruction=features.get('instruction') or default.instruction)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,7 @@ and RoboCasa readers. Frames are resized to the training size with PIL's default
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +24,27 @@ from cosmos_jax.data.episodes import Episode, EpisodeLengthError, check_episode,
 
 HDF5_SUFFIXES = ('.h5', '.hdf5', '.he5')
 
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureMap:
+  """Which keys of a foreign dataset format feed which part of the layout: a key per camera role, the proprio,
+  action and instruction keys. Each format (LeRobot, RLDS) subclasses it with its own defaults."""
+
+  cameras: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  proprio: str = ''
+  actions: str = ''
+  instruction: str = ''
+
+  @classmethod
+  def from_config(cls, features):
+    """From a `config.data.features` ConfigDict/dict; empty fields keep the subclass's defaults."""
+    default = cls()
+    features = dict(features or {})
+    cameras = {role: key for role, key in dict(features.get('cameras') or {}).items() if key} or dict(default.cameras)
+    return cls(cameras=cameras, proprio=features.get('proprio') or default.proprio,
+               actions=features.get('actions') or default.actions,
+               instruction=features.get('instruction') or default.instruction)
 
 def find_episode_files(data_dir: str, split: str | None = 'train') -> list[str]:
   """Sorted `*.h5/*.hdf5/*.he5` under `data_dir` (following symlinks), with a path component equal to `split`

@@ -27,6 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 
+import cv2
 import h5py
 import numpy as np
 
@@ -149,7 +150,6 @@ def run_episode(sim: libero_sim_env.LiberoSim, policy: Policy, *, suite: str, ta
 def video_frames(episode: EpisodeResult) -> np.ndarray:
   """(T, 20 + S, 3 S, 3): primary | wrist | the last predicted future primary (black before/without one), with
   the step and the predicted value of the current chunk printed above."""
-  import cv2  # pylint: disable=g-import-not-at-top
 
   size = episode.primary_images.shape[1]
   out = np.zeros((episode.length, size + 20, 3 * size, 3), np.uint8)

@@ -26,6 +26,7 @@ from cosmos_jax.data import stats as stats_lib
 from cosmos_jax.data import text as text_lib
 from cosmos_jax.nn import dit as dit_lib
 from cosmos_jax.nn import vae as vae_lib
+from cosmos_jax.serve.protocols import libero as libero_protocol
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +119,6 @@ def stand_in_assets(benchmark: str) -> tuple[dict[str, np.ndarray], text_lib.Tex
   """Statistics and a stand-in text store for a tiny LIBERO or RoboCasa policy: actions in the
   simulators' normalised range [-1, 1]; proprio = gripper qpos (2), end-effector position (3), quaternion (4) over
   plausible workspace ranges. Only the tiny policy uses these; a real policy brings its dataset's statistics."""
-  from cosmos_jax.serve.protocols import libero as libero_protocol  # pylint: disable=g-import-not-at-top
   tasks = {'libero': libero_protocol.ALL_TASKS, 'robocasa': ROBOCASA_STAND_IN_TASKS}
   if benchmark not in tasks:
     raise ValueError(f'no bundled sample or stand-in assets for {benchmark!r}; known: '

@@ -31,23 +31,13 @@ ALOHA_BUILDER_CAMERAS = {'image': 'observation/cam_high', 'wrist_image': 'observ
 
 
 @dataclasses.dataclass(frozen=True)
-class FeatureMap:
+class FeatureMap(readers.FeatureMap):
   """Which step keys feed which part of the layout (module docstring)."""
 
   cameras: Mapping[str, str] = dataclasses.field(default_factory=lambda: dict(ALOHA_BUILDER_CAMERAS))
   proprio: str = 'observation/state'
   actions: str = 'action'
   instruction: str = 'language_instruction'
-
-  @classmethod
-  def from_config(cls, features) -> 'FeatureMap':
-    """From a `config.data.features` ConfigDict/dict; empty fields keep the defaults."""
-    default = cls()
-    features = dict(features or {})
-    cameras = {role: key for role, key in dict(features.get('cameras') or {}).items() if key} or dict(default.cameras)
-    return cls(cameras=cameras, proprio=features.get('proprio') or default.proprio,
-               actions=features.get('actions') or default.actions,
-               instruction=features.get('instruction') or default.instruction)
 
 
 def _step_path(key: str) -> list[str]:

@@ -117,6 +117,7 @@ class AlohaProtocol(base.RobotProtocol):
     return base.Observation(images, proprio, task, bool(return_all))
 
   def _check_image(self, field: str, value: Any) -> np.ndarray:
+    """A valid (H, W, 3) uint8 image, then `_prepare_image` (each protocol's own preprocessing)."""
     expected = '(H, W, 3)'
     if isinstance(value, np.ndarray):
       array = value
@@ -133,16 +134,19 @@ class AlohaProtocol(base.RobotProtocol):
     if not all(base.MIN_IMAGE_SIDE <= side <= base.MAX_IMAGE_SIDE for side in array.shape[:2]):
       raise base.InvalidObservation(f'{field!r} has size {array.shape[:2]}; each side must lie in '
                                     f'[{base.MIN_IMAGE_SIDE}, {base.MAX_IMAGE_SIDE}]')
-    if array.dtype == np.uint8:
-      return self._resized(array)
-    # Plain nested lists are accepted as the official server accepts them, but only when the values are exactly
-    # representable as uint8: a float image or an out-of-range value is refused, not silently wrapped.
-    if not (np.issubdtype(array.dtype, np.integer) and isinstance(value, (list, tuple))):
-      raise base.InvalidObservation(f'{field!r} must have dtype uint8, got {array.dtype}')
-    lo, hi = int(array.min()), int(array.max())
-    if lo < 0 or hi > 255:
-      raise base.InvalidObservation(f'{field!r} values must lie in [0, 255], got range [{lo}, {hi}]')
-    return self._resized(array.astype(np.uint8))
+    if array.dtype != np.uint8:
+      # Plain nested lists are accepted as the official server accepts them, but only when the values are exactly
+      # representable as uint8: a float image or an out-of-range value is refused, not silently wrapped.
+      if not (np.issubdtype(array.dtype, np.integer) and isinstance(value, (list, tuple))):
+        raise base.InvalidObservation(f'{field!r} must have dtype uint8, got {array.dtype}')
+      lo, hi = int(array.min()), int(array.max())
+      if lo < 0 or hi > 255:
+        raise base.InvalidObservation(f'{field!r} values must lie in [0, 255], got range [{lo}, {hi}]')
+      array = array.astype(np.uint8)
+    return self._prepare_image(array)
+
+  def _prepare_image(self, image: np.ndarray) -> np.ndarray:
+    return self._resized(image)
 
   def _resized(self, image: np.ndarray) -> np.ndarray:
     """The policy input size, as the official server's resize_images (PIL's default filter; the image itself

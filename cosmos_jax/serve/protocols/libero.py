@@ -16,17 +16,12 @@ Response as ALOHA's: `actions` [16, 7] float64 (the whole chunk; the official lo
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from cosmos_jax.data import decode
 from cosmos_jax.serve.protocols import aloha
-from cosmos_jax.serve.protocols import base
 
 JPEG_QUALITY = 95  # official use_jpeg_compression quality
-# Camera frames outside these sides are refused: smaller is no camera, larger a payload mistake.
-MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = base.MIN_IMAGE_SIDE, base.MAX_IMAGE_SIDE
 DUMMY_ACTION = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0)  # official get_libero_dummy_action: hold still, gripper open
 
 # The language of every task of the four standard suites (LIBERO benchmark task order 0): the tiny policy's
@@ -120,26 +115,5 @@ class LiberoProtocol(aloha.AlohaProtocol):
       request[field] = np.zeros((256, 256, 3), np.uint8)
     return request
 
-  def _check_image(self, field: str, value: Any) -> np.ndarray:
-    if isinstance(value, np.ndarray):
-      array = value
-    elif isinstance(value, (list, tuple)):
-      try:
-        array = np.asarray(value)
-      except ValueError as e:
-        raise base.InvalidObservation(f'{field!r}: a ragged nested list, not an (H, W, 3) image ({e})') from None
-    else:
-      raise base.InvalidObservation(f'{field!r} must be a uint8 array (H, W, 3), got {type(value).__name__}')
-    if array.ndim != 3 or array.shape[-1] != 3:
-      raise base.InvalidObservation(f'{field!r} must have shape (H, W, 3) (RGB), got {array.shape}')
-    if not all(MIN_IMAGE_SIDE <= side <= MAX_IMAGE_SIDE for side in array.shape[:2]):
-      raise base.InvalidObservation(f'{field!r} has size {array.shape[:2]}; each side must lie in '
-                                    f'[{MIN_IMAGE_SIDE}, {MAX_IMAGE_SIDE}]')
-    if array.dtype != np.uint8:
-      if not (np.issubdtype(array.dtype, np.integer) and isinstance(value, (list, tuple))):
-        raise base.InvalidObservation(f'{field!r} must have dtype uint8, got {array.dtype}')
-      lo, hi = int(array.min()), int(array.max())
-      if lo < 0 or hi > 255:
-        raise base.InvalidObservation(f'{field!r} values must lie in [0, 255], got range [{lo}, {hi}]')
-      array = array.astype(np.uint8)
-    return prepare_camera_image(np.ascontiguousarray(array), self.image_size, jpeg=self.jpeg_compression)
+  def _prepare_image(self, image: np.ndarray) -> np.ndarray:
+    return prepare_camera_image(np.ascontiguousarray(image), self.image_size, jpeg=self.jpeg_compression)

@@ -19,19 +19,15 @@ from absl import flags
 from ml_collections import config_flags
 
 from cosmos_jax import compilation_cache
+from cosmos_jax.convert import checkpoint_flags
 from cosmos_jax.eval import evaluation
 from cosmos_jax.eval import policies
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Evaluation config file, e.g. configs/eval/aloha.py:tiny; override fields with --config.x=y.',
     lock_config=True)
-# Shorthands of the config fields they name (the same flags as serve's).
-_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'The policy: a training workdir or a checkpoint directory '
-                                  '(= --config.policy.checkpoint).')
-_STEP = flags.DEFINE_integer('step', None,
-                             'Training step of --checkpoint (default: the latest; = --config.policy.step).')
-_USE_EMA = flags.DEFINE_bool('use_ema', None, 'EMA parameters of --checkpoint (default: when the run kept an EMA; '
-                             '= --config.policy.use_ema).')
+_CHECKPOINT_FLAGS = checkpoint_flags.define('policy')
+flags.adopt_module_key_flags(checkpoint_flags)  # listed by --help
 
 
 def run(config) -> dict:
@@ -49,10 +45,7 @@ def main(argv):
     raise app.UsageError('--config is required, e.g. --config=configs/eval/aloha.py:tiny')
   compilation_cache.enable()
   config = _CONFIG.value
-  with config.unlocked():
-    for field, flag in (('checkpoint', _CHECKPOINT), ('step', _STEP), ('use_ema', _USE_EMA)):
-      if flag.value is not None:
-        config.policy[field] = flag.value
+  _CHECKPOINT_FLAGS.apply(config)
   try:
     run(config)
   except (ValueError, FileNotFoundError) as e:

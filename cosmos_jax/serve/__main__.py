@@ -31,18 +31,14 @@ from absl import flags
 from ml_collections import config_flags
 
 from cosmos_jax import compilation_cache
+from cosmos_jax.convert import checkpoint_flags
 from cosmos_jax.serve import command
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Serving config file, e.g. configs/serve/aloha.py:tiny; override fields with --config.x=y.',
     lock_config=True)
-# Shorthands of the config fields they name (the same flags as eval's).
-_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'The policy: a training workdir or a checkpoint directory '
-                                  '(= --config.model.checkpoint).')
-_STEP = flags.DEFINE_integer('step', None,
-                             'Training step of --checkpoint (default: the latest; = --config.model.step).')
-_USE_EMA = flags.DEFINE_bool('use_ema', None, 'EMA parameters of --checkpoint (default: when the run kept an EMA; '
-                             '= --config.model.use_ema).')
+_CHECKPOINT_FLAGS = checkpoint_flags.define('model')
+flags.adopt_module_key_flags(checkpoint_flags)  # listed by --help
 
 
 def main(argv):
@@ -54,10 +50,7 @@ def main(argv):
   logging.getLogger().setLevel(logging.INFO)
   compilation_cache.enable()
   config = _CONFIG.value
-  with config.unlocked():
-    for field, flag in (('checkpoint', _CHECKPOINT), ('step', _STEP), ('use_ema', _USE_EMA)):
-      if flag.value is not None:
-        config.model[field] = flag.value
+  _CHECKPOINT_FLAGS.apply(config)
   try:
     command.serve(argv[1], config)
   except (ValueError, FileNotFoundError) as e:

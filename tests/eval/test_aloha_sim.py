@@ -131,6 +131,8 @@ def test_help():
   result = _command('--help')  # absl exits with status 1 after printing the usage
   assert 'python -m cosmos_jax.eval.aloha_sim --config=configs/eval/aloha.py:tiny' in result.stdout, result.stderr
   assert '--config: Evaluation config file' in result.stdout
+  for shorthand in ('--checkpoint:', '--config.policy.checkpoint', '--step:', '--[no]use_ema:'):
+    assert shorthand in result.stdout, shorthand
 
 
 def test_served_policy_through_the_command_gives_the_same_episode(tiny_run, tmp_path):

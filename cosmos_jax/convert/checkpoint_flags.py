@@ -1,0 +1,43 @@
+"""`--checkpoint`, `--step`, `--use_ema`: the shorthands every command that runs a policy checkpoint takes (serve,
+the ALOHA and LIBERO evaluations), each standing for the config field of the same name in one section
+(`--checkpoint=X` is `--config.model.checkpoint=X` for serve, `--config.policy.checkpoint=X` for eval).
+
+The fields are read by `checkpoint.open_checkpoint`. A command calls `define` at the top of its module, then
+`flags.adopt_module_key_flags(checkpoint_flags)` for `--help` to list them (absl lists only the main module's key
+flags). absl flags are defined once per process, so only command modules, which nothing imports, define them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from absl import flags
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointFlags:
+  """The three flags of a command and the config section they fill."""
+  section: str
+  checkpoint: flags.FlagHolder
+  step: flags.FlagHolder
+  use_ema: flags.FlagHolder
+
+  def apply(self, config) -> None:
+    """Writes each flag that was given over its field of `config.<section>` (a locked config is fine)."""
+    with config.unlocked():
+      for holder in (self.checkpoint, self.step, self.use_ema):
+        if holder.value is not None:
+          config[self.section][holder.name] = holder.value
+
+
+def define(section: str, flag_values: flags.FlagValues = flags.FLAGS) -> CheckpointFlags:
+  """Defines the flags in `flag_values`, documented as shorthands of `--config.<section>.<name>`."""
+  return CheckpointFlags(
+      section=section,
+      checkpoint=flags.DEFINE_string('checkpoint', None, 'The policy: a training workdir or a checkpoint directory '
+                                     f'(= --config.{section}.checkpoint).', flag_values=flag_values),
+      step=flags.DEFINE_integer('step', None,
+                                f'Training step of --checkpoint (default: the latest; = --config.{section}.step).',
+                                flag_values=flag_values),
+      use_ema=flags.DEFINE_bool('use_ema', None, 'EMA parameters of --checkpoint (default: when the run kept an EMA; '
+                                f'= --config.{section}.use_ema).', flag_values=flag_values))

@@ -290,7 +290,8 @@ def _trunc_normal(std: float):
 
 
 class _Dense(nn.Module):
-  """Bias-free linear layer; kernel [in, out] (the transpose of torch's weight)."""
+  """Bias-free linear layer; kernel [in, out] (the transpose of torch's weight), plus a LoRA adapter when the params
+  hold one (see cosmos_jax/nn/lora.py)."""
 
   features: int
   std: float | None  # truncated-normal std; None = zeros
@@ -303,7 +304,13 @@ class _Dense(nn.Module):
     kernel = self.param('kernel', init, (x.shape[-1], self.features), self.param_dtype)
     # A 2-D matmul over flattened tokens: with the batch/grid axes kept, the weight gradient contracts over several
     # axes and XLA:CPU materialises a transposed copy of the output gradient for it (3x slower backward).
-    y = jnp.dot(x.reshape(-1, x.shape[-1]).astype(self.dtype), kernel.astype(self.dtype))
+    x2 = x.reshape(-1, x.shape[-1]).astype(self.dtype)
+    y = jnp.dot(x2, kernel.astype(self.dtype))
+    if self.has_variable('params', 'lora_a'):
+      # A LoRA adapter placed beside the kernel by cosmos_jax.nn.lora.unmerged (lora_b carries alpha/r): the
+      # low-rank path x·A·B, never the merged [in, out] weight, so its gradient costs O(r·(in + out)) per layer.
+      a, b = self.get_variable('params', 'lora_a'), self.get_variable('params', 'lora_b')
+      y = y + jnp.dot(jnp.dot(x2, a.astype(self.dtype)), b.astype(self.dtype))
     return y.reshape(*x.shape[:-1], self.features)
 
 

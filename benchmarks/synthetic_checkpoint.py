@@ -13,8 +13,10 @@ import sys
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DIT_2B_MANIFEST = REPO / 'third_party' / 'cosmos_predict2_2b_dit_manifest.json'
 
-# Transformer Engine RMSNorms emit `<module>._extra_state` in real checkpoints (dit_spec section 7); the meta-device
-# manifest does not list them.
+# Transformer Engine RMSNorms (the q/k norms of @18a2acc cosmos_policy/_src/predict2/networks/minimal_v4_dit.py:
+# Attention) emit `<module>._extra_state` in real checkpoints, which the official loader skips
+# (cosmos_policy/_src/imaginaire/utils/checkpointer.py:non_strict_load_model); the meta-device manifest does not
+# list them.
 _TE_NORM_SUFFIXES = ('q_norm.weight', 'k_norm.weight')
 
 

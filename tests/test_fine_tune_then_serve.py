@@ -17,7 +17,7 @@ from configs.serve import aloha as serve_config
 from cosmos_jax.convert import __main__ as convert_main
 from cosmos_jax.convert import checkpoint as checkpoint_lib
 from cosmos_jax.convert import library as convert_lib
-from cosmos_jax.eval import aloha_sim
+from cosmos_jax.eval import evaluation
 from cosmos_jax.serve import command
 from cosmos_jax.serve import http as http_lib
 from cosmos_jax.serve import service as service_lib
@@ -85,7 +85,7 @@ def test_train_serve_evaluate_export_from_one_workdir(tmp_path):
   # One query answers the whole short episode: a policy trained for two steps drives the arms out of the training
   # range, which the server's range check (meant for unit mix-ups in real requests) would refuse at the next query.
   config.num_open_loop_steps = config.max_steps
-  summary = aloha_sim.run(config)
+  summary = evaluation.run(config)
   assert summary['episodes'] == 1 and 'step 2, EMA' in summary['policy']
 
   exported = tmp_path / 'policy.pt'

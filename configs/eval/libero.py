@@ -1,17 +1,19 @@
 """Closed-loop LIBERO evaluation: `python -m cosmos_jax.eval.libero_sim --config=configs/eval/libero.py[:tiny]
 --config.out=DIR [--config.x=y ...]`.
 
-Variants (common.parse_arg): '' the official evaluation (run_libero_eval.py) of a converted released checkpoint
-(`--config.policy.dit_dir=... --config.policy.vae_dir=...`) or of a served policy (`--config.server=ws://HOST:PORT`
-or `http://HOST:8777`): the four suites, every task, the 50 fixed initial states, 256 px cameras, the whole chunk
-of 16 executed per query, 5 action denoising steps, seed 195. 'tiny' the random tiny policy at 32 px, one task,
-one episode of 24 steps at 64 px cameras (a smoke run of the whole loop in the real simulator).
+Variants (common.parse_arg): '' the official evaluation (run_libero_eval.py) of a policy checkpoint: a training
+workdir (`--checkpoint=WORKDIR`, = `--config.policy.checkpoint`) or a converted release (plus
+`--config.policy.vae=...`), or of a served policy (`--config.server=ws://HOST:PORT` or `http://HOST:8777`): the
+four suites, every task, the 50 fixed initial states, 256 px cameras, the whole chunk of 16 executed per query,
+5 action denoising steps, seed 195. 'tiny' the random tiny policy at 32 px, one task, one episode of 24 steps at
+64 px cameras (a smoke run of the whole loop in the real simulator).
 
 The simulator runs in its own environment (cosmos_jax.eval.libero_sim_env): `sim_python` or
 $COSMOS_JAX_LIBERO_PYTHON.
 """
 
 import ml_collections
+from ml_collections import config_dict
 
 from configs import common
 
@@ -33,10 +35,12 @@ def get_config(arg: str | None = None):
 
   c.policy = ml_collections.ConfigDict()
   c.policy.kind = 'checkpoint'  # 'checkpoint' | 'tiny' | 'server'
-  c.policy.dit_dir = ''  # checkpoint: converted LIBERO policy DiT (python -m cosmos_jax.convert dit ...)
-  c.policy.vae_dir = ''  # checkpoint: converted VAE
-  c.policy.statistics = ''  # checkpoint: dataset_statistics.json ('' = the one stored with dit_dir)
-  c.policy.text_store = ''  # checkpoint: text store ('' = the one stored with dit_dir)
+  c.policy.checkpoint = ''  # checkpoint: a training workdir or checkpoint directory, or a converted release
+  c.policy.step = config_dict.placeholder(int)  # checkpoint: training step (None: the latest)
+  c.policy.use_ema = config_dict.placeholder(bool)  # checkpoint: None = the EMA parameters when the run kept them
+  c.policy.vae = ''  # checkpoint: converted VAE or official file ('' = the one the run trained with)
+  c.policy.statistics = ''  # checkpoint: dataset_statistics.json ('' = the checkpoint's)
+  c.policy.text_store = ''  # checkpoint: text store directory ('' = the checkpoint's)
   c.policy.action_steps = 5  # official num_denoising_steps_action
   c.policy.seed = 195  # official seed
   c.policy.tiny_seed = 0  # tiny: seed of the random weights

@@ -5,7 +5,9 @@
 
 The demonstrator is `cosmos_jax.data.scripted` (full-length 400-step episodes at gym-aloha's 50 Hz). An episode is
 kept only if it succeeds (the reward reaches the task's maximum); a failed seed is skipped and counted. What it writes
-is the released ALOHA demonstration layout (policy_spec 11.1), so the official reader and ours read it the same way:
+is the released ALOHA demonstration layout (the output of @18a2acc
+cosmos_policy/experiments/robot/aloha/preprocess_split_aloha_data.py:save_new_hdf5, read by
+cosmos_policy/datasets/aloha_dataset.py:ALOHADataset), so the official reader and ours read it the same way:
 
     <out>/<task>_scripted/train/episode_<i>.hdf5   attrs sim=True, seed, task, max_reward, success;
                                                    observations/{qpos,qvel,effort} (T,14) float32;

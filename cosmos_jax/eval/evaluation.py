@@ -21,6 +21,7 @@ import numpy as np
 
 from cosmos_jax.data import simulator
 from cosmos_jax.eval import episode as episode_lib
+from cosmos_jax.eval import policies
 from cosmos_jax.eval import report
 from cosmos_jax.eval import rollout
 
@@ -118,4 +119,14 @@ def evaluate(policy: episode_lib.Policy, config, *, policy_name: str = '',
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, SUMMARY_FILENAME), 'w', encoding='utf-8') as f:
     json.dump(summary, f, indent=2)
+  return summary
+
+
+def run(config) -> dict:
+  """`python -m cosmos_jax.eval.aloha_sim` as a function: the policy of `config.policy` evaluated, the success
+  rate printed."""
+  policy, name = policies.make_policy(config)
+  summary = evaluate(policy, config, policy_name=name)
+  print(f'success rate {summary["success_rate"]:.3f}, mean highest reward {summary["mean_highest_reward"]:.2f} '
+        f'over {summary["episodes"]} episodes; summary in {os.path.join(config.out, SUMMARY_FILENAME)}')
   return summary

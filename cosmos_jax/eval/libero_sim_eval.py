@@ -200,12 +200,13 @@ def make_policy(config) -> tuple[Policy, str]:
     runner = runner_lib.PolicyRunner.tiny(seed=p.tiny_seed, image_size=config.image_size, layout='libero',
                                           action_steps=p.action_steps, proprio_margin=None)
     return runner.act, runner.name
-  if not p.dit_dir or not p.vae_dir:
-    raise ValueError('policy.kind=checkpoint needs policy.dit_dir and policy.vae_dir (converted checkpoints)')
-  runner = runner_lib.PolicyRunner.from_checkpoints(p.dit_dir, p.vae_dir, statistics=p.statistics or None,
-                                                    text_store=p.text_store or None, layout='libero',
-                                                    image_size=config.image_size, action_steps=p.action_steps,
-                                                    seed=p.seed)
+  if not p.checkpoint:
+    raise ValueError('policy.kind=checkpoint needs the policy: --checkpoint=WORKDIR_OR_CHECKPOINT '
+                     '(= --config.policy.checkpoint)')
+  runner = runner_lib.PolicyRunner.from_checkpoints(p.checkpoint, p.vae or None, step=p.step, use_ema=p.use_ema,
+                                                    statistics=p.statistics or None, text_store=p.text_store or None,
+                                                    layout='libero', image_size=config.image_size,
+                                                    action_steps=p.action_steps, seed=p.seed)
   return runner.act, runner.name
 
 
@@ -289,4 +290,15 @@ def evaluate(policy: Policy, config, *, policy_name: str = '', log: Callable[[st
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, SUMMARY_FILENAME), 'w', encoding='utf-8') as f:
     json.dump(summary, f, indent=2)
+  return summary
+
+
+def run(config) -> dict:
+  """`python -m cosmos_jax.eval.libero_sim` as a function: the policy of `config.policy` (or `config.server`)
+  evaluated, the success rates printed."""
+  policy, name = make_policy(config)
+  summary = evaluate(policy, config, policy_name=name)
+  rates = ', '.join(f'{suite} {s["success_rate"]:.3f}' for suite, s in summary['suites'].items())
+  print(f'success rate {summary["success_rate"]:.3f} ({rates}); summary in '
+        f'{os.path.join(config.out, SUMMARY_FILENAME)}', flush=True)
   return summary

@@ -1,4 +1,7 @@
-"""Best-of-N planning (policy_spec section 10; official aloha/deploy.py and cosmos_utils query functions).
+"""Best-of-N planning, as the official ALOHA server does it (NVlabs/cosmos-policy @18a2acc:
+cosmos_policy/experiments/robot/aloha/deploy.py:PolicyServer.get_server_action, with the queries of
+cosmos_policy/experiments/robot/cosmos_utils.py:get_action, get_future_state_prediction, get_value_prediction,
+get_qvalue_prediction and aggregate_value_predictions).
 
 For candidates q = 0..N-1 (seed base+q), every candidate runs the official per-query procedure:
 

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from cosmos_jax.data import aloha, decode
-from cosmos_jax.eval import aloha_sim, evaluation, policies
+from cosmos_jax.eval import evaluation, policies
 from cosmos_jax.serve import http, service
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -34,7 +34,7 @@ def _tiny_config(out, **overrides):
 
 @pytest.fixture(scope='module')
 def tiny_run(tmp_path_factory):
-  """The tiny variant through aloha_sim.run (the real PolicyRunner.tiny), every request and response recorded."""
+  """The tiny variant through evaluation.run, the command as a function (the real PolicyRunner.tiny), every request and response recorded."""
   requests, responses, runners = [], [], []
   make_policy = policies.make_policy
 
@@ -52,7 +52,7 @@ def tiny_run(tmp_path_factory):
   out = tmp_path_factory.mktemp('eval_tiny')
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(policies, 'make_policy', recording_make_policy)
-    summary = aloha_sim.run(_tiny_config(out))
+    summary = evaluation.run(_tiny_config(out))
   return out, summary, requests, responses, runners[0]
 
 

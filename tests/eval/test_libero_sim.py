@@ -10,13 +10,19 @@ import os
 import subprocess
 import sys
 
+import chex
 import cv2
+import jax
 import numpy as np
 import pytest
 
+from configs.eval import libero as libero_config
+from cosmos_jax.data import bundled
 from cosmos_jax.data import libero as libero_data
 from cosmos_jax.eval import libero_sim_env
 from cosmos_jax.eval import libero_sim_eval
+from cosmos_jax.serve import factory
+from tests.convert import trained_layout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -117,9 +123,8 @@ def test_one_short_episode_in_the_real_simulator_through_the_command(tmp_path):
 
 
 def test_policy_sources():
-  from configs.eval import libero as libero_config  # pylint: disable=g-import-not-at-top
   config = libero_config.get_config()
-  with pytest.raises(ValueError, match='needs policy.dit_dir and policy.vae_dir'):
+  with pytest.raises(ValueError, match='needs the policy: --checkpoint='):
     libero_sim_eval.make_policy(config)
   config.server = 'http://127.0.0.1:1'
   _, name = libero_sim_eval.make_policy(config)  # the HTTP client connects on the first query
@@ -130,3 +135,48 @@ def test_policy_sources():
   config.server, config.policy.kind = '', 'replay'
   with pytest.raises(ValueError, match='policy.kind must be one of'):
     libero_sim_eval.make_policy(config)
+
+
+def test_checkpoint_policy_is_read_by_the_one_checkpoint_reader(tmp_path):
+  """A LIBERO training workdir (step 2, and step 4 with an EMA): the latest step's EMA by default, --step and
+  --use_ema as for serve and the ALOHA evaluation, and the command exits 2 naming a missing step."""
+  tiny = factory.tiny(seed=0, benchmark='libero')
+  raw = jax.device_get(tiny.dit_params)
+  ema = jax.tree.map(lambda p: (0.5 * p).astype(p.dtype), raw)
+  zeros = jax.tree.map(np.zeros_like, raw)
+  workdir = tmp_path / 'run'
+  trained_layout.write_step(workdir, 2, zeros, tiny.dit_cfg, layout='libero', policy_assets=False)
+  trained_layout.write_step(workdir, 4, raw, tiny.dit_cfg, layout='libero', policy_assets=False, ema_params=ema)
+  config = libero_config.get_config()
+  config.image_size = 32
+  config.policy.checkpoint = str(workdir)
+  config.policy.statistics = str(bundled.sample_dir('libero') / 'dataset_statistics.json')
+  config.policy.text_store = str(bundled.text_store_dir('libero'))
+
+  def served_params():
+    act, _ = libero_sim_eval.make_policy(config)
+    return jax.device_get(act.__self__.query.dit_params)
+
+  chex.assert_trees_all_equal(served_params(), ema)
+  config.policy.use_ema = False
+  chex.assert_trees_all_equal(served_params(), raw)
+  config.policy.step = 2
+  chex.assert_trees_all_equal(served_params(), zeros)
+  config.policy.use_ema = True
+  with pytest.raises(ValueError, match='has no EMA parameters'):
+    libero_sim_eval.make_policy(config)
+
+  result = subprocess.run([sys.executable, '-m', 'cosmos_jax.eval.libero_sim', '--config=configs/eval/libero.py',
+                           f'--config.out={tmp_path / "eval"}', f'--checkpoint={workdir}', '--step=3'], cwd=ROOT,
+                          env={**os.environ, 'JAX_PLATFORMS': 'cpu', 'PYTHONPATH': ROOT}, capture_output=True,
+                          text=True, timeout=300, check=False)
+  assert result.returncode == 2 and 'no checkpoint of step 3; saved steps: [2, 4]' in result.stderr, result.stderr
+
+
+def test_help_lists_the_config_and_the_checkpoint_shorthands():
+  result = subprocess.run([sys.executable, '-m', 'cosmos_jax.eval.libero_sim', '--help'], cwd=ROOT,
+                          env={**os.environ, 'JAX_PLATFORMS': 'cpu', 'PYTHONPATH': ROOT}, capture_output=True,
+                          text=True, timeout=300, check=False)
+  for text in ('configs/eval/libero.py:tiny', '--config:', '--checkpoint:', '--config.policy.checkpoint', '--step:',
+               '--[no]use_ema:'):
+    assert text in result.stdout, (text, result.stdout[-2000:], result.stderr[-2000:])

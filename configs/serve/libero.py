@@ -8,7 +8,7 @@ command (run_libero_eval.py): seed 195, 5 denoising steps for the action (`num_d
 
 The `planning` fields are ALOHA's (off); LIBERO's released evaluation runs without planning.
 
-Variants: '' the released LIBERO policy from converted checkpoints (`--config.model.dit=DIR --config.model.vae=DIR`);
+Variants: '' the released LIBERO policy, converted (`--checkpoint=DIR --config.model.vae=DIR`), or a training workdir;
 'tiny' a random tiny policy at 32 px with stand-in statistics and a stand-in text store of the 40 tasks of
 libero_spatial/object/goal/10 (a CPU smoke run of the whole server and of `eval.libero_sim`).
 """

@@ -9,7 +9,7 @@ command (run_robocasa_eval.py): seed 195, 5 denoising steps for the action.
 
 The `planning` fields are ALOHA's (off).
 
-Variants: '' the released RoboCasa policy from converted checkpoints (`--config.model.dit=DIR --config.model.vae=DIR`);
+Variants: '' the released RoboCasa policy, converted (`--checkpoint=DIR --config.model.vae=DIR`), or a training workdir;
 'tiny' a random tiny policy at 32 px with stand-in statistics and a stand-in text store of a few kitchen tasks
 (cosmos_jax.serve.factory.ROBOCASA_STAND_IN_TASKS; a CPU smoke run of the server).
 """

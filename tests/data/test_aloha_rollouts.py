@@ -1,4 +1,5 @@
-"""ALOHA rollout reader (policy_spec 11.2): JPEG-in-HDF5 in the official writer's format (vlen uint8 datasets of
+"""ALOHA rollout reader: JPEG-in-HDF5 in the official writer's format (@18a2acc
+cosmos_policy/experiments/robot/aloha/run_aloha_eval.py:save_rollout_episode_hdf5) (vlen uint8 datasets of
 JPEG bytes at top level, attrs task_description / success / success_score), success bookkeeping, bad data."""
 
 import io

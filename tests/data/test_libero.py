@@ -1,4 +1,6 @@
-"""LIBERO demo and rollout readers on small files written in the official layouts (policy_spec 11.3)."""
+"""LIBERO demo and rollout readers on small files written in the official layouts (@18a2acc
+cosmos_policy/datasets/libero_dataset.py:LIBERODataset reads both; the rollouts are written by
+cosmos_policy/experiments/robot/libero/run_libero_eval.py:run_task)."""
 
 import h5py
 import numpy as np

@@ -1,4 +1,6 @@
-"""RoboCasa demo and rollout readers on small files written in the official layouts (policy_spec 11.3)."""
+"""RoboCasa demo and rollout readers on small files written in the official layouts (@18a2acc
+cosmos_policy/datasets/robocasa_dataset.py:RoboCasaDataset reads both; the rollouts are written by
+cosmos_policy/experiments/robot/robocasa/run_robocasa_eval.py:run_task)."""
 
 import h5py
 import numpy as np

@@ -65,7 +65,8 @@ def test_denoise_conditioning_slots():
 
 
 def test_weighted_x0_loss_is_velocity_loss():
-  """lambda(sigma) (x0 - x0_pred)^2 = (F - (eps - x0))^2 on generated slots (policy_spec 6.1)."""
+  """lambda(sigma) (x0 - x0_pred)^2 = (F - (eps - x0))^2 on generated slots (@18a2acc
+  cosmos_policy/models/policy_text2world_model.py:CosmosPolicyDiffusionModel.compute_loss_with_epsilon_and_sigma)."""
   b = 3
   latent = jax.random.normal(jax.random.key(3), (b, 11, 8, 8, 16))
   sigma, eps = diffusion.draw_sigma_and_noise(jax.random.key(4), latent.shape)

@@ -1,5 +1,6 @@
 """Conditioning masks: the golden training masks (policy_loss_*) and inference masks (policy_sample_*), and the
-spec table (policy_spec 5.2) for every layout."""
+table of @18a2acc cosmos_policy/models/policy_video2world_model.py:CosmosPolicyVideo2WorldModel.get_data_and_condition
+for every layout."""
 
 import numpy as np
 import pytest

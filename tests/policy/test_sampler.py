@@ -21,7 +21,7 @@ from tests.policy import golden_models
 
 
 def test_schedule_tables():
-  """policy_spec 8.2 tables."""
+  """The sigmas of @18a2acc cosmos_policy/modules/cosmos_sampler.py:CosmosPolicySampler for 3 and 5 steps."""
   np.testing.assert_allclose(sampler.call_sigmas(3), [80, 20.9724, 4], rtol=1e-5)
   np.testing.assert_allclose(sampler.call_sigmas(5), [80, 42.2911, 20.9724, 9.6183, 4], rtol=1e-5)
   np.testing.assert_allclose(sampler.call_sigmas(10), [80, 60.6947, 45.5286, 33.7340, 24.6618, 17.7667, 12.5947,

@@ -129,7 +129,8 @@ def test_normalisation(folder, tmp_path):
 
 
 def test_spec_check_values():
-  """policy_spec 4.1: ALOHA action 0..699 -> flat elements 698..701 = [698, 699, 0, 1], (c=1,h=0,w=0) = 84,
+  """Layout of @18a2acc cosmos_policy/models/policy_text2world_model.py:replace_latent_with_action_chunk and
+  replace_latent_with_proprio: ALOHA action 0..699 -> flat elements 698..701 = [698, 699, 0, 1], (c=1,h=0,w=0) = 84,
   last three [641, 642, 643]; LIBERO proprio 0..8 -> last nine [7, 8, 0, 1, ..., 6]."""
   aloha, libero = layout_lib.get_layout('aloha'), layout_lib.get_layout('libero')
   latent = jnp.zeros((1, aloha.state_t, 28, 28, 16))

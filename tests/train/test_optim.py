@@ -17,7 +17,9 @@ def aloha_optim_config():
                     f_max=[1.0, 0.06], f_min=[0.3, 0.06])))
 
 
-# policy_spec section 7: "LR check values" of the ALOHA main run.
+# The ALOHA main run (@18a2acc cosmos_policy/config/experiment/cosmos_policy_experiment_configs.py:
+# cosmos_predict2_2b_480p_aloha_185_demos_4_tasks_mixture_..., scheduler
+# cosmos_policy/_src/imaginaire/functional/lr_scheduler.py:LambdaLinearScheduler) at these steps.
 @pytest.mark.parametrize('step, lr', [(0, 1e-10), (1000, 5.0e-5), (2000, 1e-4), (11000, 6.5e-5), (20000, 3.0e-5),
                                       (20001, 6.0e-6), (50000, 6.0e-6), (10**7, 6.0e-6)])
 def test_aloha_schedule_matches_official_check_values(step, lr):

@@ -1,115 +1,154 @@
-"""`python -m cosmos_jax.convert`: released PyTorch checkpoints <-> our orbax params checkpoints.
+"""`python -m cosmos_jax.convert dit|vae|t5|export`: released PyTorch checkpoints <-> our orbax params checkpoints.
 
-The command line over cosmos_jax/convert/library.py (which documents streaming, dtypes and the output layout).
+The command line over cosmos_jax/convert/library.py (which documents streaming, dtypes and the output layout), with
+absl flags spelled as every other command's (`--text_store`, `--[no]use_ema`; `--flag=value` or `--flag value`).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Sequence
 
+from absl import flags
+
+from cosmos_jax.convert import checkpoint_flags
 from cosmos_jax.convert import library
 from cosmos_jax.nn import dit
 from cosmos_jax.policy import layout as layout_lib
 
+PROG = 'python -m cosmos_jax.convert'
+_USAGE = f"""usage: {PROG} dit SOURCE DEST [--preset=P | --config=JSON] [--ema]
+           [--layout=L --statistics=FILE --text_store=DIR]
+       {PROG} vae SOURCE DEST [--config=JSON]
+       {PROG} t5 --hf_dir=DIR --out=DIR [--spiece=FILE]
+       {PROG} export --checkpoint=DIR --out=FILE [--step=N] [--[no]use_ema] [--prefix=P]
+  (dit, vae, t5 also take --dtype and --overwrite; export takes --dtype)"""
 _EXAMPLES = """examples:
   # DiT (policy or base model): net. keys (net_ema. with --ema, or when it is the only copy).
-  python -m cosmos_jax.convert dit Cosmos-Policy-ALOHA-Predict2-2B.pt out/aloha --layout aloha \\
-      --statistics aloha_dataset_statistics.json --text-store aloha_text/
+  python -m cosmos_jax.convert dit Cosmos-Policy-ALOHA-Predict2-2B.pt out/aloha --layout=aloha \\
+      --statistics=aloha_dataset_statistics.json --text_store=aloha_text/
   # The Wan2.1 VAE tokenizer.
   python -m cosmos_jax.convert vae tokenizer.pth out/vae
   # The T5 text encoder from a Hugging Face model folder (config.json, weights, spiece.model).
-  python -m cosmos_jax.convert t5 --hf-dir t5-11b/ --out out/t5
+  python -m cosmos_jax.convert t5 --hf_dir=t5-11b/ --out=out/t5
   # Back to the official layout (.safetensors, or .pt for the official loader), with the net. prefix for a DiT.
-  python -m cosmos_jax.convert export --checkpoint out/aloha --out aloha.pt
+  python -m cosmos_jax.convert export --checkpoint=out/aloha --out=aloha.pt
   # A fine-tuned model, from its training workdir (latest step; EMA parameters when the run kept them).
-  python -m cosmos_jax.convert export --checkpoint runs/aloha --out policy.pt
+  python -m cosmos_jax.convert export --checkpoint=runs/aloha --out=policy.pt
 """
 
-
-def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog='python -m cosmos_jax.convert', description=__doc__.split('\n\n')[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EXAMPLES)
-  sub = parser.add_subparsers(dest='command', required=True)
-
-  def common(p):
-    p.add_argument('source', help='official checkpoint: .pt/.pth (torch.load weights_only) or .safetensors')
-    p.add_argument('dest', help='output directory (must not exist unless --overwrite)')
-    p.add_argument('--dtype', default='keep', choices=('keep',) + library.PARAM_DTYPES,
-                   help='parameter dtype: keep the stored one (default), or cast')
-    p.add_argument('--config', help='JSON of the official constructor arguments (or a golden config.json)')
-    p.add_argument('--overwrite', action='store_true')
-
-  p = sub.add_parser('dit', help='Cosmos-Predict2 / Cosmos-Policy DiT checkpoint')
-  common(p)
-  p.add_argument('--preset', default=None,
-                 help=f'DiT preset instead of --config: one of {sorted(dit.PRESETS)} (default 2B)')
-  p.add_argument('--ema', action='store_true', help='use the net_ema. copy')
-  p.add_argument('--statistics', help='dataset_statistics.json to copy in (policy checkpoints)')
-  p.add_argument('--text-store', help='text store directory (cosmos_jax.data.text) to copy in')
-  p.add_argument('--layout', choices=sorted(layout_lib.LAYOUTS),
-                 help='the policy layout (a policy checkpoint: with --statistics and --text-store)')
-
-  p = sub.add_parser('vae', help='Wan2.1 VAE (tokenizer.pth)')
-  common(p)
-
-  p = sub.add_parser('t5', help='T5 text encoder from a Hugging Face model folder (T5EncoderModel weights)')
-  p.add_argument('--hf-dir', required=True,
-                 help='model folder: config.json, model.safetensors or pytorch_model.bin (or sharded), spiece.model')
-  p.add_argument('--out', required=True, help='output directory (must not exist unless --overwrite)')
-  p.add_argument('--dtype', default='keep', choices=('keep',) + library.PARAM_DTYPES,
-                 help='parameter dtype: keep the stored one (default), or cast')
-  p.add_argument('--spiece', default=None, help='the SentencePiece model, if not spiece.model in --hf-dir')
-  p.add_argument('--overwrite', action='store_true')
-
-  p = sub.add_parser('export', help='checkpoint (converted, or a training run) -> official state_dict file')
-  p.add_argument('--checkpoint', required=True,
-                 help='a checkpoint directory (written by `dit`, `vae`, `t5` or the trainer) or a training workdir')
-  p.add_argument('--out', required=True, help='output file: .safetensors, or .pt/.pth for the official loader')
-  p.add_argument('--step', type=int, default=None, help='training step to export (default: the latest)')
-  ema = p.add_mutually_exclusive_group()
-  ema.add_argument('--use-ema', dest='use_ema', action='store_true', default=None,
-                   help='the EMA parameters (default: them when the run kept an EMA)')
-  ema.add_argument('--no-ema', dest='use_ema', action='store_false', help='the trained (non-EMA) parameters')
-  p.add_argument('--dtype', default='keep', choices=('keep',) + library.EXPORT_DTYPES)
-  p.add_argument('--prefix', default=None, help="key prefix (default: 'net.' for a DiT, none for the VAE)")
-  return parser
+# Per command: its positional arguments and the flags it takes (any other flag given is refused).
+_CONVERT_FLAGS = ('dtype', 'config', 'overwrite')
+COMMANDS = {
+    'dit': (('SOURCE', 'DEST'), _CONVERT_FLAGS + ('preset', 'ema', 'statistics', 'text_store', 'layout')),
+    'vae': (('SOURCE', 'DEST'), _CONVERT_FLAGS),
+    't5': ((), ('hf_dir', 'out', 'dtype', 'spiece', 'overwrite')),
+    'export': ((), ('checkpoint', 'out', 'step', 'use_ema', 'dtype', 'prefix')),
+}
+_REQUIRED = {'t5': ('hf_dir', 'out'), 'export': ('checkpoint', 'out')}
+_DTYPES = {'export': ('keep',) + library.EXPORT_DTYPES}  # the others: ('keep',) + library.PARAM_DTYPES
 
 
-def run(argv: Sequence[str] | None = None) -> dict:
-  """Parses `argv` and runs the command; raises on bad input (see `main` for the exit-code wrapper)."""
-  args = build_parser().parse_args(argv)
-  if args.command == 'export':
-    shapes = library.export(args.checkpoint, args.out, dtype=args.dtype, prefix=args.prefix, step=args.step,
-                            use_ema=args.use_ema)
-    print(f'wrote {len(shapes)} tensors to {args.out}')
+def define_flags(flag_values: flags.FlagValues) -> None:
+  """Every command's flags, in `flag_values` (a fresh one per run: the commands are also called as functions)."""
+  fv = {'flag_values': flag_values}
+  flags.DEFINE_string('dtype', 'keep', 'Parameter dtype: keep the stored one (default), or cast to one of '
+                      f'{library.PARAM_DTYPES} (export: {library.EXPORT_DTYPES}).', **fv)
+  flags.DEFINE_string('config', None, 'dit, vae: JSON of the official constructor arguments (or a golden '
+                      'config.json).', **fv)
+  flags.DEFINE_bool('overwrite', False, 'dit, vae, t5: replace an existing output directory.', **fv)
+  flags.DEFINE_string('preset', None, f'dit: DiT preset instead of --config, one of {sorted(dit.PRESETS)} '
+                      '(default 2B).', **fv)
+  flags.DEFINE_bool('ema', False, 'dit: convert the net_ema. copy of the official file.', **fv)
+  flags.DEFINE_string('statistics', None, 'dit: dataset_statistics.json to copy in (policy checkpoints).', **fv)
+  flags.DEFINE_string('text_store', None, 'dit: text store directory (cosmos_jax.data.text) to copy in.', **fv)
+  flags.DEFINE_enum('layout', None, sorted(layout_lib.LAYOUTS), 'dit: the policy layout (a policy checkpoint: with '
+                    '--statistics and --text_store).', **fv)
+  flags.DEFINE_string('hf_dir', None, 't5: model folder: config.json, model.safetensors or pytorch_model.bin (or '
+                      'sharded), spiece.model.', **fv)
+  flags.DEFINE_string('spiece', None, 't5: the SentencePiece model, if not spiece.model in --hf_dir.', **fv)
+  flags.DEFINE_string('out', None, 't5: output directory (must not exist unless --overwrite); export: output file, '
+                      '.safetensors, or .pt/.pth for the official loader.', **fv)
+  flags.DEFINE_string('prefix', None, "export: key prefix (default: 'net.' for a DiT, none for the VAE).", **fv)
+  checkpoint_flags.define(None, flag_values)  # export: --checkpoint, --step, --[no]use_ema
+
+
+def help_text() -> str:
+  flag_values = flags.FlagValues()
+  define_flags(flag_values)
+  lines = [_USAGE, '', __doc__.split('\n\n')[0], '', 'flags:']
+  for name in sorted(flag_values):
+    flag = flag_values[name]
+    lines.append(f'  --{"[no]" if flag.boolean else ""}{name}: {flag.help}')
+  return '\n'.join(lines + ['', _EXAMPLES])
+
+
+def parse(argv: Sequence[str]) -> tuple[str, list[str], flags.FlagValues]:
+  """(command, positional arguments, flag values) of `argv` (without the program name); a ValueError names what is
+  wrong (an unknown command or flag, a flag of another command, a missing argument)."""
+  flag_values = flags.FlagValues()
+  define_flags(flag_values)
+  try:
+    rest = flag_values([PROG, *argv])[1:]
+  except flags.Error as e:
+    raise ValueError(f'{e}\n{_USAGE}') from None
+  if not rest or rest[0] not in COMMANDS:
+    raise ValueError(f'give the command, one of {sorted(COMMANDS)}, got {rest[:1]}\n{_USAGE}')
+  command, positional = rest[0], rest[1:]
+  names, allowed = COMMANDS[command]
+  if len(positional) != len(names):
+    raise ValueError(f'{command} takes {" ".join(names) or "no positional arguments"}, got {positional}\n{_USAGE}')
+  foreign = sorted(name for name in flag_values if flag_values[name].present and name not in allowed)
+  if foreign:
+    raise ValueError(f'{command} does not take {", ".join("--" + n for n in foreign)}; its flags: '
+                     f'{", ".join("--" + n for n in allowed)}')
+  missing = [name for name in _REQUIRED.get(command, ()) if flag_values[name].value is None]
+  if missing:
+    raise ValueError(f'{command} needs {", ".join("--" + n for n in missing)}')
+  dtypes = _DTYPES.get(command, ('keep',) + library.PARAM_DTYPES)
+  if flag_values.dtype not in dtypes:
+    raise ValueError(f'{command}: --dtype must be one of {dtypes}, got {flag_values.dtype!r}')
+  return command, positional, flag_values
+
+
+def run(argv: Sequence[str]) -> dict:
+  """Parses `argv` (without the program name) and runs the command; raises on bad input (see `main` for the
+  exit-code wrapper)."""
+  command, positional, f = parse(argv)
+  if command == 'export':
+    shapes = library.export(f.checkpoint, f.out, dtype=f.dtype, prefix=f.prefix, step=f.step, use_ema=f.use_ema)
+    print(f'wrote {len(shapes)} tensors to {f.out}')
     return {'tensors': len(shapes)}
   start = time.perf_counter()
-  if args.command == 'dit':
-    cfg = library.dit_config(args.preset, args.config)
-    assets = library.policy_assets(args.statistics, args.text_store)
-    if assets and not args.layout:
-      raise ValueError('a policy checkpoint (--statistics / --text-store) needs --layout (one of '
+  if command == 'dit':
+    source, dest = positional
+    cfg = library.dit_config(f.preset, f.config)
+    assets = library.policy_assets(f.statistics, f.text_store)
+    if assets and not f.layout:
+      raise ValueError('a policy checkpoint (--statistics / --text_store) needs --layout (one of '
                        f'{sorted(layout_lib.LAYOUTS)})')
-    result = library.convert('dit', args.source, args.dest, cfg, dtype=args.dtype, use_ema=args.ema, assets=assets,
-                             layout=args.layout, overwrite=args.overwrite)
-  elif args.command == 't5':
-    args.source, args.dest = args.hf_dir, args.out
-    result = library.convert_t5(args.hf_dir, args.out, dtype=args.dtype, spiece=args.spiece,
-                                overwrite=args.overwrite)
+    result = library.convert('dit', source, dest, cfg, dtype=f.dtype, use_ema=f.ema, assets=assets,
+                             layout=f.layout, overwrite=f.overwrite)
+  elif command == 't5':
+    source, dest = f.hf_dir, f.out
+    result = library.convert_t5(source, dest, dtype=f.dtype, spiece=f.spiece, overwrite=f.overwrite)
   else:
-    result = library.convert('vae', args.source, args.dest, library.vae_config(args.config), dtype=args.dtype,
-                             overwrite=args.overwrite)
+    source, dest = positional
+    result = library.convert('vae', source, dest, library.vae_config(f.config), dtype=f.dtype,
+                             overwrite=f.overwrite)
   src = result['source']
   print(f'converted {src["num_tensors"]} tensors ({"/".join(src["stored_dtypes"])} -> {src["param_dtype"]}, '
-        f'prefix {src["prefix"]!r}, dropped {len(src["dropped_keys"])}) from {args.source} to {args.dest} '
+        f'prefix {src["prefix"]!r}, dropped {len(src["dropped_keys"])}) from {source} to {dest} '
         f'in {time.perf_counter() - start:.1f} s')
   return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else list(argv)
+  if not argv or any(a in ('--help', '-h', '--helpfull') for a in argv):
+    print(help_text())
+    return 0 if argv else 2
   try:
     run(argv)
   except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:

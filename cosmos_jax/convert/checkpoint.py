@@ -385,7 +385,7 @@ class Checkpoint:
     if policy:
       if not self.layout:
         raise CheckpointError(f'{what}: {self.directory} is a base model, not a policy: it names no layout (convert '
-                              'a policy with --layout, --statistics and --text-store, or fine-tune one)')
+                              'a policy with --layout, --statistics and --text_store, or fine-tune one)')
       for name in (STATISTICS_ASSET, TEXT_STORE_ASSET):
         self.asset(name)
     return self

@@ -17,27 +17,33 @@ from absl import flags
 @dataclasses.dataclass(frozen=True)
 class CheckpointFlags:
   """The three flags of a command and the config section they fill."""
-  section: str
+  section: str | None
   checkpoint: flags.FlagHolder
   step: flags.FlagHolder
   use_ema: flags.FlagHolder
 
   def apply(self, config) -> None:
     """Writes each flag that was given over its field of `config.<section>` (a locked config is fine)."""
+    if self.section is None:
+      raise ValueError('these checkpoint flags fill no config section (defined with section=None)')
     with config.unlocked():
       for holder in (self.checkpoint, self.step, self.use_ema):
         if holder.value is not None:
           config[self.section][holder.name] = holder.value
 
 
-def define(section: str, flag_values: flags.FlagValues = flags.FLAGS) -> CheckpointFlags:
-  """Defines the flags in `flag_values`, documented as shorthands of `--config.<section>.<name>`."""
+def define(section: str | None, flag_values: flags.FlagValues = flags.FLAGS) -> CheckpointFlags:
+  """Defines the flags in `flag_values`, documented as shorthands of `--config.<section>.<name>` (`section` None: a
+  command without a config, which reads the holders itself)."""
+
+  def same(name: str) -> str:
+    return f'; = --config.{section}.{name}' if section else ''
+
   return CheckpointFlags(
       section=section,
-      checkpoint=flags.DEFINE_string('checkpoint', None, 'The policy: a training workdir or a checkpoint directory '
-                                     f'(= --config.{section}.checkpoint).', flag_values=flag_values),
-      step=flags.DEFINE_integer('step', None,
-                                f'Training step of --checkpoint (default: the latest; = --config.{section}.step).',
+      checkpoint=flags.DEFINE_string('checkpoint', None, 'A training workdir or a checkpoint directory (trained or '
+                                     f'converted{same("checkpoint")}).', flag_values=flag_values),
+      step=flags.DEFINE_integer('step', None, f'Training step of --checkpoint (default: the latest{same("step")}).',
                                 flag_values=flag_values),
-      use_ema=flags.DEFINE_bool('use_ema', None, 'EMA parameters of --checkpoint (default: when the run kept an EMA; '
-                                f'= --config.{section}.use_ema).', flag_values=flag_values))
+      use_ema=flags.DEFINE_bool('use_ema', None, 'EMA parameters of --checkpoint (default: when the run kept an EMA'
+                                f'{same("use_ema")}).', flag_values=flag_values))

@@ -224,7 +224,7 @@ class T5TextEncoder:
     config_path = os.path.join(assets, _CONFIG_FILE)
     if not os.path.isfile(config_path):
       raise FileNotFoundError(f'{path} is not a converted T5 checkpoint: {_ASSETS_DIR}/{_CONFIG_FILE} is missing '
-                              '(convert one with `python -m cosmos_jax.convert t5 --hf-dir DIR --out OUT`)')
+                              '(convert one with `python -m cosmos_jax.convert t5 --hf_dir=DIR --out=OUT`)')
     with open(config_path, encoding='utf-8') as f:
       config = json.load(f)
     if config.get('model') != T5_MODEL:

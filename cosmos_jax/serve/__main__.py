@@ -9,7 +9,7 @@
     # A policy fine-tuned here, from its training workdir (latest step; EMA parameters when the run kept them;
     # the VAE it trained with, its statistics and text store):
     python -m cosmos_jax.serve http --config=configs/serve/aloha.py --checkpoint=runs/aloha [--step=N]
-    # The released ALOHA policy, converted with `python -m cosmos_jax.convert dit --layout aloha ...` (its
+    # The released ALOHA policy, converted with `python -m cosmos_jax.convert dit --layout=aloha ...` (its
     # statistics and text store are read from the checkpoint's assets):
     python -m cosmos_jax.serve http --config=configs/serve/aloha.py --checkpoint=out/aloha \\
         --config.model.vae=out/vae

@@ -73,7 +73,7 @@ def from_checkpoints(checkpoint: str | os.PathLike, vae: str | os.PathLike | Non
                      text_store: str | os.PathLike | None = None, t5_dir: str | os.PathLike | None = None,
                      dit_overrides: Mapping[str, Any] | None = None, layout: str | None = None) -> PolicyModels:
   """From a policy checkpoint: a training workdir (its latest step, or `step`) or a checkpoint directory (a
-  training step, or `python -m cosmos_jax.convert dit --layout ...`), read by cosmos_jax.convert.checkpoint.
+  training step, or `python -m cosmos_jax.convert dit --layout=...`), read by cosmos_jax.convert.checkpoint.
 
   The EMA parameters are used when the run kept an EMA (`use_ema` chooses). `vae` defaults to the VAE the run
   trained with; the statistics and text store to the checkpoint's assets. `planning_dir` (+ `planning_step`,

@@ -240,7 +240,7 @@ def test_convert_policy_copies_statistics_and_text_store(tiny, tmp_path):
   text_lib.stand_in_store(['fold the towel', 'put the cup away']).save(store_dir)
   dest = tmp_path / 'policy'
   result = convert_dit(folder, folder / 'state_dict.safetensors', dest, '--statistics', str(statistics),
-                       '--text-store', str(store_dir), '--layout', 'aloha')
+                       '--text_store', str(store_dir), '--layout', 'aloha')
   assert result['assets'] == {'dataset_statistics.json': 'dataset_statistics.json', 'text_store': 'text_store'}
   assert (dest / 'assets' / 'dataset_statistics.json').read_bytes() == statistics.read_bytes()
   stats_lib.load_statistics(dest / 'assets' / 'dataset_statistics.json')
@@ -260,7 +260,7 @@ def test_convert_policy_refuses_bad_assets_before_writing(tiny, tmp_path):
   pickle_store = tmp_path / 't5_embeddings.pkl'
   pickle_store.write_bytes(b'not read')
   with pytest.raises(ValueError, match='official pickle: import it once'):
-    convert_dit(folder, source, tmp_path / 'b', '--text-store', str(pickle_store))
+    convert_dit(folder, source, tmp_path / 'b', '--text_store', str(pickle_store))
   with pytest.raises(FileNotFoundError, match='statistics file'):
     convert_dit(folder, source, tmp_path / 'c', '--statistics', str(tmp_path / 'absent.json'))
   assert sorted(p.name for p in tmp_path.iterdir()) == ['stats.json', 't5_embeddings.pkl']

@@ -76,7 +76,7 @@ def test_pytorch_model_bin_and_sharded_safetensors_convert_identically(tmp_path,
   index = {'metadata': {}, 'weight_map': {k: f for f, part in shards.items() for k in part}}
   sharded = _folder_with(tmp_path / 'sharded', root,
                          files={**shards, 'model.safetensors.index.json': json.dumps(index).encode()})
-  assert convert_main.main(['t5', '--hf-dir', str(sharded), '--out', str(tmp_path / 'from_shards'), '--dtype', 'bfloat16']) == 0
+  assert convert_main.main(['t5', '--hf_dir', str(sharded), '--out', str(tmp_path / 'from_shards'), '--dtype', 'bfloat16']) == 0
   from_shards, config = checkpoint.load_params(tmp_path / 'from_shards')
   assert config['config']['param_dtype'] == 'bfloat16'
   np.testing.assert_array_equal(from_shards['final_norm']['scale'].astype(np.float32),
@@ -117,7 +117,7 @@ def test_errors_name_the_problem(tmp_path, reference, capsys):
   assert not (tmp_path / 'out').exists()
   no_spiece = _folder_with(tmp_path / 'no_spiece', root, state_dict)
   (no_spiece / 'spiece.model').unlink()
-  assert convert_main.main(['t5', '--hf-dir', str(no_spiece), '--out', str(tmp_path / 'out')]) == 2
+  assert convert_main.main(['t5', '--hf_dir', str(no_spiece), '--out', str(tmp_path / 'out')]) == 2
   assert '--spiece' in capsys.readouterr().err
   library.convert_t5(no_spiece, tmp_path / 'out', spiece=root / 'hf' / 'spiece.model')
   bad_config = _folder_with(tmp_path / 'bad_config', root, state_dict)

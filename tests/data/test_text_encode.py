@@ -48,7 +48,7 @@ def converted(tmp_path_factory, spiece):
     if feed_forward_proj not in cache:
       root = tmp_path_factory.mktemp(feed_forward_proj)
       model = t5_folders.write_folder(root / 'hf', spiece.read_bytes(), feed_forward_proj)
-      assert convert_main.main(['t5', '--hf-dir', str(root / 'hf'), '--out', str(root / 't5')]) == 0
+      assert convert_main.main(['t5', '--hf_dir', str(root / 'hf'), '--out', str(root / 't5')]) == 0
       cache[feed_forward_proj] = model, root / 'hf', root / 't5'
     return cache[feed_forward_proj]
 

@@ -92,7 +92,7 @@ def test_export_of_a_workdir_is_the_official_layout_of_its_ema_parameters(run, t
   with torch_io.open_state_dict(out) as state_dict:
     assert all(k.startswith('net.') for k in state_dict.keys())
     assert_trees_equal(dit_rules.load_official(tiny.dit_cfg, state_dict), ema)
-  convert_main.run(['export', '--checkpoint', str(workdir), '--no-ema', '--out', str(out)])
+  convert_main.run(['export', '--checkpoint', str(workdir), '--nouse_ema', '--out', str(out)])
   with torch_io.open_state_dict(out) as state_dict:
     assert_trees_equal(dit_rules.load_official(tiny.dit_cfg, state_dict), raw)
 

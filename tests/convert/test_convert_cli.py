@@ -1,0 +1,50 @@
+"""`python -m cosmos_jax.convert`'s command line: absl flags as every other command's, each command taking only its
+own flags, and errors that name the problem (the conversions themselves: test_convert.py, test_t5_convert.py)."""
+
+import pytest
+
+from cosmos_jax.convert import __main__ as convert_main
+
+
+def test_each_command_parses_its_flags_in_both_spellings():
+  command, positional, f = convert_main.parse(['dit', 'a.pt', 'out', '--layout', 'aloha', '--statistics=s.json',
+                                               '--text_store', 'store', '--ema', '--dtype=bfloat16'])
+  assert (command, positional) == ('dit', ['a.pt', 'out'])
+  assert (f.layout, f.statistics, f.text_store, f.ema, f.dtype) == ('aloha', 's.json', 'store', True, 'bfloat16')
+  _, positional, f = convert_main.parse(['export', '--checkpoint=runs/a', '--out', 'p.pt', '--step=3', '--nouse_ema',
+                                         '--prefix', '', '--dtype=float16'])
+  assert positional == [] and (f.checkpoint, f.out, f.step, f.use_ema, f.prefix) == ('runs/a', 'p.pt', 3, False, '')
+  _, _, f = convert_main.parse(['export', '--checkpoint=runs/a', '--out=p.pt'])
+  assert f.use_ema is None and f.step is None and f.prefix is None  # the checkpoint reader's defaults
+  _, _, f = convert_main.parse(['t5', '--hf_dir=hf', '--out=t5', '--overwrite'])
+  assert (f.hf_dir, f.out, f.overwrite) == ('hf', 't5', True)
+
+
+@pytest.mark.parametrize('argv,message', [
+    ([], r'give the command, one of \[.dit., .export., .t5., .vae.\]'),
+    (['convert', 'a', 'b'], 'give the command'),
+    (['dit', 'a.pt'], 'dit takes SOURCE DEST'),
+    (['export', 'extra', '--checkpoint=c', '--out=o'], 'export takes no positional arguments'),
+    (['export', '--checkpoint=c', '--out=o', '--preset=2B', '--ema'], 'export does not take --ema, --preset'),
+    (['vae', 'a', 'b', '--use_ema'], 'vae does not take --use_ema'),
+    (['export', '--out=o'], 'export needs --checkpoint'),
+    (['t5', '--out=o'], 't5 needs --hf_dir'),
+    (['dit', 'a', 'b', '--dtype=float16'], r"dit: --dtype must be one of \('keep', 'float32', 'bfloat16'\)"),
+    (['dit', 'a', 'b', '--layout=droid'], 'layout'),
+    (['dit', 'a', 'b', '--text-store=x'], 'text-store'),  # the former dashed spelling is refused
+    (['export', '--checkpoint=c', '--out=o', '--step=two'], 'step'),
+])
+def test_bad_command_lines_are_refused_naming_the_problem(argv, message):
+  with pytest.raises(ValueError, match=message):
+    convert_main.parse(argv)
+
+
+def test_main_exit_status_and_help(capsys):
+  assert convert_main.main(['--help']) == 0
+  out = capsys.readouterr().out
+  for text in ('usage: python -m cosmos_jax.convert dit SOURCE DEST', '--text_store:', '--hf_dir:', '--[no]use_ema:',
+               '--step:', 'examples:'):
+    assert text in out, text
+  assert convert_main.main([]) == 2  # the usage, on a bare call
+  assert convert_main.main(['export', '--out=o']) == 2
+  assert 'error: export needs --checkpoint' in capsys.readouterr().err

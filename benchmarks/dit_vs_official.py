@@ -29,6 +29,7 @@ import json
 import os
 import pathlib
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -45,7 +46,10 @@ DEFAULT_HARNESS = os.environ.get('OFFICIAL_DIT_BENCH', str(REPO.parent / 'shared
 
 
 def measure_ours(case_dir: str, repeats: int = 7) -> dict:
-  """The harness's cosmos_jax measurement on the case written by `bench_official.py` into case_dir."""
+  """The harness's cosmos_jax measurement on the case written by `bench_official.py` into case_dir, in the
+  configuration the commands use (host_memory.retain_freed_memory, before JAX starts)."""
+  from cosmos_jax import host_memory
+  retained = host_memory.retain_freed_memory()
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -74,22 +78,25 @@ def measure_ours(case_dir: str, repeats: int = 7) -> dict:
 
   results = {'forward': _timeit(lambda: forward(params, args), jax.block_until_ready, repeats),
              'forward_backward': _timeit(lambda: forward_backward(params, args), jax.block_until_ready, repeats)}
-  return dict(rel_l2=rel_l2, results=results, jax=jax.__version__, dit_config=dict(
-      dtype=cfg.dtype, attention=cfg.attention, remat_policy=cfg.remat_policy,
-      scan_unroll=getattr(cfg, 'scan_unroll', 1)), xla_flags=os.environ.get('XLA_FLAGS', ''))
+  return dict(rel_l2=rel_l2, results=results, jax=jax.__version__, retain_freed_host_memory=retained,
+              dit_config=dict(
+      dtype=cfg.dtype, attention=cfg.attention, remat_policy=cfg.remat_policy),
+      xla_flags=os.environ.get('XLA_FLAGS', ''))
 
 
 def _timeit(fn, sync, repeats: int) -> dict:
   sync(fn())
   sync(fn())
   times, cpu = [], []
+  faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   for _ in range(repeats):
     start, start_cpu = time.perf_counter(), time.process_time()
     sync(fn())
     times.append(time.perf_counter() - start)
     cpu.append(time.process_time() - start_cpu)
+  faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / repeats
   return dict(median_s=statistics.median(times), min_s=min(times), max_s=max(times),
-              cpu_median_s=statistics.median(cpu))
+              cpu_median_s=statistics.median(cpu), page_faults_per_call=faults)
 
 
 def measure_official(case_dir: str, threads: int, repeats: int = 5) -> dict:
@@ -268,6 +275,7 @@ def main():
           str(REPO)) else sys.argv[0], *sys.argv[1:]]),
       machine=dict(cores=os.cpu_count(), platform=platform.platform(), processor=platform.processor()),
       pin=args.pin or None, official_threads=args.threads, rel_l2_vs_official=rounds[0]['ours']['rel_l2'],
+      ours_retain_freed_host_memory=rounds[0]['ours']['retain_freed_host_memory'],
       ours_config=rounds[0]['ours']['dit_config'], jax=rounds[0]['ours']['jax'],
       torch=rounds[0]['official']['torch'], xla_flags=rounds[0]['ours']['xla_flags'],
       case='harness bench config: D=256, 4 blocks, 4 heads, B=2, T=11, 16x16 latent, 64 text tokens, fp32',

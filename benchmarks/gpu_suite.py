@@ -238,6 +238,8 @@ def main(argv=None) -> int:
   if unknown:
     parser.error(f'unknown sections {unknown}; known: {list(SECTIONS)}')
 
+  from cosmos_jax import host_memory
+  host_memory.retain_freed_memory()  # as the commands run (before JAX starts its CPU client)
   import jax
   from cosmos_jax import compilation_cache
   if not args.dry_run and jax.default_backend() != 'gpu':

@@ -28,6 +28,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the repo
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # pylint: disable=wrong-import-position
 from configs import aloha  # pylint: disable=wrong-import-position
+from cosmos_jax import host_memory
 from cosmos_jax.nn import dit as dit_lib
 from cosmos_jax.nn import vae as vae_lib
 from cosmos_jax.train import metrics as metrics_lib
@@ -109,6 +110,7 @@ def main():
   parser.add_argument('--per_device_batch', type=int, default=1)
   parser.add_argument('--out', default='benchmarks/results/train_step.json')
   args = parser.parse_args()
+  host_memory.retain_freed_memory()  # as the commands run (before JAX starts its CPU client)
   rows = [run('aloha tiny (CPU config)', aloha.get_config('tiny'), 2, args.steps)]
   if jax.default_backend() == 'gpu':
     config = aloha.get_config()

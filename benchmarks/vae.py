@@ -68,6 +68,8 @@ def policy_video(batch: int, frames: int, size: int, dtype):
 
 def run_case(case: dict) -> dict:
   """One (operation, path, frames) case in this process; writes its output next to the result."""
+  from cosmos_jax import host_memory
+  host_memory.retain_freed_memory()  # as the commands run (before JAX starts its CPU client)
   import jax
   import jax.numpy as jnp
   import numpy as np

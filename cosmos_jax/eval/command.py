@@ -9,6 +9,7 @@ from collections.abc import Callable
 from absl import app
 
 from cosmos_jax import compilation_cache
+from cosmos_jax import host_memory
 from cosmos_jax.convert import checkpoint_flags as checkpoint_flags_lib
 
 
@@ -19,6 +20,7 @@ def main(argv, *, config_flag, checkpoint_flags: checkpoint_flags_lib.Checkpoint
     raise app.UsageError(f'unexpected arguments {argv[1:]}; settings go in --config.x=y')
   if config_flag.value is None:
     raise app.UsageError(f'--config is required, e.g. --config={example}')
+  host_memory.retain_freed_memory()
   compilation_cache.enable()
   config = config_flag.value
   checkpoint_flags.apply(config)

@@ -31,6 +31,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from cosmos_jax import compilation_cache
+from cosmos_jax import host_memory
 from cosmos_jax.convert import checkpoint_flags
 from cosmos_jax.serve import command
 
@@ -48,6 +49,7 @@ def main(argv):
   if _CONFIG.value is None:
     raise app.UsageError('--config is required, e.g. --config=configs/serve/aloha.py:tiny')
   logging.getLogger().setLevel(logging.INFO)
+  host_memory.retain_freed_memory()
   compilation_cache.enable()
   config = _CONFIG.value
   _CHECKPOINT_FLAGS.apply(config)

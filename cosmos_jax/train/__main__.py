@@ -12,6 +12,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from cosmos_jax import compilation_cache
+from cosmos_jax import host_memory
 from cosmos_jax.train import trainer
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Training config file, e.g. configs/aloha.py:tiny.',
@@ -31,6 +32,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax and grain log every operation at INFO
+  host_memory.retain_freed_memory()
   compilation_cache.enable()
   if _DISTRIBUTED.value or _COORDINATOR.value:
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from absl import flags
 
+from cosmos_jax import command_line
 from cosmos_jax.convert import checkpoint_flags
 from cosmos_jax.convert import library
 from cosmos_jax.nn import dit
@@ -38,20 +39,9 @@ _EXAMPLES = """examples:
   python -m cosmos_jax.convert export --checkpoint=runs/aloha --out=policy.pt
 """
 
-# Per command: its positional arguments and the flags it takes (any other flag given is refused).
-_CONVERT_FLAGS = ('dtype', 'config', 'overwrite')
-COMMANDS = {
-    'dit': (('SOURCE', 'DEST'), _CONVERT_FLAGS + ('preset', 'ema', 'statistics', 'text_store', 'layout')),
-    'vae': (('SOURCE', 'DEST'), _CONVERT_FLAGS),
-    't5': ((), ('hf_dir', 'out', 'dtype', 'spiece', 'overwrite')),
-    'export': ((), ('checkpoint', 'out', 'step', 'use_ema', 'dtype', 'prefix')),
-}
-_REQUIRED = {'t5': ('hf_dir', 'out'), 'export': ('checkpoint', 'out')}
-_DTYPES = {'export': ('keep',) + library.EXPORT_DTYPES}  # the others: ('keep',) + library.PARAM_DTYPES
-
 
 def define_flags(flag_values: flags.FlagValues) -> None:
-  """Every command's flags, in `flag_values` (a fresh one per run: the commands are also called as functions)."""
+  """Every command's flags (COMMANDS says which command takes which)."""
   fv = {'flag_values': flag_values}
   flags.DEFINE_string('dtype', 'keep', 'Parameter dtype: keep the stored one (default), or cast to one of '
                       f'{library.PARAM_DTYPES} (export: {library.EXPORT_DTYPES}).', **fv)
@@ -74,48 +64,33 @@ def define_flags(flag_values: flags.FlagValues) -> None:
   checkpoint_flags.define(None, flag_values)  # export: --checkpoint, --step, --[no]use_ema
 
 
-def help_text() -> str:
-  flag_values = flags.FlagValues()
-  define_flags(flag_values)
-  lines = [_USAGE, '', __doc__.split('\n\n')[0], '', 'flags:']
-  for name in sorted(flag_values):
-    flag = flag_values[name]
-    lines.append(f'  --{"[no]" if flag.boolean else ""}{name}: {flag.help}')
-  return '\n'.join(lines + ['', _EXAMPLES])
+_CONVERT_FLAGS = ('dtype', 'config', 'overwrite')
+COMMANDS = {
+    'dit': command_line.Command(('SOURCE', 'DEST'),
+                                _CONVERT_FLAGS + ('preset', 'ema', 'statistics', 'text_store', 'layout')),
+    'vae': command_line.Command(('SOURCE', 'DEST'), _CONVERT_FLAGS),
+    't5': command_line.Command((), ('hf_dir', 'out', 'dtype', 'spiece', 'overwrite'), required=('hf_dir', 'out')),
+    'export': command_line.Command((), ('checkpoint', 'out', 'step', 'use_ema', 'dtype', 'prefix'),
+                                   required=('checkpoint', 'out')),
+}
+CLI = command_line.CommandLine(PROG, define_flags, COMMANDS, _USAGE, description=__doc__.split('\n\n')[0],
+                               epilog=_EXAMPLES)
 
 
-def parse(argv: Sequence[str]) -> tuple[str, list[str], flags.FlagValues]:
-  """(command, positional arguments, flag values) of `argv` (without the program name); a ValueError names what is
-  wrong (an unknown command or flag, a flag of another command, a missing argument)."""
-  flag_values = flags.FlagValues()
-  define_flags(flag_values)
-  try:
-    rest = flag_values([PROG, *argv])[1:]
-  except flags.Error as e:
-    raise ValueError(f'{e}\n{_USAGE}') from None
-  if not rest or rest[0] not in COMMANDS:
-    raise ValueError(f'give the command, one of {sorted(COMMANDS)}, got {rest[:1]}\n{_USAGE}')
-  command, positional = rest[0], rest[1:]
-  names, allowed = COMMANDS[command]
-  if len(positional) != len(names):
-    raise ValueError(f'{command} takes {" ".join(names) or "no positional arguments"}, got {positional}\n{_USAGE}')
-  foreign = sorted(name for name in flag_values if flag_values[name].present and name not in allowed)
-  if foreign:
-    raise ValueError(f'{command} does not take {", ".join("--" + n for n in foreign)}; its flags: '
-                     f'{", ".join("--" + n for n in allowed)}')
-  missing = [name for name in _REQUIRED.get(command, ()) if flag_values[name].value is None]
-  if missing:
-    raise ValueError(f'{command} needs {", ".join("--" + n for n in missing)}')
-  dtypes = _DTYPES.get(command, ('keep',) + library.PARAM_DTYPES)
-  if flag_values.dtype not in dtypes:
-    raise ValueError(f'{command}: --dtype must be one of {dtypes}, got {flag_values.dtype!r}')
-  return command, positional, flag_values
+def parse(argv: Sequence[str]) -> command_line.Parsed:
+  """`CLI.parse`, and the dtypes each command accepts."""
+  parsed = CLI.parse(argv)
+  dtypes = ('keep',) + (library.EXPORT_DTYPES if parsed.command == 'export' else library.PARAM_DTYPES)
+  if parsed.flags.dtype not in dtypes:
+    raise ValueError(f'{parsed.command}: --dtype must be one of {dtypes}, got {parsed.flags.dtype!r}')
+  return parsed
 
 
 def run(argv: Sequence[str]) -> dict:
   """Parses `argv` (without the program name) and runs the command; raises on bad input (see `main` for the
   exit-code wrapper)."""
-  command, positional, f = parse(argv)
+  parsed = parse(argv)
+  command, positional, f = parsed.command, parsed.positional, parsed.flags
   if command == 'export':
     shapes = library.export(f.checkpoint, f.out, dtype=f.dtype, prefix=f.prefix, step=f.step, use_ema=f.use_ema)
     print(f'wrote {len(shapes)} tensors to {f.out}')
@@ -145,12 +120,10 @@ def run(argv: Sequence[str]) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  argv = sys.argv[1:] if argv is None else list(argv)
-  if not argv or any(a in ('--help', '-h', '--helpfull') for a in argv):
-    print(help_text())
-    return 0 if argv else 2
+  """The program: exit status 2 with the reason on stderr for bad input (flags, files)."""
+  CLI.parse_or_exit(argv)  # --help and bad command lines exit here
   try:
-    run(argv)
+    run(sys.argv[1:] if argv is None else argv)
   except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

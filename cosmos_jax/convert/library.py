@@ -220,8 +220,8 @@ def policy_assets(statistics: str | None, text_store: str | None) -> dict[str, s
     assets[STATISTICS_ASSET] = statistics
   if text_store:
     if not os.path.isdir(text_store):
-      hint = (' (an official pickle: import it once with `python -m cosmos_jax.data.text import --pickle FILE '
-              '--out DIR` and pass DIR)' if str(text_store).endswith('.pkl') else '')
+      hint = (' (an official pickle: import it once with `python -m cosmos_jax.data.text import --pickle=FILE '
+              '--out=DIR` and pass DIR)' if str(text_store).endswith('.pkl') else '')
       raise ValueError(f'--text_store must be a text store directory, got {text_store}{hint}')
     text_lib.TextStore.load(text_store)
     assets[TEXT_STORE_ASSET] = text_store

@@ -5,7 +5,7 @@ at or after the true token length exactly 0 (official cosmos_policy/datasets/t5_
 Unpickling runs code, so the library never does
 it at train or serve time. Convert once:
 
-    python -m cosmos_jax.data.text import --pickle aloha_t5_embeddings.pkl --out aloha_text
+    python -m cosmos_jax.data.text import --pickle=aloha_t5_embeddings.pkl --out=aloha_text
 
 which writes `aloha_text/embeddings.safetensors` (one bf16 tensor per task, trimmed to its non-zero prefix) and
 `aloha_text/index.json` (task strings, lengths, provenance). `TextStore.load(dir)` reads them back and re-pads to
@@ -14,7 +14,7 @@ rebuild functions and OrderedDict), and loads tensor storages with `torch.load(w
 
 New instructions are encoded in JAX with a converted T5 encoder (`python -m cosmos_jax.convert t5`):
 
-    python -m cosmos_jax.data.text encode --t5 out/t5 --prompts new_tasks.txt --store aloha_text
+    python -m cosmos_jax.data.text encode --t5=out/t5 --prompts=new_tasks.txt --store=aloha_text
 
 as the official `encode_prompts` does: T5 tokens padded and truncated to 512, the last hidden state with every
 position past the prompt's length set to zero, stored in bf16. Prompts already in the store are kept as they are.
@@ -22,7 +22,6 @@ position past the prompt's length set to zero, stored in bf16. Prompts already i
 
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
 import io
@@ -38,8 +37,10 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import flags
 from safetensors.numpy import load_file, save_file
 
+from cosmos_jax import command_line
 from cosmos_jax.data import tokenizer as tokenizer_lib
 from cosmos_jax.nn import t5 as t5_lib
 
@@ -66,8 +67,8 @@ class TextStore:
     """The (512, 1024) bf16 embedding of `task`; an unknown task is an error listing the known ones."""
     if task not in self.embeddings:
       raise KeyError(f'no text embedding for task {task!r}; known tasks: {list(self.tasks)} (embeddings are looked '
-                     'up by the exact task string; add new ones with `python -m cosmos_jax.data.text encode --t5 T5_DIR '
-                     '--prompts FILE --store STORE`)')
+                     'up by the exact task string; add new ones with `python -m cosmos_jax.data.text encode --t5=T5_DIR '
+                     '--prompts=FILE --store=STORE`)')
     return self.embeddings[task]
 
   def table(self, tasks: Sequence[str]) -> np.ndarray:
@@ -101,7 +102,7 @@ class TextStore:
     index_path = os.path.join(directory, INDEX_FILE)
     if not os.path.exists(index_path):
       hint = (' (this looks like an official pickle: convert it once with `python -m cosmos_jax.data.text import '
-              '--pickle FILE --out DIR`)' if directory.endswith('.pkl') else '')
+              '--pickle=FILE --out=DIR`)' if directory.endswith('.pkl') else '')
       raise FileNotFoundError(f'text store index {index_path} does not exist{hint}')
     with open(index_path, encoding='utf-8') as f:
       index = json.load(f)
@@ -326,7 +327,7 @@ def complete_store(store: TextStore, tasks: Sequence[str], *, t5_dir: str | os.P
       return TextStore({**store.embeddings, **{t: cached.embeddings[t] for t in missing}}, kind=cached.kind)
   if not t5_dir:
     raise ValueError(f'the text store {store_name} has no embedding for the task(s) {missing}; add them with '
-                     f'`python -m cosmos_jax.data.text encode --t5 T5_DIR --prompts FILE --store {store_name}` (FILE: '
+                     f'`python -m cosmos_jax.data.text encode --t5=T5_DIR --prompts=FILE --store={store_name}` (FILE: '
                      'one instruction per line; T5_DIR from `python -m cosmos_jax.convert t5`), or name T5_DIR in the '
                      'config (data.t5) to encode them at start-up')
   if 'NOT T5' in store.kind:
@@ -343,40 +344,52 @@ def complete_store(store: TextStore, tasks: Sequence[str], *, t5_dir: str | os.P
   return completed
 
 
+def _define_flags(flag_values) -> None:
+  fv = {'flag_values': flag_values}
+  flags.DEFINE_string('pickle', None, 'import: the official <bench>_t5_embeddings.pkl.', **fv)
+  flags.DEFINE_string('out', None, 'import: output directory (index.json + embeddings.safetensors).', **fv)
+  flags.DEFINE_string('t5', None, 'encode: a `python -m cosmos_jax.convert t5` output directory.', **fv)
+  flags.DEFINE_string('prompts', None, 'encode: one prompt per line (or a .json list of strings).', **fv)
+  flags.DEFINE_string('store', None, 'encode: text store directory to add to (created if absent).', **fv)
+  flags.DEFINE_integer('batch_size', 8, 'encode: prompts per encoder call.', **fv)
+  flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'encode: compute dtype (float32: as the official '
+                    'encoder; the store is bf16 either way).', **fv)
+
+
+_PROG = 'python -m cosmos_jax.data.text'
+CLI = command_line.CommandLine(
+    _PROG, _define_flags,
+    {'import': command_line.Command((), ('pickle', 'out'), required=('pickle', 'out')),
+     'show': command_line.Command(('STORE',), ()),
+     'encode': command_line.Command((), ('t5', 'prompts', 'store', 'batch_size', 'dtype'),
+                                    required=('t5', 'prompts', 'store'))},
+    f"""usage: {_PROG} import --pickle=FILE --out=DIR   (an official pickle, once, into a safe store)
+       {_PROG} show STORE                       (the tasks of a store)
+       {_PROG} encode --t5=DIR --prompts=FILE --store=DIR [--batch_size=8] [--dtype=float32]""",
+    description=__doc__.split('\n')[0])
+
+
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m cosmos_jax.data.text', description=__doc__.split('\n')[0])
-  sub = parser.add_subparsers(dest='command', required=True)
-  imp = sub.add_parser('import', help='convert an official t5_embeddings.pkl once into a safe store')
-  imp.add_argument('--pickle', required=True, help='the official <bench>_t5_embeddings.pkl')
-  imp.add_argument('--out', required=True, help='output directory (index.json + embeddings.safetensors)')
-  show = sub.add_parser('show', help='list the tasks of a store')
-  show.add_argument('store')
-  enc = sub.add_parser('encode', help='encode new instructions with a converted T5 encoder into a store')
-  enc.add_argument('--t5', required=True, help='a `python -m cosmos_jax.convert t5` output directory')
-  enc.add_argument('--prompts', required=True, help='one prompt per line (or a .json list of strings)')
-  enc.add_argument('--store', required=True, help='text store directory to add to (created if absent)')
-  enc.add_argument('--batch-size', type=int, default=8)
-  enc.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'),
-                   help='compute dtype (float32: as the official encoder; the store is bf16 either way)')
-  args = parser.parse_args(argv)
-  if args.command == 'import':
-    store = import_pickle(args.pickle, args.out)
-    print(f'wrote {len(store.tasks)} task embeddings to {args.out}: {list(store.tasks)}')
-  elif args.command == 'encode':
+  parsed = CLI.parse_or_exit(argv)
+  f = parsed.flags
+  if parsed.command == 'import':
+    store = import_pickle(f.pickle, f.out)
+    print(f'wrote {len(store.tasks)} task embeddings to {f.out}: {list(store.tasks)}')
+  elif parsed.command == 'encode':
     try:
-      prompts = read_prompts(args.prompts)
-      encoder = T5TextEncoder.load(args.t5, dtype=args.dtype, batch_size=args.batch_size)
+      prompts = read_prompts(f.prompts)
+      encoder = T5TextEncoder.load(f.t5, dtype=f.dtype, batch_size=f.batch_size)
       report = lambda done, total, seconds: print(f'encoded {done}/{total} prompts ({done / seconds:.2f} prompts/s)',
                                                   file=sys.stderr, flush=True)
-      store, encoded = encode_into_store(encoder, prompts, args.store, progress=report)
+      store, encoded = encode_into_store(encoder, prompts, f.store, progress=report)
     except (ValueError, FileNotFoundError, ImportError) as e:
       print(f'error: {e}', file=sys.stderr)
       return 2
-    print(f'{args.store}: encoded {len(encoded)} new prompts, {len(store.tasks) - len(encoded)} already present '
+    print(f'{f.store}: encoded {len(encoded)} new prompts, {len(store.tasks) - len(encoded)} already present '
           f'({len(store.tasks)} in the store)')
   else:
-    store = TextStore.load(args.store)
-    print(f'{args.store} ({store.kind}): {list(store.tasks)}')
+    store = TextStore.load(parsed.positional[0])
+    print(f'{parsed.positional[0]} ({store.kind}): {list(store.tasks)}')
   return 0
 
 

@@ -96,7 +96,7 @@ class TrainingData:
     store_dir = d.text_store or os.path.join(dataset_dir, 'text_store')
     if not os.path.isdir(store_dir):
       raise FileNotFoundError(f'text store {store_dir!r} not found (make one with python -m cosmos_jax.data.text '
-                              'import --pickle <t5_embeddings.pkl> --out <dir>, and set data.text_store)')
+                              'import --pickle=<t5_embeddings.pkl> --out=<dir>, and set data.text_store)')
     # Tasks without an embedding are encoded once with data.t5 into <assets_dir>/text_store (reused on resume).
     store = text_lib.complete_store(
         text_lib.TextStore.load(store_dir), self.dataset.tasks, t5_dir=d.get('t5') or None, store_name=store_dir,

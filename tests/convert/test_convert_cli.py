@@ -7,16 +7,18 @@ from cosmos_jax.convert import __main__ as convert_main
 
 
 def test_each_command_parses_its_flags_in_both_spellings():
-  command, positional, f = convert_main.parse(['dit', 'a.pt', 'out', '--layout', 'aloha', '--statistics=s.json',
-                                               '--text_store', 'store', '--ema', '--dtype=bfloat16'])
-  assert (command, positional) == ('dit', ['a.pt', 'out'])
+  parsed = convert_main.parse(['dit', 'a.pt', 'out', '--layout', 'aloha', '--statistics=s.json', '--text_store',
+                               'store', '--ema', '--dtype=bfloat16'])
+  f = parsed.flags
+  assert (parsed.command, parsed.positional) == ('dit', ['a.pt', 'out'])
   assert (f.layout, f.statistics, f.text_store, f.ema, f.dtype) == ('aloha', 's.json', 'store', True, 'bfloat16')
-  _, positional, f = convert_main.parse(['export', '--checkpoint=runs/a', '--out', 'p.pt', '--step=3', '--nouse_ema',
-                                         '--prefix', '', '--dtype=float16'])
-  assert positional == [] and (f.checkpoint, f.out, f.step, f.use_ema, f.prefix) == ('runs/a', 'p.pt', 3, False, '')
-  _, _, f = convert_main.parse(['export', '--checkpoint=runs/a', '--out=p.pt'])
+  parsed = convert_main.parse(['export', '--checkpoint=runs/a', '--out', 'p.pt', '--step=3', '--nouse_ema',
+                               '--prefix', '', '--dtype=float16'])
+  f = parsed.flags
+  assert parsed.positional == [] and (f.checkpoint, f.out, f.step, f.use_ema, f.prefix) == ('runs/a', 'p.pt', 3, False, '')
+  f = convert_main.parse(['export', '--checkpoint=runs/a', '--out=p.pt']).flags
   assert f.use_ema is None and f.step is None and f.prefix is None  # the checkpoint reader's defaults
-  _, _, f = convert_main.parse(['t5', '--hf_dir=hf', '--out=t5', '--overwrite'])
+  f = convert_main.parse(['t5', '--hf_dir=hf', '--out=t5', '--overwrite']).flags
   assert (f.hf_dir, f.out, f.overwrite) == ('hf', 't5', True)
 
 
@@ -40,11 +42,16 @@ def test_bad_command_lines_are_refused_naming_the_problem(argv, message):
 
 
 def test_main_exit_status_and_help(capsys):
-  assert convert_main.main(['--help']) == 0
+  with pytest.raises(SystemExit) as exit_info:
+    convert_main.main(['--help'])
+  assert exit_info.value.code == 0
   out = capsys.readouterr().out
   for text in ('usage: python -m cosmos_jax.convert dit SOURCE DEST', '--text_store:', '--hf_dir:', '--[no]use_ema:',
                '--step:', 'examples:'):
     assert text in out, text
-  assert convert_main.main([]) == 2  # the usage, on a bare call
-  assert convert_main.main(['export', '--out=o']) == 2
-  assert 'error: export needs --checkpoint' in capsys.readouterr().err
+  for argv in ([], ['export', '--out=o']):  # the usage on a bare call; a bad command line
+    with pytest.raises(SystemExit) as exit_info:
+      convert_main.main(argv)
+    assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  assert 'error: export needs --checkpoint' in err and 'usage: python -m cosmos_jax.convert' in err

@@ -33,6 +33,18 @@ def test_import_command_round_trips_the_official_pickle(tmp_path):
   assert (out / text.TENSOR_FILE).stat().st_size < 64 * 1024
 
 
+def test_show_and_command_line_errors(tmp_path, capsys):
+  text.stand_in_store(['transfer cube']).save(tmp_path / 'store')
+  assert text.main(['show', str(tmp_path / 'store')]) == 0
+  assert "['transfer cube']" in capsys.readouterr().out
+  for argv, message in ((['import', f'--out={tmp_path / "x"}'], 'import needs --pickle'),
+                        (['show', str(tmp_path), '--t5=x'], 'show does not take --t5'),
+                        (['encode', '--t5=a', '--prompts=b', '--store=c', '--batch-size=2'], "flag 'batch-size'")):
+    with pytest.raises(SystemExit) as exit_info:
+      text.main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err, message
+
+
 def test_unknown_task_lists_known_ones():
   store = text.stand_in_store(['transfer cube'])
   with pytest.raises(KeyError, match=r"'fold shirt'.*known tasks: \['transfer cube'\]"):

@@ -98,7 +98,7 @@ def test_cli_encoding_matches_transformers(tmp_path, converted, hf_tokenizer, fe
   prompts.write_text('\n'.join(t5_folders.INSTRUCTIONS) + '\n', encoding='utf-8')
   store_dir = tmp_path / 'store'
   assert text.main(['encode', '--t5', str(checkpoint), '--prompts', str(prompts), '--store', str(store_dir),
-                    '--batch-size', '3']) == 0
+                    '--batch_size', '3']) == 0
 
   want, mask = _official(model, hf_tokenizer, t5_folders.INSTRUCTIONS)
   # Float32 through the converted checkpoint: the official numbers, padded rows included.

@@ -6,14 +6,19 @@ rollouts (treat_demos_as_success_rollouts), so a draw is a policy / world-model 
 1/2, 1/4, 1/4, and no sample comes from a failure.
 
 Variants (`--config=configs/aloha.py:<arg>`, see common.parse_arg): '' the official recipe; 'tiny' a laptop-CPU
-run on the bundled gym-aloha sample.
+run on the bundled gym-aloha sample; 'small' learning from scratch on a CPU (benchmarks/learn_sim.py): the tiny
+variant's VAE, images and data with a wider, deeper DiT (on a CPU the step time is the VAE encoding of every
+sample, so the extra DiT width costs little), a constant learning rate after warm-up, and sparse logging and
+checkpoints for runs bounded by wall time rather than steps.
 """
+
+import ml_collections
 
 from configs import common
 
 
 def get_config(arg: str | None = None):
-  variant = common.parse_arg(arg, name='configs/aloha.py', tiny=False)
+  variant = common.parse_arg(arg, name='configs/aloha.py', tiny=False, small=False)
   c = common.base(
       experiment=('cosmos_predict2_2b_480p_aloha_185_demos_4_tasks_mixture_foldshirt15_candiesinbowl45_candyinbag45_'
                   'eggplantchickenonplate80'),
@@ -21,6 +26,18 @@ def get_config(arg: str | None = None):
       batch_size=200,  # 25 per GPU × 8 GPUs
       cycle=20_000, warm_up=2_000)  # LambdaLinearScheduler cycle 20000, warm-up 2000
   c.data.treat_demos_as_success_rollouts = True  # official: include demos as success rollouts
-  if variant.tiny:
+  if variant.tiny or variant.small:
     c = common.tiny(c)
+  if variant.small:
+    c.model.dit_overrides = ml_collections.ConfigDict(dict(
+        crossattn_emb_channels=1024, model_channels=128, num_blocks=4, num_heads=4, adaln_lora_dim=32))
+    c.total_steps = 200_000  # learn_sim stops the run by wall time
+    c.optim.lr = 5e-4  # from scratch, not fine-tuning
+    c.optim.schedule = ml_collections.ConfigDict(dict(  # 100 warm-up steps, then constant
+        warm_up_steps=[100, 0], cycle_lengths=[10**9, 10**14], f_start=[1e-6, 1.0], f_max=[1.0, 1.0],
+        f_min=[1.0, 1.0]))
+    c.checkpoint.every_steps = 50
+    c.checkpoint.max_to_keep = 2
+    c.log.every_steps = 10
+    c.log.image_every_steps = 0
   return c

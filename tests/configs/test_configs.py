@@ -33,9 +33,17 @@ def test_parse_arg():
 
 
 def test_parse_arg_errors():
-  with pytest.raises(ValueError, match=r"configs/aloha.py: unknown variant argument 'huge'.*\['tiny'\]"):
+  with pytest.raises(ValueError, match=r"configs/aloha.py: unknown variant argument 'huge'.*\['small', 'tiny'\]"):
     importlib.import_module('configs.aloha').get_config('huge')
   with pytest.raises(ValueError, match="'steps' needs a value"):
     common.parse_arg('steps', name='x', steps=1)
   with pytest.raises(ValueError, match="steps='many' is not a int"):
     common.parse_arg('steps=many', name='x', steps=1)
+
+
+def test_small_aloha_variant_learns_from_scratch_on_the_bundled_sample():
+  c = importlib.import_module('configs.aloha').get_config('small')
+  tiny = importlib.import_module('configs.aloha').get_config('tiny')
+  assert c.init.from_scratch and c.data.dataset_dir == tiny.data.dataset_dir and c.data.image_size == 64
+  assert c.model.dit_overrides.model_channels > tiny.model.dit_overrides.get('model_channels', 64)
+  assert c.log.image_every_steps == 0 and c.optim.schedule.f_min == [1.0, 1.0]

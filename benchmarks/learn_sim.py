@@ -1,0 +1,285 @@
+"""Does a policy trained here act? Train from scratch on scripted gym-aloha demonstrations, then run it closed loop.
+
+    nice -n 10 python benchmarks/learn_sim.py [--workdir /tmp/learn_sim] [--minutes 60] [--demo_dir DIR | --generate N]
+
+One command, CPU by default (JAX_PLATFORMS=cpu unless set):
+  1. demonstrations: --demo_dir (default: the bundled sample, 3 successful full-length transfer-cube demos, seeds
+     0-2) or --generate N fresh ones (python -m cosmos_jax.data.make_sample into <workdir>/demos, reused when
+     there); one more demo with a seed outside both seed sets goes to <workdir>/heldout (frames never trained on);
+  2. training: `python -m cosmos_jax.train --config=configs/aloha.py:<--variant> --workdir=<workdir>/train
+     --config.data.dataset_dir=<demos>`, stopped (SIGINT) after --minutes; a workdir with checkpoints resumes, so
+     a second call trains --minutes more;
+  3. the latest checkpoint as a policy (TEMPORARY, marked below: the trainer's TrainState params are written in the
+     converted-checkpoint layout until the trainer writes the one checkpoint layout of issue 12);
+  4. open loop: the policy queried on the demonstrations' own observations every 25 steps: action L1 against the
+     recorded chunk (raw units and min-max normalised) on training frames and on held-out frames, and the predicted
+     value at each query;
+  5. closed loop through the evaluation command (`python -m cosmos_jax.eval.aloha_sim`, configs/eval/aloha.py) on
+     the training seeds and on --new_seeds new seeds; its MP4s stay under <workdir>/eval_*/videos;
+  6. a table, and JSON (--out): success rate and mean highest reward for both seed sets, the loss curve every
+     log.every_steps, the action errors, training steps and wall time, the commands run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+
+# pylint: disable=wrong-import-position
+import h5py
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from cosmos_jax.convert import checkpoint as converted_checkpoint
+from cosmos_jax.convert import library as convert_lib
+from cosmos_jax.data import aloha, bundled, make_sample
+from cosmos_jax.data import stats as stats_lib
+from cosmos_jax.eval import episode as episode_lib
+from cosmos_jax.nn import vae as vae_lib
+from cosmos_jax.serve import runner as runner_lib
+from cosmos_jax.train import trainer
+# pylint: enable=wrong-import-position
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+HELDOUT_SEED = 500  # outside the bundled/generated training seeds and the new evaluation seeds
+NEW_SEEDS_START = 1000
+OPEN_LOOP_EVERY = 25  # steps between open-loop queries on a demonstration
+ROLE_FIELDS = {role: episode_lib.REQUEST_FIELDS[cam] for cam, role in aloha.CAMERA_ROLES.items()}
+
+
+def _run(command: list[str], log_path: pathlib.Path, env=None) -> None:
+  print('$ ' + ' '.join(command), flush=True)
+  with open(log_path, 'a', encoding='utf-8') as log:
+    result = subprocess.run(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
+  if result.returncode:
+    raise RuntimeError(f'{command[:4]} failed with status {result.returncode}; see {log_path}')
+
+
+def _env() -> dict:
+  return {**os.environ, 'PYTHONPATH': f'{REPO}{os.pathsep}{os.environ.get("PYTHONPATH", "")}',
+          'JAX_PLATFORMS': os.environ.get('JAX_PLATFORMS', 'cpu'), 'MUJOCO_GL': os.environ.get('MUJOCO_GL', 'egl')}
+
+
+def demo_seeds(demo_dir: str) -> list[int]:
+  seeds = []
+  for path in aloha.find_episode_files(demo_dir):
+    with h5py.File(path, 'r') as f:
+      if 'seed' not in f.attrs:
+        raise ValueError(f'{path}: no "seed" attribute (demonstrations must come from cosmos_jax.data.make_sample)')
+      seeds.append(int(f.attrs['seed']))
+  return seeds
+
+
+def ensure_demos(directory: pathlib.Path, count: int, seed: int, image_size: int, log: pathlib.Path) -> str:
+  if directory.is_dir() and len(aloha.find_episode_files(str(directory))) >= count:
+    print(f'reusing the demonstrations in {directory}', flush=True)
+    return str(directory)
+  _run([sys.executable, '-m', 'cosmos_jax.data.make_sample', '--out', str(directory), '--episodes', str(count),
+        '--seed', str(seed), '--image_size', str(image_size), '--overwrite'], log, _env())
+  return str(directory)
+
+
+def train(args, demo_dir: str, train_dir: pathlib.Path, log: pathlib.Path) -> dict:
+  """Runs the trainer until --minutes have passed (then SIGINT: it finishes pending checkpoint writes)."""
+  command = [sys.executable, '-m', 'cosmos_jax.train', f'--config=configs/aloha.py:{args.variant}',
+             f'--workdir={train_dir}', f'--config.data.dataset_dir={demo_dir}', *args.train_override]
+  if (train_dir / 'checkpoints').is_dir() and any(p.name.isdigit() for p in (train_dir / 'checkpoints').iterdir()):
+    command.append('--resume')
+  print('$ ' + ' '.join(command) + f'   (stopped after {args.minutes} min)', flush=True)
+  start = time.perf_counter()
+  with open(log, 'a', encoding='utf-8') as out:
+    process = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=out, stderr=subprocess.STDOUT)
+    try:
+      process.wait(timeout=args.minutes * 60)
+    except subprocess.TimeoutExpired:
+      process.send_signal(signal.SIGINT)
+      process.wait(timeout=600)
+  seconds = time.perf_counter() - start
+  if process.returncode not in (0, -signal.SIGINT, 1, 130):
+    raise RuntimeError(f'training failed with status {process.returncode}; see {log}')
+  return {'command': ' '.join(command), 'wall_seconds': round(seconds, 1), 'returncode': process.returncode}
+
+
+CURVE_KEYS = ('loss', 'demo_sample_action_l1_loss', 'step_time_s')
+
+
+def loss_curve(train_dir: pathlib.Path) -> list[dict]:
+  """The trainer's logged metrics (every log.every_steps): total loss, the action-slot L1 of the policy samples
+  in the batch (NaN when the batch had none), seconds per step."""
+  path = train_dir / 'metrics.jsonl'
+  if not path.exists():
+    return []
+  rows = [json.loads(line) for line in path.read_text(encoding='utf-8').splitlines() if line.strip()]
+  return [{'step': r['step'], **{k: r[k] for k in CURVE_KEYS if k in r}} for r in rows]
+
+
+# --- TEMPORARY bridge (remove when the trainer writes issue 12's one checkpoint layout that serve/eval read) -----
+def export_latest_checkpoint(train_dir: pathlib.Path, out_dir: pathlib.Path) -> tuple[str, str, int]:
+  """The latest training checkpoint's DiT params -> a converted-DiT directory (with the run's statistics and text
+  store as assets) and the run's VAE -> a converted-VAE directory, the layout PolicyRunner.from_checkpoints reads."""
+  checkpoints = train_dir / 'checkpoints'
+  steps = sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()) if checkpoints.is_dir() else []
+  if not steps:
+    raise FileNotFoundError(f'no training checkpoint under {checkpoints}')
+  step_dir = checkpoints / str(steps[-1])
+  with ocp.StandardCheckpointer() as checkpointer:
+    state = checkpointer.restore(step_dir / 'state')
+  meta = json.loads((step_dir / 'meta' / 'metadata').read_text(encoding='utf-8'))
+  config = ml_collections.ConfigDict(meta['config'])
+  dit_cfg, vae_cfg = trainer.model_configs(config)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  statistics = out_dir / stats_lib.STATISTICS_FILENAME
+  stats_lib.save_statistics(meta['statistics'], statistics)
+  text_store = train_dir / 'assets' / 'text_store'
+  if not text_store.is_dir():
+    text_store = pathlib.Path(config.data.text_store or os.path.join(config.data.dataset_dir, 'text_store'))
+  dit_dir, vae_dir = out_dir / f'dit_step{steps[-1]}', out_dir / 'vae'
+  converted_checkpoint.save_params(
+      dit_dir, state['params'],
+      {'format': convert_lib.FORMAT, 'model': 'dit', 'config': convert_lib.KINDS['dit'].config_to_dict(dit_cfg),
+       'source': {'training_checkpoint': str(step_dir), 'step': steps[-1]},
+       'assets': {convert_lib.STATISTICS_ASSET: convert_lib.STATISTICS_ASSET,
+                  convert_lib.TEXT_STORE_ASSET: convert_lib.TEXT_STORE_ASSET}},
+      {convert_lib.STATISTICS_ASSET: statistics, convert_lib.TEXT_STORE_ASSET: text_store}, overwrite=True)
+  if not vae_dir.exists():
+    vae_source = config.init.vae_checkpoint or str(vae_lib.TINY_VAE_PATH)
+    convert_lib.convert('vae', vae_source, vae_dir, vae_lib.VAEConfig(base_dim=vae_cfg.base_dim))
+  return str(dit_dir), str(vae_dir), steps[-1]
+# --- end of the TEMPORARY bridge ----------------------------------------------------------------------------------
+
+
+def open_loop(runner, demo_path: str, image_size: int, statistics) -> dict:
+  """The policy on a demonstration's own observations every OPEN_LOOP_EVERY steps: action L1 against the
+  recorded chunk, raw (radians; grippers in normalised units) and min-max normalised, and the predicted value."""
+  demo = aloha.read_demo(demo_path, image_size)
+  low, high = np.asarray(statistics['actions_min']), np.asarray(statistics['actions_max'])
+  chunk = runner.layout.chunk_size
+  rows = []
+  for t in range(0, demo.num_steps - 1, OPEN_LOOP_EVERY):
+    observation = {field: demo.frames[role][t] for role, field in ROLE_FIELDS.items()}
+    observation.update(proprio=demo.proprio[t].astype(np.float64), task_description=demo.command)
+    response = runner.act(observation)
+    predicted = np.asarray(response['actions'], np.float64)
+    target = demo.actions[t:t + chunk].astype(np.float64)
+    target = np.concatenate([target, np.repeat(target[-1:], chunk - len(target), axis=0)])
+    error = np.abs(predicted - target)
+    rows.append({'step': t, 'l1': float(error.mean()), 'l1_normalised': float((2 * error / (high - low)).mean()),
+                 'l1_arms_rad': float(error[:, episode_lib.ARM_JOINTS].mean()),
+                 'l1_grippers': float(error[:, [6, 13]].mean()),
+                 'first_action_l1': float(error[0].mean()), 'value': float(response['value_prediction'])})
+  return {'demo': os.path.relpath(demo_path, REPO) if demo_path.startswith(str(REPO)) else demo_path,
+          'mean_l1': float(np.mean([r['l1'] for r in rows])),
+          'mean_l1_normalised': float(np.mean([r['l1_normalised'] for r in rows])),
+          'mean_l1_arms_rad': float(np.mean([r['l1_arms_rad'] for r in rows])),
+          'mean_l1_grippers': float(np.mean([r['l1_grippers'] for r in rows])), 'per_query': rows}
+
+
+def closed_loop(args, dit_dir: str, vae_dir: str, seeds: list[int], out: pathlib.Path, log: pathlib.Path) -> dict:
+  command = [sys.executable, '-m', 'cosmos_jax.eval.aloha_sim', '--config=configs/eval/aloha.py',
+             f'--config.out={out}', f'--config.seeds={",".join(map(str, seeds))}',
+             f'--config.image_size={args.image_size}', f'--config.preprocess_size={args.demo_image_size}',
+             f'--config.policy.dit_dir={dit_dir}', f'--config.policy.vae_dir={vae_dir}']
+  _run(command, log, _env())
+  summary = json.loads((out / 'summary.json').read_text(encoding='utf-8'))
+  return {'command': ' '.join(command), 'seeds': seeds, 'success_rate': summary['success_rate'],
+          'mean_highest_reward': summary['mean_highest_reward'],
+          'highest_rewards': [e['highest_reward'] for e in summary['per_episode']],
+          'values': [e['values'] for e in summary['per_episode']],
+          'videos': [str(out / e['video']) for e in summary['per_episode']],
+          'wall_seconds': summary['timings']['wall_seconds']}
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--workdir', default='/tmp/cosmos_jax_learn_sim')
+  parser.add_argument('--minutes', type=float, default=60.0, help='training time of this call (resumes if run again)')
+  parser.add_argument('--demo_dir', default=str(bundled.sample_dir('aloha')),
+                      help='successful demonstrations with seeds (default: the bundled sample)')
+  parser.add_argument('--generate', type=int, default=0, help='generate N demonstrations into <workdir>/demos instead')
+  parser.add_argument('--demo_image_size', type=int, default=128, help='stored camera size of generated demos')
+  parser.add_argument('--variant', default='small', help='configs/aloha.py variant')
+  parser.add_argument('--image_size', type=int, default=64, help='the variant\'s data.image_size')
+  parser.add_argument('--new_seeds', type=int, default=20)
+  parser.add_argument('--skip_training', action='store_true', help='evaluate the latest checkpoint only')
+  parser.add_argument('--train_override', action='append', default=[],
+                      help='extra trainer flag, e.g. --train_override=--config.batch_size=4 (repeatable)')
+  parser.add_argument('--out', default=str(REPO / 'benchmarks' / 'results' / 'learn_sim.json'))
+  args = parser.parse_args(argv)
+
+  workdir = pathlib.Path(args.workdir).absolute()
+  workdir.mkdir(parents=True, exist_ok=True)
+  log = workdir / 'learn_sim.log'
+  start = time.perf_counter()
+  demo_dir = (ensure_demos(workdir / 'demos', args.generate, 0, args.demo_image_size, log) if args.generate
+              else args.demo_dir)
+  train_seeds = demo_seeds(demo_dir)
+  heldout_dir = ensure_demos(workdir / 'heldout', 1, HELDOUT_SEED, args.demo_image_size, log)
+  new_seeds = list(range(NEW_SEEDS_START, NEW_SEEDS_START + args.new_seeds))
+  if set(new_seeds) & set(train_seeds) or HELDOUT_SEED in train_seeds:
+    raise ValueError(f'training seeds {train_seeds} overlap the held-out seed {HELDOUT_SEED} or the new seeds')
+
+  train_dir = workdir / 'train'
+  calls_path = workdir / 'training_calls.json'
+  calls = json.loads(calls_path.read_text(encoding='utf-8')) if calls_path.exists() else []
+  if not args.skip_training:
+    calls.append(train(args, demo_dir, train_dir, log))
+    calls_path.write_text(json.dumps(calls, indent=2), encoding='utf-8')
+  dit_dir, vae_dir, step = export_latest_checkpoint(train_dir, workdir / 'policy')
+  curve = loss_curve(train_dir)
+
+  runner = runner_lib.PolicyRunner.from_checkpoints(dit_dir, vae_dir, image_size=args.image_size)
+  open_loop_train = [open_loop(runner, path, args.image_size, runner.statistics)
+                     for path in aloha.find_episode_files(demo_dir)]
+  open_loop_heldout = [open_loop(runner, path, args.image_size, runner.statistics)
+                       for path in aloha.find_episode_files(heldout_dir)]
+  del runner
+
+  results = {
+      'benchmark': 'learn_sim',
+      'command': ' '.join([sys.executable, *sys.argv]) if argv is None else f'learn_sim.main({argv})',
+      'machine': {'cpu_count': os.cpu_count(), 'jax_platforms': os.environ.get('JAX_PLATFORMS'),
+                  'load_average': os.getloadavg()},
+      'demos': {'dir': demo_dir, 'train_seeds': train_seeds, 'heldout_seed': HELDOUT_SEED},
+      'training': {'variant': args.variant, 'checkpoint_step': step, 'calls': calls,
+                   'wall_seconds': round(sum(c['wall_seconds'] for c in calls), 1), 'loss_curve': curve},
+      'open_loop': {
+          'train_frames_mean_l1': float(np.mean([r['mean_l1'] for r in open_loop_train])),
+          'train_frames_mean_l1_normalised': float(np.mean([r['mean_l1_normalised'] for r in open_loop_train])),
+          'heldout_frames_mean_l1': float(np.mean([r['mean_l1'] for r in open_loop_heldout])),
+          'heldout_frames_mean_l1_normalised': float(np.mean([r['mean_l1_normalised'] for r in open_loop_heldout])),
+          'train': open_loop_train, 'heldout': open_loop_heldout},
+  }
+  results['closed_loop'] = {
+      'train_seeds': closed_loop(args, dit_dir, vae_dir, train_seeds, workdir / 'eval_train_seeds', log),
+      'new_seeds': closed_loop(args, dit_dir, vae_dir, new_seeds, workdir / 'eval_new_seeds', log),
+  }
+  results['wall_seconds'] = round(time.perf_counter() - start, 1)
+
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  with open(args.out, 'w', encoding='utf-8') as f:
+    json.dump(results, f, indent=2)
+  c, o = results['closed_loop'], results['open_loop']
+  print(f'\ntraining: checkpoint step {step} after {results["training"]["wall_seconds"] / 60:.1f} min in '
+        f'{len(calls)} call(s); last logged loss {curve[-1]["loss"] if curve else float("nan"):.4f}')
+  print(f'{"":<22}{"success":>8}{"mean max reward":>17}{"episodes":>10}')
+  for name in ('train_seeds', 'new_seeds'):
+    print(f'{name:<22}{c[name]["success_rate"]:>8.2f}{c[name]["mean_highest_reward"]:>17.2f}'
+          f'{len(c[name]["seeds"]):>10}')
+  print(f'open-loop action L1 (raw / normalised): training frames {o["train_frames_mean_l1"]:.4f} / '
+        f'{o["train_frames_mean_l1_normalised"]:.4f}; held-out frames {o["heldout_frames_mean_l1"]:.4f} / '
+        f'{o["heldout_frames_mean_l1_normalised"]:.4f}')
+  print(f'wrote {args.out}; videos under {workdir}/eval_*/videos')
+  return results
+
+
+if __name__ == '__main__':
+  main()

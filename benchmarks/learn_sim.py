@@ -9,8 +9,8 @@ One command, CPU by default (JAX_PLATFORMS=cpu unless set):
   2. training: `python -m cosmos_jax.train --config=configs/aloha.py:<--variant> --workdir=<workdir>/train
      --config.data.dataset_dir=<demos>`, stopped (SIGINT) after --minutes; a workdir with checkpoints resumes, so
      a second call trains --minutes more;
-  3. the latest checkpoint as a policy (TEMPORARY, marked below: the trainer's TrainState params are written in the
-     converted-checkpoint layout until the trainer writes the one checkpoint layout of issue 12);
+  3. the latest training checkpoint is the policy (the one checkpoint layout: params, statistics, text store), with
+     the run's VAE converted once (python -m cosmos_jax.convert's library);
   4. open loop: the policy queried on the demonstrations' own observations every 25 steps: action L1 against the
      recorded chunk (raw units and min-max normalised) on training frames and on held-out frames, and the predicted
      value at each query;
@@ -37,14 +37,13 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 import h5py
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
 from cosmos_jax.convert import checkpoint as converted_checkpoint
 from cosmos_jax.convert import library as convert_lib
 from cosmos_jax.data import aloha, bundled, make_sample
-from cosmos_jax.data import stats as stats_lib
 from cosmos_jax.eval import episode as episode_lib
 from cosmos_jax.nn import vae as vae_lib
+from cosmos_jax.policy import layout as layout_lib
 from cosmos_jax.serve import runner as runner_lib
 from cosmos_jax.train import trainer
 # pylint: enable=wrong-import-position
@@ -97,14 +96,17 @@ def train(args, demo_dir: str, train_dir: pathlib.Path, log: pathlib.Path) -> di
   print('$ ' + ' '.join(command) + f'   (stopped after {args.minutes} min)', flush=True)
   start = time.perf_counter()
   with open(log, 'a', encoding='utf-8') as out:
-    process = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=out, stderr=subprocess.STDOUT)
+    # A shell's background job inherits SIGINT ignored; the trainer needs it to stop cleanly (KeyboardInterrupt ->
+    # pending checkpoint writes finish).
+    process = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=out, stderr=subprocess.STDOUT,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
       process.wait(timeout=args.minutes * 60)
     except subprocess.TimeoutExpired:
       process.send_signal(signal.SIGINT)
       process.wait(timeout=600)
   seconds = time.perf_counter() - start
-  if process.returncode not in (0, -signal.SIGINT, 1, 130):
+  if process.returncode not in (0, 1, 130, -signal.SIGINT, -signal.SIGTERM):
     raise RuntimeError(f'training failed with status {process.returncode}; see {log}')
   return {'command': ' '.join(command), 'wall_seconds': round(seconds, 1), 'returncode': process.returncode}
 
@@ -122,47 +124,24 @@ def loss_curve(train_dir: pathlib.Path) -> list[dict]:
   return [{'step': r['step'], **{k: r[k] for k in CURVE_KEYS if k in r}} for r in rows]
 
 
-# --- TEMPORARY bridge (remove when the trainer writes issue 12's one checkpoint layout that serve/eval read) -----
-def export_latest_checkpoint(train_dir: pathlib.Path, out_dir: pathlib.Path) -> tuple[str, str, int]:
-  """The latest training checkpoint's DiT params -> a converted-DiT directory (with the run's statistics and text
-  store as assets) and the run's VAE -> a converted-VAE directory, the layout PolicyRunner.from_checkpoints reads."""
-  checkpoints = train_dir / 'checkpoints'
-  steps = sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()) if checkpoints.is_dir() else []
-  if not steps:
-    raise FileNotFoundError(f'no training checkpoint under {checkpoints}')
-  step_dir = checkpoints / str(steps[-1])
-  with ocp.StandardCheckpointer() as checkpointer:
-    state = checkpointer.restore(step_dir / 'state')
-  meta = json.loads((step_dir / 'meta' / 'metadata').read_text(encoding='utf-8'))
-  config = ml_collections.ConfigDict(meta['config'])
-  dit_cfg, vae_cfg = trainer.model_configs(config)
-  out_dir.mkdir(parents=True, exist_ok=True)
-  statistics = out_dir / stats_lib.STATISTICS_FILENAME
-  stats_lib.save_statistics(meta['statistics'], statistics)
-  text_store = train_dir / 'assets' / 'text_store'
-  if not text_store.is_dir():
-    text_store = pathlib.Path(config.data.text_store or os.path.join(config.data.dataset_dir, 'text_store'))
-  dit_dir, vae_dir = out_dir / f'dit_step{steps[-1]}', out_dir / 'vae'
-  converted_checkpoint.save_params(
-      dit_dir, state['params'],
-      {'format': convert_lib.FORMAT, 'model': 'dit', 'config': convert_lib.KINDS['dit'].config_to_dict(dit_cfg),
-       'source': {'training_checkpoint': str(step_dir), 'step': steps[-1]},
-       'assets': {convert_lib.STATISTICS_ASSET: convert_lib.STATISTICS_ASSET,
-                  convert_lib.TEXT_STORE_ASSET: convert_lib.TEXT_STORE_ASSET}},
-      {convert_lib.STATISTICS_ASSET: statistics, convert_lib.TEXT_STORE_ASSET: text_store}, overwrite=True)
+def trained_policy(train_dir: pathlib.Path, out_dir: pathlib.Path) -> tuple[str, str, int]:
+  """(latest training checkpoint directory, converted VAE directory, step): the checkpoint is in the one layout
+  serve and eval read (params + assets: config, statistics, text store); the VAE the run used, converted once."""
+  checkpoint = converted_checkpoint.open_checkpoint(train_dir).require('dit', what='learn_sim', policy=True)
+  vae_dir = out_dir / 'vae'
   if not vae_dir.exists():
-    vae_source = config.init.vae_checkpoint or str(vae_lib.TINY_VAE_PATH)
-    convert_lib.convert('vae', vae_source, vae_dir, vae_lib.VAEConfig(base_dim=vae_cfg.base_dim))
-  return str(dit_dir), str(vae_dir), steps[-1]
-# --- end of the TEMPORARY bridge ----------------------------------------------------------------------------------
+    _, vae_cfg = trainer.model_configs(ml_collections.ConfigDict(checkpoint.train_config))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    convert_lib.convert('vae', checkpoint.vae_checkpoint or str(vae_lib.TINY_VAE_PATH), vae_dir,
+                        vae_lib.VAEConfig(base_dim=vae_cfg.base_dim), dtype='float32')
+  return str(checkpoint.directory), str(vae_dir), int(checkpoint.step)
 
 
-def open_loop(runner, demo_path: str, image_size: int, statistics) -> dict:
+def open_loop(runner, demo_path: str, image_size: int, statistics, chunk: int) -> dict:
   """The policy on a demonstration's own observations every OPEN_LOOP_EVERY steps: action L1 against the
   recorded chunk, raw (radians; grippers in normalised units) and min-max normalised, and the predicted value."""
   demo = aloha.read_demo(demo_path, image_size)
   low, high = np.asarray(statistics['actions_min']), np.asarray(statistics['actions_max'])
-  chunk = runner.layout.chunk_size
   rows = []
   for t in range(0, demo.num_steps - 1, OPEN_LOOP_EVERY):
     observation = {field: demo.frames[role][t] for role, field in ROLE_FIELDS.items()}
@@ -233,13 +212,15 @@ def main(argv=None) -> dict:
   if not args.skip_training:
     calls.append(train(args, demo_dir, train_dir, log))
     calls_path.write_text(json.dumps(calls, indent=2), encoding='utf-8')
-  dit_dir, vae_dir, step = export_latest_checkpoint(train_dir, workdir / 'policy')
+  dit_dir, vae_dir, step = trained_policy(train_dir, workdir / 'policy')
   curve = loss_curve(train_dir)
 
   runner = runner_lib.PolicyRunner.from_checkpoints(dit_dir, vae_dir, image_size=args.image_size)
-  open_loop_train = [open_loop(runner, path, args.image_size, runner.statistics)
+  statistics = converted_checkpoint.open_checkpoint(dit_dir).statistics()
+  chunk = layout_lib.get_layout('aloha').chunk_size
+  open_loop_train = [open_loop(runner, path, args.image_size, statistics, chunk)
                      for path in aloha.find_episode_files(demo_dir)]
-  open_loop_heldout = [open_loop(runner, path, args.image_size, runner.statistics)
+  open_loop_heldout = [open_loop(runner, path, args.image_size, statistics, chunk)
                        for path in aloha.find_episode_files(heldout_dir)]
   del runner
 

@@ -186,3 +186,23 @@ def test_config_errors(tmp_path):
     policies.make_policy(config)
   result = _command(f'--config={CONFIG}:huge', f'--config.out={tmp_path}', timeout=120)
   assert result.returncode != 0 and "unknown variant argument 'huge'" in result.stderr
+
+
+def test_checkpoint_policies_run_without_the_proprio_range_check(tmp_path, monkeypatch):
+  """A policy that leaves its training range fails its episode; the runner's request check must not abort the
+  evaluation instead."""
+  calls = []
+
+  class FakeRunner:
+    name = 'fake'
+
+    def act(self, observation):
+      return {}
+
+  monkeypatch.setattr(policies.runner.PolicyRunner, 'from_checkpoints',
+                      classmethod(lambda cls, *args, **kwargs: calls.append((args, kwargs)) or FakeRunner()))
+  config = _tiny_config(tmp_path)
+  config.policy.kind, config.policy.dit_dir, config.policy.vae_dir = 'checkpoint', 'D', 'V'
+  _, name = policies.make_policy(config)
+  assert name == 'fake' and calls[0][0] == ('D', 'V')
+  assert calls[0][1]['proprio_margin'] is None and calls[0][1]['image_size'] == 64

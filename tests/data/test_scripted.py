@@ -11,7 +11,7 @@ os.environ.setdefault('MUJOCO_GL', 'egl')  # before anything imports mujoco
 import numpy as np
 import pytest
 
-from cosmos_jax.data import make_sample, scripted, simulator
+from cosmos_jax.data import aloha, make_sample, scripted, simulator
 
 
 @pytest.mark.parametrize('task, seed', [('transfer_cube', 7), ('insertion', 3)])
@@ -80,3 +80,14 @@ def test_scripted_policies_succeed_on_at_least_90_percent_of_50_seeds(tmp_path):
   results = make_sample.main(['--measure', '--seeds', '50', '--json', str(tmp_path / 'success.json')])
   for task, result in results.items():
     assert result['success_rate'] >= 0.9, (task, result)
+
+
+def test_insertion_demos_in_the_aloha_format(tmp_path):
+  entry = make_sample.generate(str(tmp_path), 1, task='insertion', num_steps=4, seed=5, image_size=32,
+                               log=lambda _: None)
+  (path,) = aloha.find_episode_files(str(tmp_path))
+  demo = aloha.read_demo(path, 32)
+  assert demo.command == 'insertion' and demo.num_steps == 4 and entry['seeds'] == [5]
+  assert {role: f.shape for role, f in demo.frames.items()} == {r: (4, 32, 32, 3) for r in aloha.CAMERA_ROLES.values()}
+  with pytest.raises(FileExistsError, match='overwrite'):
+    make_sample.generate(str(tmp_path), 1, task='insertion', num_steps=4, log=lambda _: None)

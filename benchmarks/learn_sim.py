@@ -40,7 +40,7 @@ import numpy as np
 
 from cosmos_jax.convert import checkpoint as converted_checkpoint
 from cosmos_jax.convert import library as convert_lib
-from cosmos_jax.data import aloha, bundled, make_sample
+from cosmos_jax.data import aloha, bundled, simulator
 from cosmos_jax.eval import episode as episode_lib
 from cosmos_jax.nn import vae as vae_lib
 from cosmos_jax.policy import layout as layout_lib
@@ -151,7 +151,9 @@ def open_loop(runner, demo_path: str, image_size: int, statistics, chunk: int) -
     target = demo.actions[t:t + chunk].astype(np.float64)
     target = np.concatenate([target, np.repeat(target[-1:], chunk - len(target), axis=0)])
     error = np.abs(predicted - target)
+    hold = np.abs(demo.proprio[t].astype(np.float64) - target)  # baseline: stay where the arms are
     rows.append({'step': t, 'l1': float(error.mean()), 'l1_normalised': float((2 * error / (high - low)).mean()),
+                 'hold_baseline_l1': float(hold.mean()),
                  'l1_arms_rad': float(error[:, episode_lib.ARM_JOINTS].mean()),
                  'l1_grippers': float(error[:, [6, 13]].mean()),
                  'first_action_l1': float(error[0].mean()), 'value': float(response['value_prediction'])})
@@ -159,16 +161,45 @@ def open_loop(runner, demo_path: str, image_size: int, statistics, chunk: int) -
           'mean_l1': float(np.mean([r['l1'] for r in rows])),
           'mean_l1_normalised': float(np.mean([r['l1_normalised'] for r in rows])),
           'mean_l1_arms_rad': float(np.mean([r['l1_arms_rad'] for r in rows])),
-          'mean_l1_grippers': float(np.mean([r['l1_grippers'] for r in rows])), 'per_query': rows}
+          'mean_l1_grippers': float(np.mean([r['l1_grippers'] for r in rows])),
+          'hold_baseline_mean_l1': float(np.mean([r['hold_baseline_l1'] for r in rows])), 'per_query': rows}
+
+
+def action_noise_tolerance(demo_dir: str, scales=(0.0, 0.01, 0.02, 0.05, 0.1), repeats: int = 5,
+                           seed: int = 0) -> list[dict]:
+  """How accurate must the actions be? Each training demonstration's recorded actions replayed in the simulator
+  (no cameras), `repeats` times, with one random offset per 50-step chunk added to every joint (uniform in +-scale, radians; the
+  grippers' normalised units alike): success rate and mean highest reward per scale."""
+  rng = np.random.default_rng(seed)
+  files = aloha.find_episode_files(demo_dir)
+  sim = simulator.AlohaSim('transfer_cube')
+  rows = []
+  for scale in scales:
+    highest = []
+    for path in files * repeats:
+      with h5py.File(path, 'r') as f:
+        demo_seed, actions = int(f.attrs['seed']), np.asarray(f['action'][:], np.float64)
+      offsets = np.repeat(rng.uniform(-scale, scale, (len(actions) // 50 + 1, 14)), 50, axis=0)[:len(actions)]
+      sim.reset(demo_seed)
+      highest.append(max(sim.step(a) for a in actions + offsets))
+    rows.append({'scale': scale, 'mean_abs_offset': scale / 2, 'success_rate': float(np.mean(np.array(highest) >= 4)),
+                 'mean_highest_reward': float(np.mean(highest))})
+  return rows
 
 
 def closed_loop(args, dit_dir: str, vae_dir: str, seeds: list[int], out: pathlib.Path, log: pathlib.Path) -> dict:
+  """The evaluation command on `seeds`; with --reuse_evaluations, an existing summary of the same checkpoint and
+  seeds is read instead."""
   command = [sys.executable, '-m', 'cosmos_jax.eval.aloha_sim', '--config=configs/eval/aloha.py',
              f'--config.out={out}', f'--config.seeds={",".join(map(str, seeds))}',
              f'--config.image_size={args.image_size}', f'--config.preprocess_size={args.demo_image_size}',
              f'--config.policy.dit_dir={dit_dir}', f'--config.policy.vae_dir={vae_dir}']
-  _run(command, log, _env())
-  summary = json.loads((out / 'summary.json').read_text(encoding='utf-8'))
+  summary_path = out / 'summary.json'
+  previous = json.loads(summary_path.read_text(encoding='utf-8')) if summary_path.exists() else None
+  if not (args.reuse_evaluations and previous and previous['seeds'] == seeds
+          and previous['config']['policy']['dit_dir'] == dit_dir):
+    _run(command, log, _env())
+  summary = json.loads(summary_path.read_text(encoding='utf-8'))
   return {'command': ' '.join(command), 'seeds': seeds, 'success_rate': summary['success_rate'],
           'mean_highest_reward': summary['mean_highest_reward'],
           'highest_rewards': [e['highest_reward'] for e in summary['per_episode']],
@@ -189,6 +220,8 @@ def main(argv=None) -> dict:
   parser.add_argument('--image_size', type=int, default=64, help='the variant\'s data.image_size')
   parser.add_argument('--new_seeds', type=int, default=20)
   parser.add_argument('--skip_training', action='store_true', help='evaluate the latest checkpoint only')
+  parser.add_argument('--reuse_evaluations', action='store_true',
+                      help='with --skip_training: read closed-loop summaries already made for this checkpoint')
   parser.add_argument('--train_override', action='append', default=[],
                       help='extra trainer flag, e.g. --train_override=--config.batch_size=4 (repeatable)')
   parser.add_argument('--out', default=str(REPO / 'benchmarks' / 'results' / 'learn_sim.json'))
@@ -237,7 +270,9 @@ def main(argv=None) -> dict:
           'train_frames_mean_l1_normalised': float(np.mean([r['mean_l1_normalised'] for r in open_loop_train])),
           'heldout_frames_mean_l1': float(np.mean([r['mean_l1'] for r in open_loop_heldout])),
           'heldout_frames_mean_l1_normalised': float(np.mean([r['mean_l1_normalised'] for r in open_loop_heldout])),
+          'train_frames_hold_baseline_l1': float(np.mean([r['hold_baseline_mean_l1'] for r in open_loop_train])),
           'train': open_loop_train, 'heldout': open_loop_heldout},
+      'action_noise_tolerance': action_noise_tolerance(demo_dir),
   }
   results['closed_loop'] = {
       'train_seeds': closed_loop(args, dit_dir, vae_dir, train_seeds, workdir / 'eval_train_seeds', log),
@@ -258,6 +293,8 @@ def main(argv=None) -> dict:
   print(f'open-loop action L1 (raw / normalised): training frames {o["train_frames_mean_l1"]:.4f} / '
         f'{o["train_frames_mean_l1_normalised"]:.4f}; held-out frames {o["heldout_frames_mean_l1"]:.4f} / '
         f'{o["heldout_frames_mean_l1_normalised"]:.4f}')
+  print('replayed demonstrations with a random offset per chunk (success rate): ' + ', '.join(
+      f'+-{r["scale"]:g}: {r["success_rate"]:.2f}' for r in results['action_noise_tolerance']))
   print(f'wrote {args.out}; videos under {workdir}/eval_*/videos')
   return results
 

@@ -9,8 +9,8 @@ One command, CPU by default (JAX_PLATFORMS=cpu unless set):
   2. training: `python -m cosmos_jax.train --config=configs/aloha.py:<--variant> --workdir=<workdir>/train
      --config.data.dataset_dir=<demos>`, stopped (SIGINT) after --minutes; a workdir with checkpoints resumes, so
      a second call trains --minutes more;
-  3. the latest training checkpoint is the policy (the one checkpoint layout: params, statistics, text store), with
-     the run's VAE converted once (python -m cosmos_jax.convert's library);
+  3. the latest training checkpoint is the policy (the one checkpoint layout: params, statistics, text store, and
+     the VAE the run trained with), read from the training workdir by PolicyRunner and the evaluation command;
   4. open loop: the policy queried on the demonstrations' own observations every 25 steps: action L1 against the
      recorded chunk (raw units and min-max normalised) on training frames and on held-out frames, and the predicted
      value at each query;
@@ -35,17 +35,13 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 # pylint: disable=wrong-import-position
 import h5py
-import ml_collections
 import numpy as np
 
-from cosmos_jax.convert import checkpoint as converted_checkpoint
-from cosmos_jax.convert import library as convert_lib
+from cosmos_jax.convert import checkpoint as checkpoint_lib
 from cosmos_jax.data import aloha, bundled, simulator
 from cosmos_jax.eval import episode as episode_lib
-from cosmos_jax.nn import vae as vae_lib
 from cosmos_jax.policy import layout as layout_lib
 from cosmos_jax.serve import runner as runner_lib
-from cosmos_jax.train import trainer
 # pylint: enable=wrong-import-position
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -124,17 +120,11 @@ def loss_curve(train_dir: pathlib.Path) -> list[dict]:
   return [{'step': r['step'], **{k: r[k] for k in CURVE_KEYS if k in r}} for r in rows]
 
 
-def trained_policy(train_dir: pathlib.Path, out_dir: pathlib.Path) -> tuple[str, str, int]:
-  """(latest training checkpoint directory, converted VAE directory, step): the checkpoint is in the one layout
-  serve and eval read (params + assets: config, statistics, text store); the VAE the run used, converted once."""
-  checkpoint = converted_checkpoint.open_checkpoint(train_dir).require('dit', what='learn_sim', policy=True)
-  vae_dir = out_dir / 'vae'
-  if not vae_dir.exists():
-    _, vae_cfg = trainer.model_configs(ml_collections.ConfigDict(checkpoint.train_config))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    convert_lib.convert('vae', checkpoint.vae_checkpoint or str(vae_lib.TINY_VAE_PATH), vae_dir,
-                        vae_lib.VAEConfig(base_dim=vae_cfg.base_dim), dtype='float32')
-  return str(checkpoint.directory), str(vae_dir), int(checkpoint.step)
+def latest_step(train_dir: pathlib.Path) -> int:
+  """The latest finished checkpoint step of the run (one checkpoint layout: params, statistics, text store and the
+  VAE the run trained with, which the evaluation command and PolicyRunner read from the workdir)."""
+  checkpoint = checkpoint_lib.open_checkpoint(train_dir).require('dit', what='learn_sim', policy=True)
+  return int(checkpoint.step)
 
 
 def open_loop(runner, demo_path: str, image_size: int, statistics, chunk: int) -> dict:
@@ -187,17 +177,18 @@ def action_noise_tolerance(demo_dir: str, scales=(0.0, 0.01, 0.02, 0.05, 0.1), r
   return rows
 
 
-def closed_loop(args, dit_dir: str, vae_dir: str, seeds: list[int], out: pathlib.Path, log: pathlib.Path) -> dict:
+def closed_loop(args, train_dir: pathlib.Path, step: int, seeds: list[int], out: pathlib.Path, log: pathlib.Path) -> dict:
   """The evaluation command on `seeds`; with --reuse_evaluations, an existing summary of the same checkpoint and
   seeds is read instead."""
   command = [sys.executable, '-m', 'cosmos_jax.eval.aloha_sim', '--config=configs/eval/aloha.py',
              f'--config.out={out}', f'--config.seeds={",".join(map(str, seeds))}',
              f'--config.image_size={args.image_size}', f'--config.preprocess_size={args.demo_image_size}',
-             f'--config.policy.dit_dir={dit_dir}', f'--config.policy.vae_dir={vae_dir}']
+             f'--config.policy.checkpoint={train_dir}', f'--config.policy.step={step}']
   summary_path = out / 'summary.json'
   previous = json.loads(summary_path.read_text(encoding='utf-8')) if summary_path.exists() else None
   if not (args.reuse_evaluations and previous and previous['seeds'] == seeds
-          and previous['config']['policy']['dit_dir'] == dit_dir):
+          and previous['config']['policy']['checkpoint'] == str(train_dir)
+          and previous['config']['policy']['step'] == step):
     _run(command, log, _env())
   summary = json.loads(summary_path.read_text(encoding='utf-8'))
   return {'command': ' '.join(command), 'seeds': seeds, 'success_rate': summary['success_rate'],
@@ -245,11 +236,11 @@ def main(argv=None) -> dict:
   if not args.skip_training:
     calls.append(train(args, demo_dir, train_dir, log))
     calls_path.write_text(json.dumps(calls, indent=2), encoding='utf-8')
-  dit_dir, vae_dir, step = trained_policy(train_dir, workdir / 'policy')
+  step = latest_step(train_dir)
   curve = loss_curve(train_dir)
 
-  runner = runner_lib.PolicyRunner.from_checkpoints(dit_dir, vae_dir, image_size=args.image_size)
-  statistics = converted_checkpoint.open_checkpoint(dit_dir).statistics()
+  runner = runner_lib.PolicyRunner.from_checkpoints(train_dir, step=step, image_size=args.image_size)
+  statistics = checkpoint_lib.open_checkpoint(train_dir, step).statistics()
   chunk = layout_lib.get_layout('aloha').chunk_size
   open_loop_train = [open_loop(runner, path, args.image_size, statistics, chunk)
                      for path in aloha.find_episode_files(demo_dir)]
@@ -275,8 +266,8 @@ def main(argv=None) -> dict:
       'action_noise_tolerance': action_noise_tolerance(demo_dir),
   }
   results['closed_loop'] = {
-      'train_seeds': closed_loop(args, dit_dir, vae_dir, train_seeds, workdir / 'eval_train_seeds', log),
-      'new_seeds': closed_loop(args, dit_dir, vae_dir, new_seeds, workdir / 'eval_new_seeds', log),
+      'train_seeds': closed_loop(args, train_dir, step, train_seeds, workdir / 'eval_train_seeds', log),
+      'new_seeds': closed_loop(args, train_dir, step, new_seeds, workdir / 'eval_new_seeds', log),
   }
   results['wall_seconds'] = round(time.perf_counter() - start, 1)
 

@@ -202,7 +202,7 @@ def test_checkpoint_policies_run_without_the_proprio_range_check(tmp_path, monke
   monkeypatch.setattr(policies.runner.PolicyRunner, 'from_checkpoints',
                       classmethod(lambda cls, *args, **kwargs: calls.append((args, kwargs)) or FakeRunner()))
   config = _tiny_config(tmp_path)
-  config.policy.kind, config.policy.dit_dir, config.policy.vae_dir = 'checkpoint', 'D', 'V'
+  config.policy.kind, config.policy.checkpoint = 'checkpoint', 'RUN'
   _, name = policies.make_policy(config)
-  assert name == 'fake' and calls[0][0] == ('D', 'V')
+  assert name == 'fake' and calls[0][0] == ('RUN', None)
   assert calls[0][1]['proprio_margin'] is None and calls[0][1]['image_size'] == 64

@@ -68,7 +68,7 @@ class CommandLine:
     else:
       raise ValueError(f'give the command, one of {sorted(self.commands)}, got {rest[:1]}')
     command = self.commands[name]
-    what = f'{name} ' if name else ''
+    what = f'{name or self.prog.split()[-1]} '  # the subcommand, or the tool
     if len(rest) != len(command.positional):
       raise ValueError(f'{what}takes {" ".join(command.positional) or "no positional arguments"}, got {rest}')
     if command.flags is not None:

@@ -1,4 +1,7 @@
-"""cosmos_jax.command_line: a tool's absl flags parsed per call (convert's commands: tests/convert/test_convert_cli.py)."""
+"""cosmos_jax.command_line: a tool's absl flags parsed per call, and every tool on it (convert's commands in detail:
+tests/convert/test_convert_cli.py)."""
+
+import importlib
 
 import pytest
 from absl import flags
@@ -43,5 +46,28 @@ def test_parse_or_exit_is_the_program(capsys):
   assert out.startswith('usage: python -m tool DATASET') and '--image_size: size' in out and '--[no]overwrite' in out
   with pytest.raises(SystemExit) as exit_info:
     TOOL.parse_or_exit(['a'])
-  assert exit_info.value.code == 2 and 'error: needs --out' in capsys.readouterr().err
+  assert exit_info.value.code == 2 and 'error: tool needs --out' in capsys.readouterr().err
   assert TOOL.parse_or_exit(['a', '--out=o']).positional == ['a']
+
+
+@pytest.mark.parametrize('module,argv,expected', [
+    ('cosmos_jax.data.preprocess_aloha', ['raw', 'out', '--percent_val=0.4', '--workers', '1'],
+     ('', ['raw', 'out'], {'percent_val': 0.4, 'workers': 1, 'image_size': 256})),
+    ('cosmos_jax.data.inspect', ['data', '--out=o', '--layout=libero'],
+     ('', ['data'], {'out': 'o', 'layout': 'libero', 'format': None, 'image_size': 64})),
+    ('cosmos_jax.data.make_sample', ['--measure', '--seeds=5', '--json', 'x.json'],
+     ('', [], {'measure': True, 'seeds': 5, 'json': 'x.json', 'task': 'transfer_cube'})),
+    ('cosmos_jax.data.make_tiny_samples', ['--out_root=/tmp/x'], ('', [], {'out_root': '/tmp/x'})),
+    ('cosmos_jax.data.text', ['encode', '--t5=t', '--prompts=p', '--store=s', '--batch_size=3'],
+     ('encode', [], {'t5': 't', 'batch_size': 3, 'dtype': 'float32'})),
+    ('cosmos_jax.convert.__main__', ['export', '--checkpoint=c', '--out=o', '--nouse_ema'],
+     ('export', [], {'checkpoint': 'c', 'use_ema': False, 'step': None})),
+])
+def test_every_tool_parses_absl_flags(module, argv, expected):
+  cli = importlib.import_module(module).CLI
+  parsed = cli.parse(argv)
+  command, positional, values = expected
+  assert (parsed.command, parsed.positional) == (command, positional)
+  assert {name: parsed.flags[name].value for name in values} == values
+  help_text = cli.help()
+  assert help_text.startswith('usage: python -m cosmos_jax.') and all(f'{n}:' in help_text for n in values)

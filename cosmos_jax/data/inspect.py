@@ -1,4 +1,4 @@
-"""Look at a dataset before training on it: `python -m cosmos_jax.data.inspect DATASET --out DIR`.
+"""Look at a dataset before training on it: `python -m cosmos_jax.data.inspect DATASET --out=DIR`.
 
 Any supported format (see datasets.py): the benchmark's official files ('native': ALOHA HDF5 + MP4, LIBERO and
 RoboCasa HDF5), RLDS/TFDS directories and LeRobot v2.1 / v3.0 datasets; the format is detected (LeRobot:
@@ -12,7 +12,6 @@ DIR/proprio_actions.png (matplotlib: every proprio and action dimension over tha
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -20,8 +19,10 @@ import sys
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from absl import flags
 from PIL import Image
 
+from cosmos_jax import command_line
 from cosmos_jax.data import aloha, datasets, lerobot, libero, mixture, readers, robocasa
 from cosmos_jax.data import stats as stats_lib
 from cosmos_jax.data.episodes import Episode
@@ -193,22 +194,32 @@ def summary_lines(report: dict) -> list[str]:
   return lines
 
 
+def _define_flags(flag_values) -> None:
+  fv = {'flag_values': flag_values}
+  flags.DEFINE_string('out', None, 'Directory for report.json and the PNG files.', **fv)
+  flags.DEFINE_enum('format', None, list(datasets.FORMATS), 'The dataset format (default: detected).', **fv)
+  flags.DEFINE_enum('layout', 'aloha', sorted(NATIVE_DEMOS), 'Policy layout / benchmark.', **fv)
+  flags.DEFINE_string('features', '', 'Feature map as JSON (see configs/common.py data.features).', **fv)
+  flags.DEFINE_integer('image_size', 64, 'Frames are resized to this for the contact sheet.', **fv)
+
+
+CLI = command_line.CommandLine(
+    'python -m cosmos_jax.data.inspect', _define_flags,
+    {'': command_line.Command(('DATASET',), required=('out',))},
+    'usage: python -m cosmos_jax.data.inspect DATASET --out=DIR [--format=F] [--layout=aloha] [--features=JSON] '
+    '[--image_size=64]', description=__doc__.split('\n')[0])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m cosmos_jax.data.inspect', description=__doc__.split('\n')[0])
-  parser.add_argument('dataset')
-  parser.add_argument('--out', required=True, help='directory for report.json and the PNG files')
-  parser.add_argument('--format', default='', choices=['', *datasets.FORMATS], help='default: detected')
-  parser.add_argument('--layout', default='aloha', choices=sorted(NATIVE_DEMOS), help='policy layout / benchmark')
-  parser.add_argument('--features', default='', help='feature map as JSON (see configs/common.py data.features)')
-  parser.add_argument('--image-size', type=int, default=64, help='frames are resized to this for the contact sheet')
-  args = parser.parse_args(argv)
-  features = json.loads(args.features) if args.features else None
-  report, episodes, frames = inspect_dataset(args.dataset, data_format=args.format, benchmark=args.layout,
-                                             features=features, image_size=args.image_size)
-  os.makedirs(args.out, exist_ok=True)
-  write_figures(args.out, report, episodes[0], frames, layout_lib.LAYOUTS[args.layout].gamma)
-  with open(os.path.join(args.out, 'report.json'), 'w', encoding='utf-8') as f:
-    json.dump(report, f, indent=2)
+  parsed = CLI.parse_or_exit(argv)
+  f = parsed.flags
+  features = json.loads(f.features) if f.features else None
+  report, episodes, frames = inspect_dataset(parsed.positional[0], data_format=f.format or '', benchmark=f.layout,
+                                             features=features, image_size=f.image_size)
+  os.makedirs(f.out, exist_ok=True)
+  write_figures(f.out, report, episodes[0], frames, layout_lib.LAYOUTS[f.layout].gamma)
+  with open(os.path.join(f.out, 'report.json'), 'w', encoding='utf-8') as file:
+    json.dump(report, file, indent=2)
   print('\n'.join(summary_lines(report)))
   return 0
 

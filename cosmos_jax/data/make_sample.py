@@ -1,7 +1,7 @@
 """Scripted gym-aloha demonstrations in the released ALOHA demo format, and the bundled sample made from them.
 
-    MUJOCO_GL=egl python -m cosmos_jax.data.make_sample [--out DIR] [--task transfer_cube] [--episodes 3]
-    MUJOCO_GL=egl python -m cosmos_jax.data.make_sample --measure [--seeds 50] [--json FILE]
+    MUJOCO_GL=egl python -m cosmos_jax.data.make_sample [--out=DIR] [--task=transfer_cube] [--episodes=3]
+    MUJOCO_GL=egl python -m cosmos_jax.data.make_sample --measure [--seeds=50] [--json=FILE]
 
 The demonstrator is `cosmos_jax.data.scripted` (full-length 400-step episodes at gym-aloha's 50 Hz). An episode is
 kept only if it succeeds (the reward reaches the task's maximum); a failed seed is skipped and counted. What it writes
@@ -29,7 +29,6 @@ success rates (reward reached 4; and reward still 4 at the last step).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -39,7 +38,9 @@ from collections.abc import Sequence
 import cv2
 import h5py
 import numpy as np
+from absl import flags
 
+from cosmos_jax import command_line
 from cosmos_jax.data import aloha, bundled, decode, scripted, simulator, stats, text
 
 DEFAULT_OUT = str(bundled.sample_dir('aloha'))
@@ -190,30 +191,38 @@ def measure(tasks: Sequence[str] = tuple(scripted.POLICIES), num_seeds: int = 50
   return results
 
 
+def _define_flags(flag_values) -> None:
+  fv = {'flag_values': flag_values}
+  flags.DEFINE_string('out', DEFAULT_OUT, 'Output directory (default: the bundled sample).', **fv)
+  flags.DEFINE_enum('task', 'transfer_cube', sorted(scripted.POLICIES), 'The simulated task.', **fv)
+  flags.DEFINE_integer('episodes', 3, 'Successful demonstrations to write.', **fv)
+  flags.DEFINE_integer('steps', simulator.EPISODE_STEPS, 'Control steps per episode.', **fv)
+  flags.DEFINE_integer('seed', 0, 'First seed (failed seeds are skipped).', **fv)
+  flags.DEFINE_integer('image_size', 256, 'Stored camera size (square).', **fv)
+  flags.DEFINE_bool('overwrite', False, "Replace the task's demonstrations in --out.", **fv)
+  flags.DEFINE_bool('measure', False, "Measure the scripted policies' success rates; write no demonstrations.", **fv)
+  flags.DEFINE_integer('seeds', 50, 'With --measure: seeds per task.', **fv)
+  flags.DEFINE_string('json', 'scripted_success.json', 'With --measure: output JSON.', **fv)
+
+
+CLI = command_line.CommandLine(
+    'python -m cosmos_jax.data.make_sample', _define_flags, {'': command_line.Command()},
+    'usage: python -m cosmos_jax.data.make_sample [--out=DIR --task=transfer_cube --episodes=3 --image_size=256 ...]\n'
+    '       python -m cosmos_jax.data.make_sample --measure [--seeds=50 --json=FILE]',
+    description='Scripted gym-aloha demonstrations in the ALOHA demo format (default: the bundled sample), or '
+                "--measure the scripted policies' success rates.")
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
-  parser = argparse.ArgumentParser(
-      prog='python -m cosmos_jax.data.make_sample',
-      description='Scripted gym-aloha demonstrations in the ALOHA demo format (default: the bundled sample), or '
-                  '--measure the scripted policies\' success rates.')
-  parser.add_argument('--out', default=DEFAULT_OUT)
-  parser.add_argument('--task', choices=sorted(scripted.POLICIES), default='transfer_cube')
-  parser.add_argument('--episodes', type=int, default=3, help='successful demonstrations to write')
-  parser.add_argument('--steps', type=int, default=simulator.EPISODE_STEPS)
-  parser.add_argument('--seed', type=int, default=0, help='first seed (failed seeds are skipped)')
-  parser.add_argument('--image_size', type=int, default=256, help='stored camera size (square)')
-  parser.add_argument('--overwrite', action='store_true', help='replace the task\'s demonstrations in --out')
-  parser.add_argument('--measure', action='store_true', help='measure the scripted policies, write no demos')
-  parser.add_argument('--seeds', type=int, default=50, help='with --measure: seeds per task')
-  parser.add_argument('--json', default='scripted_success.json', help='with --measure: output JSON')
-  args = parser.parse_args(argv)
-  if args.measure:
-    results = measure(num_seeds=args.seeds, first_seed=args.seed, num_steps=args.steps)
-    with open(args.json, 'w', encoding='utf-8') as f:
-      json.dump(results, f, indent=2)
-    print(f'wrote {args.json}')
+  f = CLI.parse_or_exit(argv).flags
+  if f.measure:
+    results = measure(num_seeds=f.seeds, first_seed=f.seed, num_steps=f.steps)
+    with open(f.json, 'w', encoding='utf-8') as file:
+      json.dump(results, file, indent=2)
+    print(f'wrote {f.json}')
     return results
-  return generate(args.out, args.episodes, task=args.task, seed=args.seed, num_steps=args.steps,
-                  image_size=args.image_size, overwrite=args.overwrite)
+  return generate(f.out, f.episodes, task=f.task, seed=f.seed, num_steps=f.steps, image_size=f.image_size,
+                  overwrite=f.overwrite)
 
 
 if __name__ == '__main__':

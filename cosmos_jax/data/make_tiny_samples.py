@@ -14,18 +14,19 @@ the official demo-file layouts (robomimic `data/demo_<k>`):
 Each sample directory also holds `dataset_statistics.json` (computed from its demos as the official readers do)
 and a STAND-IN text store (not T5). They train the tiny pipeline; they are not LIBERO or RoboCasa data.
 
-    python -m cosmos_jax.data.make_tiny_samples [--out-root DIR]   # default: the bundled directories
+    python -m cosmos_jax.data.make_tiny_samples [--out_root=DIR]   # default: the bundled directories
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import pathlib
 
 import h5py
 import numpy as np
+from absl import flags
 
+from cosmos_jax import command_line
 from cosmos_jax.data import aloha, bundled, decode, libero, robocasa, stats, text
 
 STRIDE = 8  # 400-step ALOHA demos -> 50 steps, longer than RoboCasa's 32-step action chunk
@@ -84,13 +85,21 @@ def write_sample(benchmark: str, out: str | os.PathLike, source: str | os.PathLi
   return path
 
 
+def _define_flags(flag_values) -> None:
+  flags.DEFINE_string('out_root', None, 'Write <out_root>/sample_<benchmark>/ (default: the bundled directories).',
+                      flag_values=flag_values)
+
+
+CLI = command_line.CommandLine('python -m cosmos_jax.data.make_tiny_samples', _define_flags,
+                               {'': command_line.Command()},
+                               'usage: python -m cosmos_jax.data.make_tiny_samples [--out_root=DIR]',
+                               description=__doc__.split('\n\n')[0])
+
+
 def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--out-root', default=None,
-                      help='write <out-root>/sample_<benchmark>/ (default: the bundled directories)')
-  args = parser.parse_args(argv)
+  out_root = CLI.parse_or_exit(argv).flags.out_root
   for benchmark in SOURCES:
-    out = (pathlib.Path(args.out_root) / f'sample_{benchmark}') if args.out_root else bundled.sample_dir(benchmark)
+    out = (pathlib.Path(out_root) / f'sample_{benchmark}') if out_root else bundled.sample_dir(benchmark)
     path = write_sample(benchmark, out)
     size = sum(p.stat().st_size for p in out.rglob('*') if p.is_file())
     print(f'wrote {path} and its statistics and stand-in text store ({size / 1024:.0f} KiB)')

@@ -1,8 +1,8 @@
 """Raw ALOHA recordings -> the released training layout, as the official `preprocess_split_aloha_data.py`
 (NVlabs/cosmos-policy 18a2acc, experiments/robot/aloha) produces it:
 
-    python -m cosmos_jax.data.preprocess_aloha RAW_DIR OUT_DIR [--percent-val 0.05] [--image-size 256] [--fps 25]
-                                               [--seed 0] [--workers 4]
+    python -m cosmos_jax.data.preprocess_aloha RAW_DIR OUT_DIR [--percent_val=0.05] [--image_size=256] [--fps=25]
+                                               [--seed=0] [--workers=4]
 
 RAW_DIR holds `*.hdf5` episodes (attrs `sim`; observations/qpos, qvel, effort; action; observations/images/<cam>).
 Output in OUT_DIR/<basename of RAW_DIR>/: `train/` and `val/`, each with `episode_<i>.hdf5` (qpos, qvel, effort,
@@ -21,7 +21,6 @@ re-run with other settings or other input files is refused instead of mixing two
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import glob
 import json
@@ -34,8 +33,10 @@ from collections.abc import Sequence
 import cv2
 import h5py
 import numpy as np
+from absl import flags
 from PIL import Image
 
+from cosmos_jax import command_line
 from cosmos_jax.data.episodes import require_keys
 
 CAMERAS = ('cam_high', 'cam_left_wrist', 'cam_right_wrist')  # the official cam_names, in its order
@@ -207,18 +208,28 @@ def preprocess(raw_dir: str, out_base_dir: str, *, percent_val: float = 0.05, im
   return metadata
 
 
+def _define_flags(flag_values) -> None:
+  fv = {'flag_values': flag_values}
+  flags.DEFINE_float('percent_val', 0.05, 'Fraction of episodes for the val split.', **fv)
+  flags.DEFINE_integer('image_size', 256, 'Square frame size of the MP4s.', **fv)
+  flags.DEFINE_integer('fps', 25, 'Frame rate of the MP4s.', **fv)
+  flags.DEFINE_integer('seed', 0, 'Seed of the train/val shuffle.', **fv)
+  flags.DEFINE_integer('workers', min(4, os.cpu_count() or 1), 'Episodes processed in parallel.', **fv)
+
+
+CLI = command_line.CommandLine(
+    'python -m cosmos_jax.data.preprocess_aloha', _define_flags, {'': command_line.Command(('RAW_DIR', 'OUT_DIR'))},
+    'usage: python -m cosmos_jax.data.preprocess_aloha RAW_DIR OUT_DIR [--percent_val=0.05] [--image_size=256] '
+    '[--fps=25] [--seed=0] [--workers=4]\n  RAW_DIR: raw ALOHA *.hdf5 episodes; the dataset goes to '
+    'OUT_DIR/<basename of RAW_DIR>', description=__doc__.split('\n')[0])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m cosmos_jax.data.preprocess_aloha', description=__doc__.split('\n')[0])
-  parser.add_argument('raw_dir', help='directory of raw ALOHA *.hdf5 episodes')
-  parser.add_argument('out_dir', help='output base directory (the dataset goes to OUT_DIR/<basename of RAW_DIR>)')
-  parser.add_argument('--percent-val', type=float, default=0.05, help='fraction of episodes for the val split')
-  parser.add_argument('--image-size', type=int, default=256, help='square frame size of the MP4s')
-  parser.add_argument('--fps', type=int, default=25, help='frame rate of the MP4s')
-  parser.add_argument('--seed', type=int, default=0, help='seed of the train/val shuffle')
-  parser.add_argument('--workers', type=int, default=min(4, os.cpu_count() or 1), help='parallel episodes')
-  args = parser.parse_args(argv)
-  preprocess(args.raw_dir, args.out_dir, percent_val=args.percent_val, image_size=args.image_size, fps=args.fps,
-             seed=args.seed, workers=args.workers, log=lambda line: print(line, file=sys.stderr, flush=True))
+  parsed = CLI.parse_or_exit(argv)
+  f = parsed.flags
+  raw_dir, out_dir = parsed.positional
+  preprocess(raw_dir, out_dir, percent_val=f.percent_val, image_size=f.image_size, fps=f.fps, seed=f.seed,
+             workers=f.workers, log=lambda line: print(line, file=sys.stderr, flush=True))
   return 0
 
 

@@ -131,8 +131,8 @@ def test_bad_raw_episodes_are_named(tmp_path):
 def test_sigkilled_command_resumes_to_the_same_output(raw, tmp_path):
   """The command killed (SIGKILL) after its second finished episode; running it again completes the same output."""
   out = tmp_path / 'out'
-  command = [sys.executable, '-m', 'cosmos_jax.data.preprocess_aloha', raw, str(out), '--percent-val', '0.4',
-             '--image-size', '32', '--fps', '25', '--seed', '0', '--workers', '1']
+  command = [sys.executable, '-m', 'cosmos_jax.data.preprocess_aloha', raw, str(out), '--percent_val', '0.4',
+             '--image_size', '32', '--fps', '25', '--seed', '0', '--workers', '1']
   env = {**os.environ, 'PYTHONPATH': REPO}
   process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
   finished = 0

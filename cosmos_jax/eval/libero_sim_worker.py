@@ -53,6 +53,8 @@ class Worker:
     self.task_id = None
 
   def make(self, header, _):
+    # LIBERO is installed only in the LIBERO environment (the project side imports this module for pack/unpack),
+    # and importing it must follow main's MUJOCO_GL default and stdout redirect (it prints while importing).
     from libero.libero import benchmark, get_libero_path  # pylint: disable=g-import-not-at-top
     from libero.libero.envs import OffScreenRenderEnv  # pylint: disable=g-import-not-at-top
     if self.env is not None:

@@ -1,12 +1,17 @@
-"""Compiled per-device memory of the 2B ALOHA train step on a mesh of 8 fake CPU devices, for fsdp = 1, 2, 8.
+"""Compiled per-device memory of the 2B ALOHA train step on a mesh of 8 fake CPU devices: full fine-tuning against
+LoRA (configs/aloha.py:lora: rank-24 adapters, frozen bf16 base), for fsdp = 1, 2, 8.
 
 Nothing real is allocated: the state, VAE parameters and batch are `jax.eval_shape` abstractions; the step is
 lowered and compiled with the trainer's shardings, and `compiled.memory_analysis()` reports the per-device buffers
 (arguments, outputs, temporaries). The CPU backend's numbers show how FSDP divides parameters and optimizer state;
 GPU/TPU temporaries differ (fusion, bf16 kernels), so treat them as a sharding check, not an HBM budget.
 
-Usage: python benchmarks/train_memory.py [--fsdp 1 2 8] [--per_device_batch 1] [--remat dots_no_batch full]
-                                        [--out benchmarks/results/train_memory.json]
+With --fit (default on), each setting is also compiled at twice the per-device batch; the growth per sample gives
+the largest per-device batch whose compiled total fits 80 GB and 24 GB (a linear extrapolation of two compiles,
+labelled as such).
+
+Usage: python benchmarks/train_memory.py [--modes full lora] [--fsdp 1 2 8] [--per_device_batch 1] [--no-fit]
+                                        [--remat dots_no_batch full] [--out benchmarks/results/train_memory.json]
 """
 
 from __future__ import annotations
@@ -27,9 +32,7 @@ import jax.numpy as jnp
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the repo root, for configs/
 from configs import aloha  # pylint: disable=wrong-import-position
-from cosmos_jax.nn import dit as dit_lib
 from cosmos_jax.nn import vae as vae_lib
-from cosmos_jax.train import optim
 from cosmos_jax.train import sharding as sharding_lib
 from cosmos_jax.train import state as state_lib
 from cosmos_jax.train import trainer
@@ -50,15 +53,19 @@ def abstract_batch(layout, global_batch: int, image_size: int = 224, text_tokens
   }
 
 
-def measure(fsdp: int, per_device_batch: int, remat: str) -> dict:
-  config = aloha.get_config()
+MODES = ('full', 'lora')
+BUDGETS_GB = (80, 24)
+
+
+def measure(fsdp: int, per_device_batch: int, remat: str, mode: str = 'full') -> dict:
+  config = aloha.get_config('lora' if mode == 'lora' else None)
   config.mesh.fsdp = fsdp
   config.model.remat_policy = remat
   cfg = trainer.step_config(config)
-  tx = optim.make_optimizer(config.optim)
+  tx = trainer.make_optimizer(config)
   mesh = sharding_lib.make_mesh(-1, fsdp)
-  params = dit_lib.abstract_params(cfg.dit)
-  state = jax.eval_shape(lambda p: state_lib.init_state(p, tx, 0), params)
+  state = trainer.abstract_train_state(config, cfg, tx)
+  trained = state_lib.trained_params(state.params)
   vae_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, cfg.vae.dtype), vae_lib.abstract_params(cfg.vae))
   batch = abstract_batch(cfg.layout, per_device_batch * jax.device_count())
   step, _ = state_lib.jit_train_step(cfg, tx, mesh, state, vae_params, batch)
@@ -67,32 +74,65 @@ def measure(fsdp: int, per_device_batch: int, remat: str) -> dict:
   compile_s = time.perf_counter() - t0
   mem = compiled.memory_analysis()
   gib = lambda n: n / 2**30
-  return dict(fsdp=fsdp, data=jax.device_count() // fsdp, per_device_batch=per_device_batch, remat=remat,
-              compile_s=compile_s,
+  nbytes = lambda tree: sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+  return dict(mode=mode, fsdp=fsdp, data=jax.device_count() // fsdp, per_device_batch=per_device_batch, remat=remat,
+              compile_s=compile_s, trained_params=sum(x.size for x in jax.tree.leaves(trained)),
+              params_gib=gib(nbytes(state.params)), opt_state_gib=gib(nbytes(state.opt_state)),
               argument_gib=gib(mem.argument_size_in_bytes), output_gib=gib(mem.output_size_in_bytes),
               temp_gib=gib(mem.temp_size_in_bytes), alias_gib=gib(mem.alias_size_in_bytes),
               total_gib=gib(mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
                             - mem.alias_size_in_bytes))
 
 
+def largest_batches(small: dict, large: dict) -> dict:
+  """Largest per-device batch under each budget, extrapolated linearly from two compiles (batch b and 2b)."""
+  b1, b2 = small['per_device_batch'], large['per_device_batch']
+  per_sample = (large['total_gib'] - small['total_gib']) / (b2 - b1)
+  fixed = small['total_gib'] - per_sample * b1
+  out = {'per_sample_gib': per_sample, 'fixed_gib': fixed}
+  for budget in BUDGETS_GB:
+    limit = budget * 1e9 / 2**30
+    out[f'max_batch_{budget}gb'] = int((limit - fixed) // per_sample) if per_sample > 0 and limit > fixed else 0
+  return out
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--modes', nargs='+', default=list(MODES), choices=MODES)
+  parser.add_argument('--fit', action=argparse.BooleanOptionalAction, default=True,
+                      help='also compile at twice the batch, for the largest batch under 80 and 24 GB')
   parser.add_argument('--fsdp', type=int, nargs='+', default=[1, 2, 8])
   parser.add_argument('--per_device_batch', type=int, default=1)
   parser.add_argument('--remat', nargs='+', default=[aloha.get_config().model.remat_policy],
                       help='remat policies to compare (cosmos_jax.nn.dit.REMAT_POLICIES)')
   parser.add_argument('--out', default='benchmarks/results/train_memory.json')
   args = parser.parse_args()
-  rows = [measure(f, args.per_device_batch, r) for r in args.remat for f in args.fsdp]
-  header = f"{'remat':>14}{'fsdp':>5}{'data':>6}{'batch/dev':>10}{'args GiB':>10}{'out GiB':>9}{'temp GiB':>10}{'total GiB':>11}{'compile s':>11}"
+  rows = []
+  for mode in args.modes:
+    for r in args.remat:
+      for f in args.fsdp:
+        row = measure(f, args.per_device_batch, r, mode)
+        if args.fit:
+          row.update(largest_batches(row, measure(f, 2 * args.per_device_batch, r, mode)))
+        rows.append(row)
+        print(f'measured {mode} remat={r} fsdp={f}', flush=True)
+  header = (f"{'mode':>5}{'remat':>8}{'fsdp':>5}{'data':>5}{'batch/dev':>10}{'trained':>9}{'params GiB':>11}"
+            f"{'opt GiB':>8}{'args GiB':>9}{'temp GiB':>9}{'total GiB':>10}{'GiB/sample':>11}{'max b 80GB':>11}"
+            f"{'max b 24GB':>11}{'compile s':>10}")
   print(header)
   print('-' * len(header))
   for r in rows:
-    print(f"{r['remat']:>14}{r['fsdp']:>5}{r['data']:>6}{r['per_device_batch']:>10}{r['argument_gib']:>10.2f}{r['output_gib']:>9.2f}"
-          f"{r['temp_gib']:>10.2f}{r['total_gib']:>11.2f}{r['compile_s']:>11.1f}")
+    fit = (f"{r['per_sample_gib']:>11.2f}{r['max_batch_80gb']:>11}{r['max_batch_24gb']:>11}" if 'per_sample_gib' in r
+           else f"{'-':>11}{'-':>11}{'-':>11}")
+    print(f"{r['mode']:>5}{r['remat']:>8}{r['fsdp']:>5}{r['data']:>5}{r['per_device_batch']:>10}"
+          f"{r['trained_params'] / 1e6:>8.1f}M{r['params_gib']:>11.2f}{r['opt_state_gib']:>8.2f}{r['argument_gib']:>9.2f}"
+          f"{r['temp_gib']:>9.2f}{r['total_gib']:>10.2f}{fit}{r['compile_s']:>10.1f}")
+  print('params/opt GiB: the whole (global) train state; args/temp/total: per device, compiled (CPU backend). '
+        'max b: largest per-device batch under the budget, extrapolated from batch b and 2b.')
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(dict(devices=jax.device_count(), backend=jax.default_backend(), rows=rows), indent=2))
+  out.write_text(json.dumps(dict(devices=jax.device_count(), backend=jax.default_backend(), budgets_gb=BUDGETS_GB,
+                                 rows=rows), indent=2))
   print(f'wrote {out}')
 
 

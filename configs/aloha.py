@@ -10,6 +10,7 @@ run on the bundled gym-aloha sample; 'small' learning from scratch on a CPU (ben
 variant's VAE, images and data with a wider, deeper DiT (on a CPU the step time is the VAE encoding of every
 sample, so the extra DiT width costs little), a constant learning rate after warm-up, and sparse logging and
 checkpoints for runs bounded by wall time rather than steps.
+'lora' (combinable: 'tiny,lora') LoRA fine-tuning of init.dit_checkpoint, frozen (common.lora).
 """
 
 import ml_collections
@@ -18,7 +19,7 @@ from configs import common
 
 
 def get_config(arg: str | None = None):
-  variant = common.parse_arg(arg, name='configs/aloha.py', tiny=False, small=False)
+  variant = common.parse_arg(arg, name='configs/aloha.py', tiny=False, small=False, lora=False)
   c = common.base(
       experiment=('cosmos_predict2_2b_480p_aloha_185_demos_4_tasks_mixture_foldshirt15_candiesinbowl45_candyinbag45_'
                   'eggplantchickenonplate80'),
@@ -40,4 +41,6 @@ def get_config(arg: str | None = None):
     c.checkpoint.max_to_keep = 2
     c.log.every_steps = 10
     c.log.image_every_steps = 0
+  if variant.lora:
+    c = common.lora(c)
   return c

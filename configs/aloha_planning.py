@@ -9,13 +9,14 @@ value sample with probability 0.1 / 0.45 / 0.45 (half of the rollout items from 
 
 Variants: '' the official recipe; 'tiny' a laptop-CPU run on the bundled gym-aloha sample (no rollouts: policy
 samples only, with a warning).
+'lora' (combinable: 'tiny,lora') LoRA fine-tuning of init.dit_checkpoint, frozen (common.lora).
 """
 
 from configs import common
 
 
 def get_config(arg: str | None = None):
-  variant = common.parse_arg(arg, name='configs/aloha_planning.py', tiny=False)
+  variant = common.parse_arg(arg, name='configs/aloha_planning.py', tiny=False, lora=False)
   c = common.base(
       experiment=('cosmos_predict2_2b_480p_aloha_185_demos_4_tasks_mixture_foldshirt15_candiesinbowl45_candyinbag45_'
                   'eggplantchickenonplate80__resumeFrom50K_648_rollouts_Vsprime_value_func'),
@@ -29,4 +30,6 @@ def get_config(arg: str | None = None):
   c.data.official_rollouts = 'ALOHA 648 evaluation rollouts (PATH/TO/YOUR/ROLLOUTS/DATASET, JPEG)'
   if variant.tiny:
     c = common.tiny(c)
+  if variant.lora:
+    c = common.lora(c)
   return c

@@ -13,6 +13,7 @@ import ast
 import ml_collections
 
 from cosmos_jax.data import bundled
+from cosmos_jax.nn import lora as lora_lib
 from cosmos_jax.nn import vae
 
 ConfigDict = ml_collections.ConfigDict
@@ -96,6 +97,18 @@ def base(*, experiment: str, layout: str, batch_size: int, cycle: int, warm_up: 
   c.optim.ema_decay = 0.0  # official ema.enabled = False; > 0 keeps an EMA of the parameters
   c.optim.schedule = schedule(cycle, warm_up)
 
+  # LoRA fine-tuning of init.dit_checkpoint (the `lora` variants, see `lora`): adapters on the linear layers whose
+  # names match `targets` (PEFT target_modules; Cosmos-Predict2's robotics post-training set, rank 24, alpha 24), the
+  # base frozen and stored in `base_dtype`, the adapters trained in fp32. Checkpoints hold the adapters and a
+  # reference to the base (path, step, EMA choice, content hash).
+  c.lora = ConfigDict()
+  c.lora.enabled = False
+  c.lora.targets = lora_lib.DEFAULT_TARGETS
+  c.lora.rank = lora_lib.DEFAULT_RANK
+  c.lora.alpha = lora_lib.DEFAULT_ALPHA
+  c.lora.dropout = 0.0
+  c.lora.base_dtype = 'bfloat16'  # the frozen base's storage ('float32' keeps it exact)
+
   c.diffusion = ConfigDict()  # cosmos_jax.policy.diffusion.DiffusionConfig overrides
   c.diffusion.mask_loss_for_action_future_state_prediction = False  # the paper's "no auxiliary targets" ablation
   c.diffusion.mask_value_prediction_loss_for_policy_prediction = False
@@ -160,6 +173,14 @@ def base(*, experiment: str, layout: str, batch_size: int, cycle: int, warm_up: 
   return c
 
 
+def lora(c: ConfigDict) -> ConfigDict:
+  """The LoRA variant: adapters trained on a frozen init.dit_checkpoint (which must be given: the base they adapt,
+  e.g. the released policy or base model, or another run's workdir)."""
+  c.lora.enabled = True
+  c.init.from_scratch = False
+  return c
+
+
 def tiny(c: ConfigDict) -> ConfigDict:
   """The laptop-CPU variant: tiny DiT/VAE, 64×64 images, the layout's bundled sample, a short run.
 
@@ -174,6 +195,7 @@ def tiny(c: ConfigDict) -> ConfigDict:
   c.model.vae_base_dim = 8
   c.model.vae_dtype = 'float32'
   c.init.from_scratch = True  # no converted tiny DiT is shipped; the tiny run trains the DiT from scratch
+  c.lora.base_dtype = 'float32'  # the tiny model stays in fp32 throughout
   # The official-code width-8 Wan2.1 VAE (random weights) shipped with the package; see cosmos_jax/nn/assets/.
   c.init.vae_checkpoint = str(vae.TINY_VAE_PATH)
   c.data.dataset_dir = str(bundled.sample_dir(c.layout))

@@ -7,13 +7,14 @@ set every sample is a policy sample (a warning says so).
 
 Variants: '' the official recipe; 'tiny' a laptop-CPU run on the bundled LIBERO-format sample
 (cosmos_jax/data/make_tiny_samples.py).
+'lora' (combinable: 'tiny,lora') LoRA fine-tuning of init.dit_checkpoint, frozen (common.lora).
 """
 
 from configs import common
 
 
 def get_config(arg: str | None = None):
-  variant = common.parse_arg(arg, name='configs/libero.py', tiny=False)
+  variant = common.parse_arg(arg, name='configs/libero.py', tiny=False, lora=False)
   c = common.base(experiment='cosmos_predict2_2b_480p_libero', layout='libero',
                   batch_size=1920,  # 30 per GPU × 64 GPUs
                   cycle=30_000, warm_up=1_000)
@@ -21,4 +22,6 @@ def get_config(arg: str | None = None):
   c.data.official_rollouts = 'LIBERO-Cosmos-Policy/all_episodes'
   if variant.tiny:
     c = common.tiny(c)
+  if variant.lora:
+    c = common.lora(c)
   return c

@@ -38,6 +38,8 @@ def get_config(arg: str | None = None):
   c.policy.planning_checkpoint = ''  # checkpoint: the planning model for best-of-N planning ('' = none)
   c.policy.statistics = ''  # checkpoint: dataset_statistics.json ('' = the checkpoint's)
   c.policy.text_store = ''  # checkpoint: text store directory ('' = the checkpoint's)
+  c.policy.merge_lora = True  # checkpoint: a LoRA checkpoint's adapters merged at load (False: kept separate)
+  c.policy.lora_base = ''  # checkpoint: a LoRA checkpoint's base at another path ('' = the recorded one)
   c.policy.tiny_seed = 0  # tiny: seed of the random weights
   c.policy.server = ''  # server: http://HOST:8777 (official /act protocol) or ws://HOST:PORT (websocket)
   c.policy.demos = ''  # replay: demonstrations (ALOHA format with seeds) whose recorded actions are replayed

@@ -41,6 +41,8 @@ def get_config(arg: str | None = None):
   c.policy.vae = ''  # checkpoint: converted VAE or official file ('' = the one the run trained with)
   c.policy.statistics = ''  # checkpoint: dataset_statistics.json ('' = the checkpoint's)
   c.policy.text_store = ''  # checkpoint: text store directory ('' = the checkpoint's)
+  c.policy.merge_lora = True  # checkpoint: a LoRA checkpoint's adapters merged at load (False: kept separate)
+  c.policy.lora_base = ''  # checkpoint: a LoRA checkpoint's base at another path ('' = the recorded one)
   c.policy.action_steps = 5  # official num_denoising_steps_action
   c.policy.seed = 195  # official seed
   c.policy.tiny_seed = 0  # tiny: seed of the random weights

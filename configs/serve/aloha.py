@@ -44,6 +44,9 @@ def get_config(arg: str | None = None):
   c.model.vae = ''  # converted Wan2.1 VAE or official file ('' = the one the run trained with)
   c.model.statistics = ''  # dataset_statistics.json ('' = the checkpoint's)
   c.model.text_store = ''  # text store directory ('' = the checkpoint's)
+  # A LoRA checkpoint: adapters merged into their base at load (fast), or False: kept beside the base's kernels.
+  c.model.merge_lora = True
+  c.model.lora_base = ''  # a LoRA checkpoint's base at another path ('' = the recorded one; its hash is checked)
   c.model.t5 = ''  # converted T5 encoder (convert t5 ...): tasks missing from the text store encoded on first use
   c.model.dtype = ''  # DiT activation dtype, 'float32' | 'bfloat16' ('' = as converted; the release runs bfloat16)
   c.model.attention = ''  # DiT attention, 'xla' | 'cudnn' ('' = as converted)

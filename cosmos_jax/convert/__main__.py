@@ -23,7 +23,7 @@ _USAGE = f"""usage: {PROG} dit SOURCE DEST [--preset=P | --config=JSON] [--ema]
            [--layout=L --statistics=FILE --text_store=DIR]
        {PROG} vae SOURCE DEST [--config=JSON]
        {PROG} t5 --hf_dir=DIR --out=DIR [--spiece=FILE]
-       {PROG} export --checkpoint=DIR --out=FILE [--step=N] [--[no]use_ema] [--prefix=P]
+       {PROG} export --checkpoint=DIR --out=FILE [--step=N] [--[no]use_ema] [--prefix=P] [--merge [--lora_base=DIR]]
   (dit, vae, t5 also take --dtype and --overwrite; export takes --dtype)"""
 _EXAMPLES = """examples:
   # DiT (policy or base model): net. keys (net_ema. with --ema, or when it is the only copy).
@@ -37,6 +37,8 @@ _EXAMPLES = """examples:
   python -m cosmos_jax.convert export --checkpoint=out/aloha --out=aloha.pt
   # A fine-tuned model, from its training workdir (latest step; EMA parameters when the run kept them).
   python -m cosmos_jax.convert export --checkpoint=runs/aloha --out=policy.pt
+  # A LoRA fine-tune: the adapters folded into the base they were trained on.
+  python -m cosmos_jax.convert export --checkpoint=runs/aloha_lora --merge --out=policy.pt
 """
 
 
@@ -61,6 +63,10 @@ def define_flags(flag_values: flags.FlagValues) -> None:
   flags.DEFINE_string('out', None, 't5: output directory (must not exist unless --overwrite); export: output file, '
                       '.safetensors, or .pt/.pth for the official loader.', **fv)
   flags.DEFINE_string('prefix', None, "export: key prefix (default: 'net.' for a DiT, none for the VAE).", **fv)
+  flags.DEFINE_bool('merge', False, 'export: a LoRA checkpoint: fold the adapters into their base (W + A·B·alpha/r); '
+                    'required for one (the official layout has no adapters).', **fv)
+  flags.DEFINE_string('lora_base', None, "export: a LoRA checkpoint's base at another path than the recorded one "
+                      '(its content hash must match).', **fv)
   checkpoint_flags.define(None, flag_values)  # export: --checkpoint, --step, --[no]use_ema
 
 
@@ -70,7 +76,8 @@ COMMANDS = {
                                 _CONVERT_FLAGS + ('preset', 'ema', 'statistics', 'text_store', 'layout')),
     'vae': command_line.Command(('SOURCE', 'DEST'), _CONVERT_FLAGS),
     't5': command_line.Command((), ('hf_dir', 'out', 'dtype', 'spiece', 'overwrite'), required=('hf_dir', 'out')),
-    'export': command_line.Command((), ('checkpoint', 'out', 'step', 'use_ema', 'dtype', 'prefix'),
+    'export': command_line.Command((), ('checkpoint', 'out', 'step', 'use_ema', 'dtype', 'prefix', 'merge',
+                                        'lora_base'),
                                    required=('checkpoint', 'out')),
 }
 CLI = command_line.CommandLine(PROG, define_flags, COMMANDS, _USAGE, description=__doc__.split('\n\n')[0],
@@ -92,7 +99,8 @@ def run(argv: Sequence[str]) -> dict:
   parsed = parse(argv)
   command, positional, f = parsed.command, parsed.positional, parsed.flags
   if command == 'export':
-    shapes = library.export(f.checkpoint, f.out, dtype=f.dtype, prefix=f.prefix, step=f.step, use_ema=f.use_ema)
+    shapes = library.export(f.checkpoint, f.out, dtype=f.dtype, prefix=f.prefix, step=f.step, use_ema=f.use_ema,
+                            merge=f.merge, lora_base=f.lora_base)
     print(f'wrote {len(shapes)} tensors to {f.out}')
     return {'tensors': len(shapes)}
   start = time.perf_counter()

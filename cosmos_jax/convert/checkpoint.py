@@ -19,6 +19,12 @@ A training workdir holds `checkpoints/<step>/` directories of this layout (orbax
 cosmos_jax/train/checkpoint.py); a converted model is one such directory without training state.
 `open_checkpoint(path, step=None)` takes either (or the `checkpoints/` directory) and resolves the step.
 
+LoRA fine-tuning runs write the same layout with `params/` (and `ema_params/`) holding the adapters only, and
+config.json's `lora` naming the adapter config and the base they belong to: {'config': {targets, rank, alpha,
+dropout}, 'base': {'path', 'step', 'use_ema', 'sha256'}}, the hash over the base's parameters as loaded. Reading the
+params of such a checkpoint loads the base, checks the hash, and merges the adapters in (or, asked to, returns the
+base with the adapters beside its kernels: cosmos_jax/nn/lora.py).
+
 Paths go through `etils.epath`, so any of them may be a `gs://` URL.
 
 Memory: orbax's numpy handler deep-copies every host array before writing, and tensorstore's compression buffers
@@ -28,6 +34,7 @@ add another copy's worth; both are turned off for converted parameters, so savin
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -41,11 +48,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from cosmos_jax.convert import dit_rules
 from cosmos_jax.convert import torch_io
 from cosmos_jax.convert import vae_rules
 from cosmos_jax.data import stats as stats_lib
 from cosmos_jax.data import text as text_lib
 from cosmos_jax.nn import dit
+from cosmos_jax.nn import lora as lora_lib
 from cosmos_jax.nn import t5
 from cosmos_jax.nn import vae
 
@@ -101,10 +110,13 @@ def model_config_from_dict(model: str, d: Mapping[str, Any]):
 
 def describe(model: str, model_config, *, layout: str | None = None, vae_checkpoint: str | None = None,
              vae_config=None, step: int | None = None, ema: bool = False, train_config: Mapping[str, Any] | None = None,
-             source: Mapping[str, Any] | None = None, assets: Mapping[str, str] | None = None) -> dict:
-  """The assets/config.json of a checkpoint (see the module docstring)."""
+             source: Mapping[str, Any] | None = None, assets: Mapping[str, str] | None = None,
+             lora: Mapping[str, Any] | None = None) -> dict:
+  """The assets/config.json of a checkpoint (see the module docstring); `lora` = {'config', 'base'} for adapters."""
   if model not in MODELS:
     raise ValueError(f'unknown model kind {model!r} (known: {MODELS})')
+  if lora is not None and (set(lora) != {'config', 'base'} or not lora['base'].get('sha256')):
+    raise ValueError(f"lora must be {{'config': ..., 'base': {{'path', 'step', 'use_ema', 'sha256'}}}}, got {lora}")
   return {
       'format': FORMAT,
       'model': model,
@@ -117,6 +129,7 @@ def describe(model: str, model_config, *, layout: str | None = None, vae_checkpo
       'train_config': dict(train_config) if train_config is not None else None,
       'source': dict(source) if source is not None else None,
       'assets': dict(assets or {}),
+      'lora': dict(lora) if lora is not None else None,
   }
 
 
@@ -337,6 +350,29 @@ class Checkpoint:
   def model_config(self):
     return model_config_from_dict(self.model, self.config['config'])
 
+  @property
+  def is_lora(self) -> bool:
+    """Whether the params items hold LoRA adapters of a base checkpoint (see the module docstring)."""
+    return bool(self.config.get('lora'))
+
+  def lora_config(self) -> lora_lib.LoRAConfig:
+    if not self.is_lora:
+      raise CheckpointError(f'{self.directory} is not a LoRA checkpoint')
+    return lora_lib.LoRAConfig.from_dict(self.config['lora']['config'])
+
+  def load_lora_base(self, override: PathLike | None = None):
+    """The base parameters the adapters belong to (numpy), content hash checked. `override` is the base at another
+    path (moved or copied: a workdir, of which the recorded step is read, or that step's directory; the same EMA
+    choice; the hash must still match)."""
+    self.lora_config()  # refuses a checkpoint without adapters
+    reference = dict(self.config['lora']['base'])
+    if override:
+      reference['path'] = os.fspath(override)
+      if (epath.Path(override) / ASSETS / CONFIG_FILE).exists():
+        reference['step'] = None  # the step's own directory, not a workdir
+    return load_dit(reference, self.model_config(), expect_sha256=reference['sha256'],
+                    what=f'the LoRA base of {self.directory}')
+
   def load_vae(self, override: PathLike | None = None):
     """(params, VAEConfig) of the VAE this policy runs with: `override` (a converted VAE or an official file), else
     the one the run trained with (recorded in assets/config.json)."""
@@ -357,13 +393,23 @@ class Checkpoint:
                             'optim.ema_decay = 0); drop --use_ema')
     return EMA_PARAMS if (self.has_ema if use_ema is None else use_ema) else PARAMS
 
-  def load_params(self, *, use_ema: bool | None = None, target=None):
+  def load_params(self, *, use_ema: bool | None = None, target=None, merge_lora: bool = True,
+                  lora_base: PathLike | None = None):
     """The model parameters (EMA ones by default when kept): numpy in their stored dtypes, or placed like
-    `target`. No optimiser state is read."""
+    `target`. No optimiser state is read. For a LoRA checkpoint: the base (`load_lora_base`) with the adapters
+    merged in (`merge_lora`), or with them beside its kernels (the unmerged tree the DiT forward also takes)."""
     item = self.params_item(use_ema)
     if not (self.directory / item).exists():
       raise FileNotFoundError(f'{self.directory} has no {item}/ item')
-    return restore_tree(self.directory / item, target)
+    if not self.is_lora:
+      return restore_tree(self.directory / item, target)
+    if target is not None:
+      raise ValueError(f'{self.directory} is a LoRA checkpoint: its params are read whole (no target placement)')
+    lora_cfg = self.lora_config()
+    adapters = restore_tree(self.directory / item)
+    base = self.load_lora_base(lora_base)
+    combine = lora_lib.merge if merge_lora else lora_lib.unmerged
+    return jax.tree.map(np.asarray, combine(base, adapters, lora_cfg))
 
   def asset(self, name: str) -> epath.Path:
     path = self.directory / ASSETS / name
@@ -439,6 +485,59 @@ def open_checkpoint(path: PathLike, step: int | None = None) -> Checkpoint:
   return Checkpoint(directory=directory, config=config)
 
 
+def params_sha256(params) -> str:
+  """SHA-256 over every array of a params tree (path, dtype, shape and bytes, in path order): what a LoRA
+  checkpoint records of its base."""
+  digest = hashlib.sha256()
+  leaves = sorted((tree_path_name(path), leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(params))
+  for name, leaf in leaves:
+    array = np.ascontiguousarray(np.asarray(leaf))
+    digest.update(f'{name}|{array.dtype.name}|{array.shape}\n'.encode())
+    digest.update(memoryview(array).cast('B'))
+  return digest.hexdigest()
+
+
+def dit_reference(path: PathLike, *, ema_weights: bool = True) -> dict:
+  """{'path', 'step', 'use_ema'} of a DiT to start from, resolved so that it names the same weights later: an
+  official state_dict file (its EMA copy when it has one and `ema_weights`), or a checkpoint / training workdir (its
+  latest step now; EMA parameters when the run kept them)."""
+  text = os.fspath(path)
+  if not epath.Path(text).exists():
+    raise FileNotFoundError(f'DiT checkpoint {text} does not exist')
+  if '://' not in text:
+    text = os.path.abspath(text)
+  if text.endswith(OFFICIAL_SUFFIXES):
+    with torch_io.open_state_dict(local_copy(text)) as state_dict:
+      has_ema = any(k.startswith('net_ema.') for k in state_dict.keys())
+    return {'path': text, 'step': None, 'use_ema': bool(ema_weights and has_ema)}
+  checkpoint = open_checkpoint(text).require('dit', what=f'DiT {text}')
+  step = checkpoint.step if checkpoint.directory != epath.Path(text) else None
+  return {'path': text, 'step': step, 'use_ema': checkpoint.params_item() == EMA_PARAMS}
+
+
+def load_dit(reference: Mapping[str, Any], dit_cfg: dit.DiTConfig, *, expect_sha256: str | None = None,
+             what: str = 'DiT'):
+  """The DiT parameters (numpy) a `dit_reference` names, read with `dit_cfg` (official files) or as stored
+  (checkpoints). With `expect_sha256`, raises CheckpointError naming both hashes when the content differs."""
+  path = reference['path']
+  if not epath.Path(path).exists():
+    raise FileNotFoundError(f'{what}: {path} does not exist (give the base at its new place, e.g. --lora_base)')
+  if path.endswith(OFFICIAL_SUFFIXES):
+    with torch_io.open_state_dict(local_copy(path)) as state_dict:
+      params = dit_rules.load_official(dit_cfg, state_dict, use_ema=bool(reference['use_ema']), where=path)
+  else:
+    checkpoint = open_checkpoint(path, reference.get('step')).require('dit', what=what)
+    params = checkpoint.load_params(use_ema=bool(reference['use_ema']))
+  if expect_sha256 is not None:
+    found = params_sha256(params)
+    if found != expect_sha256:
+      step = f' step {reference.get("step")}' if reference.get('step') is not None else ''
+      raise CheckpointError(f'{what}: {path}{step} ({"EMA" if reference["use_ema"] else "regular"} weights) has '
+                            f'content sha256 {found}, but the adapters were trained on a base with sha256 '
+                            f'{expect_sha256}: it is not the same base (retrained, reconverted or overwritten)')
+  return params
+
+
 def load_vae(source: PathLike, vae_config=None):
   """(params, VAEConfig) of a VAE: a converted VAE checkpoint, or an official state_dict file (.safetensors / .pth
   / .pt) read directly with `vae_config` (default: the released Wan2.1 VAE)."""
@@ -454,9 +553,11 @@ def load_vae(source: PathLike, vae_config=None):
   return checkpoint.load_params(), checkpoint.model_config()
 
 
-def load_params(path: PathLike, *, step: int | None = None, use_ema: bool | None = None) -> tuple[dict, dict]:
-  """(params as numpy, assets/config.json) of the checkpoint at `path` (see `open_checkpoint`). Callers place the
-  arrays on devices themselves (e.g. `jax.device_put` with their sharding)."""
+def load_params(path: PathLike, *, step: int | None = None, use_ema: bool | None = None, merge_lora: bool = True,
+                lora_base: PathLike | None = None) -> tuple[dict, dict]:
+  """(params as numpy, assets/config.json) of the checkpoint at `path` (see `open_checkpoint`; a LoRA checkpoint's
+  adapters merged into their base, or beside its kernels: `Checkpoint.load_params`). Callers place the arrays on
+  devices themselves (e.g. `jax.device_put` with their sharding)."""
   path = epath.Path(path)
   if (path / ASSETS / CONFIG_FILE).exists() and not (path / PARAMS).exists():
     raise FileNotFoundError(f'{path} has no {PARAMS}/ item')
@@ -464,4 +565,4 @@ def load_params(path: PathLike, *, step: int | None = None, use_ema: bool | None
   directory = path if direct else open_checkpoint(path, step).directory
   config = _read_config(directory)
   checkpoint = Checkpoint(directory=directory, config=config)
-  return checkpoint.load_params(use_ema=use_ema), config
+  return checkpoint.load_params(use_ema=use_ema, merge_lora=merge_lora, lora_base=lora_base), config

@@ -1,5 +1,5 @@
-"""`--checkpoint`, `--step`, `--use_ema`: the shorthands every command that runs a policy checkpoint takes (serve,
-the ALOHA and LIBERO evaluations), each standing for the config field of the same name in one section
+"""`--checkpoint`, `--step`, `--use_ema` (and `--merge_lora`, for commands with a config section): the shorthands every
+command that runs a policy checkpoint takes (serve, the ALOHA and LIBERO evaluations), each standing for the config field of the same name in one section
 (`--checkpoint=X` is `--config.model.checkpoint=X` for serve, `--config.policy.checkpoint=X` for eval).
 
 The fields are read by `checkpoint.open_checkpoint`. A command calls `define` at the top of its module, then
@@ -16,19 +16,20 @@ from absl import flags
 
 @dataclasses.dataclass(frozen=True)
 class CheckpointFlags:
-  """The three flags of a command and the config section they fill."""
+  """The flags of a command and the config section they fill."""
   section: str | None
   checkpoint: flags.FlagHolder
   step: flags.FlagHolder
   use_ema: flags.FlagHolder
+  merge_lora: flags.FlagHolder | None = None
 
   def apply(self, config) -> None:
     """Writes each flag that was given over its field of `config.<section>` (a locked config is fine)."""
     if self.section is None:
       raise ValueError('these checkpoint flags fill no config section (defined with section=None)')
     with config.unlocked():
-      for holder in (self.checkpoint, self.step, self.use_ema):
-        if holder.value is not None:
+      for holder in (self.checkpoint, self.step, self.use_ema, self.merge_lora):
+        if holder is not None and holder.value is not None:
           config[self.section][holder.name] = holder.value
 
 
@@ -46,4 +47,7 @@ def define(section: str | None, flag_values: flags.FlagValues = flags.FLAGS) -> 
       step=flags.DEFINE_integer('step', None, f'Training step of --checkpoint (default: the latest{same("step")}).',
                                 flag_values=flag_values),
       use_ema=flags.DEFINE_bool('use_ema', None, 'EMA parameters of --checkpoint (default: when the run kept an EMA'
-                                f'{same("use_ema")}).', flag_values=flag_values))
+                                f'{same("use_ema")}).', flag_values=flag_values),
+      merge_lora=flags.DEFINE_bool('merge_lora', None, 'A LoRA checkpoint: merge the adapters into their base at load '
+                                   f'(default, fast) or keep them separate (--nomerge_lora{same("merge_lora")}).',
+                                   flag_values=flag_values) if section else None)

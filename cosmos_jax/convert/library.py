@@ -38,6 +38,7 @@ from cosmos_jax.convert import vae_rules
 from cosmos_jax.data import stats as stats_lib
 from cosmos_jax.data import text as text_lib
 from cosmos_jax.nn import dit
+from cosmos_jax.nn import lora as lora_lib
 from cosmos_jax.nn import t5
 from cosmos_jax.nn import vae
 
@@ -228,21 +229,26 @@ def policy_assets(statistics: str | None, text_store: str | None) -> dict[str, s
   return assets
 
 
-def load_converted(path: str | os.PathLike, *, step: int | None = None,
-                   use_ema: bool | None = None) -> tuple[dict, Any, dict]:
+def load_converted(path: str | os.PathLike, *, step: int | None = None, use_ema: bool | None = None,
+                   merge_lora: bool = True, lora_base: str | os.PathLike | None = None) -> tuple[dict, Any, dict]:
   """(params as numpy, model config (DiTConfig / VAEConfig / T5Config), assets/config.json) of a checkpoint: a
   converted one, or a training run's (its directory or workdir; the latest step or `step`; EMA parameters when
-  the run kept them, or as `use_ema` says).
+  the run kept them, or as `use_ema` says). A LoRA run's adapters come merged into their base (`merge_lora`), or
+  beside its kernels (the DiT runs them unmerged); `lora_base` is the base at another path.
 
-  The params' shapes are checked against the model's.
+  The params' shapes (the base's, for unmerged adapters) are checked against the model's.
   """
-  params, config = checkpoint.load_params(path, step=step, use_ema=use_ema)
+  params, config = checkpoint.load_params(path, step=step, use_ema=use_ema, merge_lora=merge_lora,
+                                          lora_base=lora_base)
   if config.get('format') != FORMAT or config.get('model') not in KINDS:
     raise ValueError(f'{path}: config.json is not a converted-model config (format {config.get("format")!r}, '
                      f'model {config.get("model")!r}; expected {FORMAT!r} and one of {sorted(KINDS)})')
   kind = KINDS[config['model']]
   cfg = kind.config_from_dict(config['config'])
-  _check_params_match(params, kind.abstract_params(cfg), str(path))
+  base = params
+  if config.get('lora') and not merge_lora:
+    base = jax.tree_util.tree_map_with_path(lambda p, x: None if p[-1].key in lora_lib.ADAPTER_LEAVES else x, params)
+  _check_params_match(base, kind.abstract_params(cfg), str(path))
   return params, cfg, config
 
 
@@ -263,13 +269,22 @@ def _check_params_match(params, abstract, where: str) -> None:
 
 
 def export(checkpoint_dir: str | os.PathLike, out_path: str | os.PathLike, *, dtype: str = 'keep',
-           prefix: str | None = None, step: int | None = None,
-           use_ema: bool | None = None) -> dict[str, tuple[int, ...]]:
+           prefix: str | None = None, step: int | None = None, use_ema: bool | None = None, merge: bool = False,
+           lora_base: str | os.PathLike | None = None) -> dict[str, tuple[int, ...]]:
   """A checkpoint (converted, or a training run's; see `load_converted`) -> an official-layout state_dict file
-  (.safetensors or .pt: `net.` keys for a DiT, the released names and shapes). Returns name -> shape."""
+  (.safetensors or .pt: `net.` keys for a DiT, the released names and shapes). A LoRA checkpoint needs `merge`:
+  the official layout has no adapters, so they are folded into the base (W + A·B·alpha/r). Returns name -> shape."""
   if dtype != 'keep' and dtype not in EXPORT_DTYPES:
     raise ValueError(f'--dtype must be keep or one of {EXPORT_DTYPES}, got {dtype!r}')
-  params, cfg, config = load_converted(checkpoint_dir, step=step, use_ema=use_ema)
+  try:
+    is_lora = checkpoint.open_checkpoint(checkpoint_dir, step).is_lora
+  except checkpoint.CheckpointError:
+    is_lora = False  # not a checkpoint of ours: load_converted says what it is instead
+  if is_lora != merge:
+    raise ValueError(f'{checkpoint_dir} is a LoRA checkpoint: pass --merge to fold its adapters into the base (the '
+                     'official layout has no adapters)' if is_lora else
+                     f'--merge folds LoRA adapters into their base; {checkpoint_dir} holds no adapters')
+  params, cfg, config = load_converted(checkpoint_dir, step=step, use_ema=use_ema, lora_base=lora_base)
   kind = KINDS[config['model']]
   state_dict = rules_lib.export_state_dict(kind.rules(cfg), params,
                                            prefix=kind.export_prefix if prefix is None else prefix,

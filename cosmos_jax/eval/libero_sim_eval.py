@@ -206,7 +206,8 @@ def make_policy(config) -> tuple[Policy, str]:
   runner = runner_lib.PolicyRunner.from_checkpoints(p.checkpoint, p.vae or None, step=p.step, use_ema=p.use_ema,
                                                     statistics=p.statistics or None, text_store=p.text_store or None,
                                                     layout='libero', image_size=config.image_size,
-                                                    action_steps=p.action_steps, seed=p.seed)
+                                                    action_steps=p.action_steps, seed=p.seed,
+                                                    merge_lora=p.merge_lora, lora_base=p.lora_base or None)
   return runner.act, runner.name
 
 

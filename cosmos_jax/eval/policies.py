@@ -113,5 +113,7 @@ def make_policy(config) -> tuple[episode_lib.Policy, str]:
   policy = runner.PolicyRunner.from_checkpoints(p.checkpoint, p.vae or None, step=p.step, use_ema=p.use_ema,
                                                 planning_dir=p.planning_checkpoint or None,
                                                 statistics=p.statistics or None, text_store=p.text_store or None,
-                                                image_size=config.image_size, proprio_margin=None)
+                                                image_size=config.image_size, proprio_margin=None,
+                                                merge_lora=p.get('merge_lora', True),
+                                                lora_base=p.get('lora_base') or None)
   return policy.act, policy.name

@@ -68,7 +68,8 @@ def make_models(config: ml_collections.ConfigDict) -> factory.PolicyModels:
                                   planning_dir=p.checkpoint or None, planning_step=p.step,
                                   planning_use_ema=p.use_ema, statistics=m.statistics or None,
                                   text_store=m.text_store or None, t5_dir=m.t5 or None, dit_overrides=overrides,
-                                  layout=config.layout)
+                                  layout=config.layout, merge_lora=m.get('merge_lora', True),
+                                  lora_base=m.get('lora_base') or None)
 
 
 def make_runner(config: ml_collections.ConfigDict) -> runner_lib.PolicyRunner:

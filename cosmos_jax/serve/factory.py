@@ -53,16 +53,22 @@ def _open_policy(path: str | os.PathLike, step: int | None, what: str) -> checkp
   return checkpoint_lib.open_checkpoint(path, step).require('dit', what=what)
 
 
-def _dit(checkpoint: checkpoint_lib.Checkpoint, use_ema: bool | None, overrides: Mapping[str, Any]):
-  params, cfg, _ = convert_lib.load_converted(checkpoint.directory, use_ema=use_ema)
+def _dit(checkpoint: checkpoint_lib.Checkpoint, use_ema: bool | None, overrides: Mapping[str, Any],
+         merge_lora: bool = True, lora_base: str | os.PathLike | None = None):
+  params, cfg, _ = convert_lib.load_converted(checkpoint.directory, use_ema=use_ema, merge_lora=merge_lora,
+                                              lora_base=lora_base)
   return params, dataclasses.replace(cfg, **overrides)
 
 
-def _describe(checkpoint: checkpoint_lib.Checkpoint, use_ema: bool | None) -> str:
+def _describe(checkpoint: checkpoint_lib.Checkpoint, use_ema: bool | None, merge_lora: bool = True) -> str:
   name = os.fspath(checkpoint.directory)
   if checkpoint.has_train_state:
     ema = checkpoint.params_item(use_ema) == checkpoint_lib.EMA_PARAMS
     name += f' (step {checkpoint.step}{", EMA" if ema else ""})'
+  if checkpoint.is_lora:
+    lora = checkpoint.lora_config()
+    name += (f' LoRA rank {lora.rank} {"merged into" if merge_lora else "beside"} '
+             f'{checkpoint.config["lora"]["base"]["path"]}')
   return name
 
 
@@ -71,7 +77,8 @@ def from_checkpoints(checkpoint: str | os.PathLike, vae: str | os.PathLike | Non
                      planning_dir: str | os.PathLike | None = None, planning_step: int | None = None,
                      planning_use_ema: bool | None = None, statistics: str | os.PathLike | None = None,
                      text_store: str | os.PathLike | None = None, t5_dir: str | os.PathLike | None = None,
-                     dit_overrides: Mapping[str, Any] | None = None, layout: str | None = None) -> PolicyModels:
+                     dit_overrides: Mapping[str, Any] | None = None, layout: str | None = None,
+                     merge_lora: bool = True, lora_base: str | os.PathLike | None = None) -> PolicyModels:
   """From a policy checkpoint: a training workdir (its latest step, or `step`) or a checkpoint directory (a
   training step, or `python -m cosmos_jax.convert dit --layout=...`), read by cosmos_jax.convert.checkpoint.
 
@@ -79,14 +86,16 @@ def from_checkpoints(checkpoint: str | os.PathLike, vae: str | os.PathLike | Non
   trained with; the statistics and text store to the checkpoint's assets. `planning_dir` (+ `planning_step`,
   `planning_use_ema`) is a second checkpoint for the planning model. `dit_overrides` replaces run-time DiT settings
   (e.g. {'dtype': 'bfloat16', 'attention': 'cudnn'}) in both DiT configs; `t5_dir` is a converted T5 encoder
-  (`convert t5`) for tasks missing from the text store; `layout`, when given, must be the checkpoint's."""
+  (`convert t5`) for tasks missing from the text store; `layout`, when given, must be the checkpoint's. A LoRA
+  checkpoint's adapters are merged into their base at load (`merge_lora`, the fast path), or kept beside its kernels;
+  `lora_base` is that base at another path (its content hash is checked either way)."""
   policy = _open_policy(checkpoint, step, 'the policy checkpoint')
   policy.require('dit', what='the policy checkpoint', policy=not (statistics and text_store))
   if layout and policy.layout and policy.layout != layout:
     raise checkpoint_lib.CheckpointError(f'{policy.directory} is a {policy.layout!r} policy; this command serves '
                                          f'the {layout!r} layout')
   overrides = dict(dit_overrides or {})
-  dit_params, dit_cfg = _dit(policy, use_ema, overrides)
+  dit_params, dit_cfg = _dit(policy, use_ema, overrides, merge_lora, lora_base)
   vae_params, vae_cfg = policy.load_vae(vae)
   planning_cfg, planning_params, planning = None, None, None
   if planning_dir is not None:
@@ -96,7 +105,8 @@ def from_checkpoints(checkpoint: str | os.PathLike, vae: str | os.PathLike | Non
       dit_cfg=dit_cfg, dit_params=dit_params, vae_cfg=vae_cfg, vae_params=vae_params,
       statistics=stats_lib.load_statistics(statistics) if statistics else policy.statistics(),
       text_store=text_lib.TextStore.load(text_store) if text_store else policy.text_store(),
-      name=_describe(policy, use_ema) + (f' + planning {_describe(planning, planning_use_ema)}' if planning else ''),
+      name=_describe(policy, use_ema, merge_lora) + (f' + planning {_describe(planning, planning_use_ema)}'
+                                                     if planning else ''),
       planning_dit_cfg=planning_cfg, planning_dit_params=planning_params,
       text_encoder=text_lib.T5TextEncoder.load(t5_dir) if t5_dir else None)
 

@@ -56,12 +56,14 @@ class PolicyRunner:
                        planning_dir: str | os.PathLike | None = None, statistics: str | os.PathLike | None = None,
                        text_store: str | os.PathLike | None = None, planning: planning_lib.PlanningConfig | None = None,
                        t5_dir: str | os.PathLike | None = None, dit_overrides: Mapping[str, Any] | None = None,
+                       merge_lora: bool = True, lora_base: str | os.PathLike | None = None,
                        **kwargs) -> 'PolicyRunner':
     """From a policy checkpoint or training workdir (`factory.from_checkpoints`). A planning_dir without a
     `planning` config uses the main ALOHA planning settings."""
     models = factory.from_checkpoints(checkpoint, vae, step=step, use_ema=use_ema, planning_dir=planning_dir,
                                       statistics=statistics, text_store=text_store, t5_dir=t5_dir,
-                                      dit_overrides=dit_overrides, layout=kwargs.get('layout', 'aloha'))
+                                      dit_overrides=dit_overrides, layout=kwargs.get('layout', 'aloha'),
+                                      merge_lora=merge_lora, lora_base=lora_base)
     if planning_dir is not None and planning is None:
       planning = planning_lib.PlanningConfig.main_command()
     return cls.build(models, planning=planning, **kwargs)

@@ -1,7 +1,7 @@
 """The one checkpoint-manager wrapper: orbax `CheckpointManager` writing the checkpoint layout of
 cosmos_jax/convert/checkpoint.py, one directory per saved step.
 
-Items per step: `params`, `ema_params` (when an EMA is kept), `train_state` (step, optimiser state, RNG key data),
+Items per step: `params` (of a LoRA run: the adapters; the base is referenced in assets), `ema_params` (when an EMA is kept), `train_state` (step, optimiser state, RNG key data),
 `data_iter` (the grain iterator state of each process) and `assets` (config.json with the resolved training config,
 dataset statistics, text store; written by process 0). Saves are asynchronous; the manager keeps the last N plus
 every `keep_period`-th. Paths go through `etils.epath` (a `gs://` workdir works; orbax writes from every host).
@@ -86,7 +86,7 @@ class CheckpointManager:
 
   def save(self, step: int, state: state_lib.TrainState, *, data_iter=None, assets: AssetsWriter | None = None,
            force: bool = False) -> bool:
-    items = {layout.PARAMS: ocp.args.StandardSave(state.params),
+    items = {layout.PARAMS: ocp.args.StandardSave(state_lib.trained_params(state.params)),
              layout.TRAIN_STATE: ocp.args.StandardSave(_train_state_item(state))}
     if state.ema_params is not None:
       items[layout.EMA_PARAMS] = ocp.args.StandardSave(state.ema_params)
@@ -97,13 +97,18 @@ class CheckpointManager:
     return self._manager.save(step, args=ocp.args.Composite(**items), force=force)
 
   def restore(self, step: int | None, abstract_state: state_lib.TrainState, *,
-              data_iter=None) -> state_lib.TrainState:
+              data_iter=None, base_params=None) -> state_lib.TrainState:
     """Restores the train state into the shardings/dtypes of `abstract_state` (a TrainState of
-    `jax.ShapeDtypeStruct`s with shardings) and, when given, the grain iterator in place."""
+    `jax.ShapeDtypeStruct`s with shardings) and, when given, the grain iterator in place. A LoRA state's base is
+    not in the checkpoint (it references it): pass it, placed, as `base_params`."""
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f'no checkpoint to restore in {self.directory}')
-    items = {layout.PARAMS: ocp.args.StandardRestore(abstract_state.params),
+    lora = state_lib.is_lora_params(abstract_state.params)
+    if lora and base_params is None:
+      raise ValueError(f'{self.directory} step {step}: restoring a LoRA state needs base_params (the checkpoint '
+                       'holds the adapters only)')
+    items = {layout.PARAMS: ocp.args.StandardRestore(state_lib.trained_params(abstract_state.params)),
              layout.TRAIN_STATE: ocp.args.StandardRestore(_train_state_item(abstract_state))}
     if abstract_state.ema_params is not None:
       items[layout.EMA_PARAMS] = ocp.args.StandardRestore(abstract_state.ema_params)
@@ -111,7 +116,10 @@ class CheckpointManager:
       items[layout.DATA_ITER] = grain_python.PyGrainCheckpointRestore(data_iter)
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     rest = restored[layout.TRAIN_STATE]
-    return state_lib.TrainState(step=rest['step'], params=restored[layout.PARAMS], opt_state=rest['opt_state'],
+    params = restored[layout.PARAMS]
+    if lora:
+      params = state_lib.lora_params(base_params, params)
+    return state_lib.TrainState(step=rest['step'], params=params, opt_state=rest['opt_state'],
                                 rng=rest['rng'],
                                 ema_params=restored[layout.EMA_PARAMS] if layout.EMA_PARAMS in items else None)
 

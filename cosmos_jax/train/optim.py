@@ -6,7 +6,8 @@ weights; gradients have NaN/±inf replaced by 0, then are clipped to global L2 n
 `lr · f(n)` with the official `LambdaLinearScheduler` multiplier f, n counting optimiser steps. Gradient
 accumulation (`optim.grad_accum_steps`) happens inside the train step (`state.accumulated_grads`), so this
 transformation, the step count, the EMA and the schedule see one update per optimiser step. EMA of the parameters
-is kept in the train state (see `ema_update`), off by default as in the official run.
+is kept in the train state (see `ema_update`), off by default as in the official run. LoRA fine-tuning wraps the
+recipe with `freeze_base`.
 """
 
 from __future__ import annotations
@@ -77,3 +78,15 @@ def make_optimizer(config) -> optax.GradientTransformation:
 def ema_update(ema_params, params, decay: float):
   """ema ← decay·ema + (1 − decay)·params, in the EMA's dtype (fp32)."""
   return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p.astype(e.dtype), ema_params, params)
+
+
+def freeze_base(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+  """`tx` on the adapters of LoRA params ({'base', 'adapters'}, see state.lora_params) and nothing on the base:
+  `optax.multi_transform` masks the base out of `tx`, so the optimiser state (moments, clipping norm, weight decay)
+  covers the adapters only, and the base's label maps to `set_to_zero` (no state)."""
+
+  def labels(params):
+    return {'base': jax.tree.map(lambda _: 'frozen', params['base']),
+            'adapters': jax.tree.map(lambda _: 'adapters', params['adapters'])}
+
+  return optax.multi_transform({'adapters': tx, 'frozen': optax.set_to_zero()}, labels)

@@ -56,8 +56,8 @@ def fsdp_spec(shape: Sequence[int], fsdp_size: int, *, skip_leading: bool = Fals
   return P(*spec)
 
 
-def param_specs(abstract_params, mesh: Mesh, rules: Sequence[tuple[str, str]] = DEFAULT_PARAM_RULES):
-  """PartitionSpec tree for a params (or any params-shaped) tree, from the ordered rules."""
+def _spec_function(mesh: Mesh, rules: Sequence[tuple[str, str]]):
+  """path, leaf -> PartitionSpec by the first rule whose regex matches the '/'-joined path."""
   compiled = [(re.compile(pattern), rule) for pattern, rule in rules]
   fsdp_size = mesh.shape['fsdp']
 
@@ -72,6 +72,13 @@ def param_specs(abstract_params, mesh: Mesh, rules: Sequence[tuple[str, str]] = 
         raise ValueError(f'sharding rule {rule!r} for {pattern.pattern!r} is not one of replicate/fsdp/fsdp_skip_leading')
     raise ValueError(f'no sharding rule matches parameter {path!r}')
 
+  return spec_for
+
+
+def param_specs(abstract_params, mesh: Mesh, rules: Sequence[tuple[str, str]] = DEFAULT_PARAM_RULES):
+  """PartitionSpec tree for a params (or any params-shaped) tree, from the ordered rules."""
+  spec_for = _spec_function(mesh, rules)
+
   def by_path(tree):
     if not isinstance(tree, dict):
       return jax.tree.map(lambda leaf: spec_for('', leaf), tree)
@@ -82,19 +89,20 @@ def param_specs(abstract_params, mesh: Mesh, rules: Sequence[tuple[str, str]] = 
 
 
 def tree_shardings(abstract_tree, mesh: Mesh, rules: Sequence[tuple[str, str]] = DEFAULT_PARAM_RULES):
-  """NamedShardings for any pytree whose dict leaves carry parameter paths (params, EMA, optimizer moments).
+  """NamedShardings for any pytree whose dict keys carry parameter paths (params, EMA, optimizer moments, LoRA
+  {'base', 'adapters'} params).
 
-  Optimizer states nest the params tree inside optax containers; each nested params-shaped dict is matched by its
-  own paths, and scalars (counts) are replicated.
+  Each leaf is matched by the dict keys on its path, '/'-joined; the containers around them (train state fields,
+  optax states, multi_transform's masks) add nothing. So the moments of a parameter follow the parameter, a LoRA
+  adapter (`.../q_proj/lora_a`) follows its layer's rule, and scalars (counts) are replicated as small arrays.
   """
+  spec_for = _spec_function(mesh, rules)
 
-  def shard_subtree(node):
-    if isinstance(node, dict):
-      specs = param_specs(node, mesh, rules)
-      return jax.tree.map(lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, P))
-    return NamedSharding(mesh, P())
+  def for_leaf(path, leaf):
+    keys = [str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey)]
+    return NamedSharding(mesh, spec_for('/'.join(keys), leaf))
 
-  return jax.tree.map(shard_subtree, abstract_tree, is_leaf=lambda x: isinstance(x, dict))
+  return jax.tree_util.tree_map_with_path(for_leaf, abstract_tree)
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 1) -> NamedSharding:

@@ -3,6 +3,10 @@
 One step: encode the slot-layout video with the frozen VAE (one causal pass), draw σ and noise from a key folded
 from the run seed and the step number (so a resumed run draws exactly what an uninterrupted one would), compute
 the masked rectified-flow loss through the DiT (bf16 compute on fp32 master parameters), apply the optimiser.
+
+LoRA fine-tuning (`StepConfig.lora`): the params are {'base': the frozen DiT, 'adapters': the LoRA adapters}
+(`lora_params`). The gradient is taken with respect to the adapters only, the optimiser is partitioned so that its
+state exists for the adapters only (train/optim.py:freeze_base), and the base passes through the step untouched.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from cosmos_jax.nn import dit as dit_lib
+from cosmos_jax.nn import lora as lora_lib
 from cosmos_jax.nn import vae as vae_lib
 from cosmos_jax.policy import diffusion
 from cosmos_jax.policy import layout as layout_lib
@@ -30,10 +35,10 @@ from cosmos_jax.train import sharding as sharding_lib
 @flax.struct.dataclass
 class TrainState:
   step: jax.Array  # int32 scalar: optimiser steps taken
-  params: Any  # DiT parameters, fp32 masters
+  params: Any  # DiT parameters, fp32 masters; LoRA: {'base': frozen DiT, 'adapters': fp32 adapters}
   opt_state: Any
   rng: jax.Array  # uint32 key data of the run key (a plain array, so it checkpoints anywhere)
-  ema_params: Any = None
+  ema_params: Any = None  # of the trained parameters (LoRA: the adapters)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +52,7 @@ class StepConfig:
   ema_decay: float = 0.0  # 0 = no EMA (the official run)
   grad_accum_steps: int = 1  # micro-batches per optimiser step (the batch is split inside the step)
   mesh: Any = None  # the training mesh: the VAE encode runs per device (see `encode_slot_frames`)
+  lora: lora_lib.LoRAConfig | None = None  # LoRA fine-tuning of a frozen base (None: full fine-tuning)
 
 
 # Keys of a training batch (see cosmos_jax.data): one frame per latent slot, the text embeddings, and the
@@ -54,11 +60,43 @@ class StepConfig:
 BATCH_KEYS = ('video', 't5_text_embeddings', *diffusion.BATCH_KEYS)
 
 
-def init_state(params, tx: optax.GradientTransformation, seed: int, *, ema: bool = False) -> TrainState:
-  params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params)
+BASE, ADAPTERS = 'base', 'adapters'
+
+
+def lora_params(base, adapters) -> dict:
+  """The params of a LoRA train state: the frozen base and the trained adapters."""
+  return {BASE: base, ADAPTERS: adapters}
+
+
+def is_lora_params(params) -> bool:
+  return isinstance(params, dict) and set(params) == {BASE, ADAPTERS}
+
+
+def trained_params(params):
+  """What the optimiser changes (and a checkpoint's `params` item holds): the adapters of a LoRA state, else all."""
+  return params[ADAPTERS] if is_lora_params(params) else params
+
+
+def model_params(params, lora: lora_lib.LoRAConfig | None):
+  """The tree the DiT forward takes: the params, or for LoRA the base with its adapters beside the kernels."""
+  if lora is None:
+    return params
+  return lora_lib.unmerged(params[BASE], params[ADAPTERS], lora)
+
+
+def init_state(params, tx: optax.GradientTransformation, seed: int, *, ema: bool = False,
+               base_dtype: str = 'float32') -> TrainState:
+  """The state at step 0. Trained parameters are fp32 masters; a LoRA base (`lora_params`) is stored in
+  `base_dtype` (bf16 halves the frozen weights' memory; the forward computes in the DiT's dtype either way)."""
+  if is_lora_params(params):
+    params = lora_params(jax.tree.map(lambda p: jnp.asarray(p, base_dtype), params[BASE]),
+                         jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params[ADAPTERS]))
+  else:
+    params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params)
+  trained = trained_params(params)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                     rng=jax.random.key_data(jax.random.key(seed)),
-                    ema_params=jax.tree.map(jnp.copy, params) if ema else None)
+                    ema_params=jax.tree.map(jnp.copy, trained) if ema else None)
 
 
 def check_batch(batch: dict) -> None:
@@ -98,10 +136,13 @@ def latent_shape(cfg: StepConfig, video_shape) -> tuple[int, ...]:
   return (b, t, h // s, w // s, cfg.vae.z_dim)
 
 
-def loss_and_metrics(params, vae_params, batch: dict, sigma: jax.Array, epsilon: jax.Array, cfg: StepConfig):
-  """The policy loss of one (micro-)batch and its diagnostics (pure; differentiable in `params`)."""
+def loss_and_metrics(trained, frozen, vae_params, batch: dict, sigma: jax.Array, epsilon: jax.Array,
+                     cfg: StepConfig):
+  """The policy loss of one (micro-)batch and its diagnostics (pure; differentiable in `trained`: the DiT params,
+  or the LoRA adapters of the `frozen` base)."""
   latent = jax.lax.stop_gradient(encode_slot_frames(vae_params, cfg.vae, batch['video'], cfg.mesh))
   targets = {k: batch[k] for k in diffusion.BATCH_KEYS}
+  params = trained if cfg.lora is None else model_params(lora_params(frozen, trained), cfg.lora)
   return diffusion.training_loss(diffusion.DiTNet(cfg.dit), params, batch['t5_text_embeddings'], latent, targets,
                                  sigma, epsilon, cfg.layout, cfg.diffusion)
 
@@ -128,21 +169,23 @@ def split_micro_batches(tree, k: int, mesh=None):
   return jax.tree.map(split, tree)
 
 
-def accumulated_grads(params, vae_params, batch: dict, sigma: jax.Array, epsilon: jax.Array, cfg: StepConfig):
-  """(loss, scalar metrics, gradient) of the whole batch, computed over `cfg.grad_accum_steps` micro-batches.
+def accumulated_grads(params, frozen, vae_params, batch: dict, sigma: jax.Array, epsilon: jax.Array,
+                      cfg: StepConfig):
+  """(loss, scalar metrics, gradient in `params`) of the whole batch, computed over `cfg.grad_accum_steps`
+  micro-batches (`frozen`: the LoRA base, else None).
 
   The gradient is the mean of the micro-batch gradients, which equals the full-batch gradient (the loss is a mean
   over equally sized samples); only the activations of one micro-batch are live at a time."""
   grad_fn = jax.value_and_grad(loss_and_metrics, has_aux=True)
   k = cfg.grad_accum_steps
   if k == 1:
-    (loss, aux), grads = grad_fn(params, vae_params, batch, sigma, epsilon, cfg)
+    (loss, aux), grads = grad_fn(params, frozen, vae_params, batch, sigma, epsilon, cfg)
     return loss, {n: v for n, v in aux.items() if jnp.ndim(v) == 0}, grads
 
   micro = split_micro_batches({'batch': batch, 'sigma': sigma, 'epsilon': epsilon}, k, cfg.mesh)
 
   def body(grad_sum, m):
-    (loss, aux), grads = grad_fn(params, vae_params, m['batch'], m['sigma'], m['epsilon'], cfg)
+    (loss, aux), grads = grad_fn(params, frozen, vae_params, m['batch'], m['sigma'], m['epsilon'], cfg)
     scalars = {n: v for n, v in aux.items() if jnp.ndim(v) == 0}
     grad_sum = jax.tree.map(lambda s, g: s + g.astype(jnp.float32), grad_sum, grads)
     return grad_sum, {'loss': loss, **scalars}
@@ -161,13 +204,24 @@ def train_step(state: TrainState, vae_params, batch: dict, *, cfg: StepConfig,
   check_batch(batch)
   key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
   sigma, epsilon = diffusion.draw_sigma_and_noise(key, latent_shape(cfg, batch['video'].shape), cfg.diffusion)
-  loss, aux, grads = accumulated_grads(state.params, vae_params, batch, sigma, epsilon, cfg)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
+  if cfg.lora is None:
+    loss, aux, grads = accumulated_grads(state.params, None, vae_params, batch, sigma, epsilon, cfg)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    trained = params
+  else:
+    base, adapters = state.params[BASE], state.params[ADAPTERS]
+    loss, aux, grads = accumulated_grads(adapters, base, vae_params, batch, sigma, epsilon, cfg)
+    # The partitioned optimiser ignores the base's entries (set_to_zero) and its state holds none; the zeros are
+    # never used, so XLA drops them. The base itself passes through unchanged (bit for bit).
+    updates, opt_state = tx.update(lora_params(jax.tree.map(jnp.zeros_like, base), grads), state.opt_state,
+                                   state.params)
+    trained = optax.apply_updates(adapters, updates[ADAPTERS])
+    params = lora_params(base, trained)
   ema = state.ema_params
   if ema is not None:
-    ema = optim.ema_update(ema, params, cfg.ema_decay)
-  metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads), 'param_norm': optax.tree.norm(params), **aux}
+    ema = optim.ema_update(ema, trained, cfg.ema_decay)
+  metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads), 'param_norm': optax.tree.norm(trained), **aux}
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema), metrics
 
 

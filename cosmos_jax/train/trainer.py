@@ -12,12 +12,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from etils import epath
 
 from cosmos_jax.convert import checkpoint as checkpoint_layout
-from cosmos_jax.convert import dit_rules
-from cosmos_jax.convert import torch_io
 from cosmos_jax.nn import dit as dit_lib
+from cosmos_jax.nn import lora as lora_lib
 from cosmos_jax.nn import vae as vae_lib
 from cosmos_jax.policy import diffusion
 from cosmos_jax.policy import layout as layout_lib
@@ -41,12 +41,29 @@ def model_configs(config: ml_collections.ConfigDict) -> tuple[dit_lib.DiTConfig,
   return dit_cfg, vae_cfg
 
 
+def lora_config(config: ml_collections.ConfigDict) -> lora_lib.LoRAConfig | None:
+  """The LoRA adapters of a `lora` run (None: full fine-tuning; also for configs saved before LoRA existed)."""
+  section = config.get('lora')
+  if section is None or not section.enabled:
+    return None
+  if section.base_dtype not in ('float32', 'bfloat16'):
+    raise ValueError(f"lora.base_dtype must be 'float32' or 'bfloat16', got {section.base_dtype!r}")
+  return lora_lib.LoRAConfig(targets=tuple(section.targets), rank=int(section.rank), alpha=float(section.alpha),
+                             dropout=float(section.dropout))
+
+
 def step_config(config: ml_collections.ConfigDict) -> state_lib.StepConfig:
   dit_cfg, vae_cfg = model_configs(config)
   return state_lib.StepConfig(dit=dit_cfg, vae=vae_cfg, layout=layout_lib.get_layout(config.layout),
                               diffusion=diffusion.DiffusionConfig(**config.diffusion.to_dict()),
                               ema_decay=float(config.optim.ema_decay),
-                              grad_accum_steps=int(config.optim.grad_accum_steps))
+                              grad_accum_steps=int(config.optim.grad_accum_steps), lora=lora_config(config))
+
+
+def make_optimizer(config: ml_collections.ConfigDict):
+  """The official recipe; for a LoRA run, on the adapters only (optim.freeze_base)."""
+  tx = optim.make_optimizer(config.optim)
+  return optim.freeze_base(tx) if lora_config(config) is not None else tx
 
 
 def _check_path(path: str, what: str) -> str:
@@ -90,18 +107,36 @@ def load_vae_params(config, vae_cfg: vae_lib.VAEConfig):
 def _load_dit(path: str, dit_cfg: dit_lib.DiTConfig, ema_weights: bool):
   """The initial DiT: an official state_dict file (.pt / .pth / .safetensors) read directly, taking its EMA copy
   (`net_ema.`) when it has one and `ema_weights` (the official load_ema_to_reg), or a converted checkpoint."""
-  if path.endswith(('.safetensors', '.pth', '.pt')):
-    with torch_io.open_state_dict(checkpoint_layout.local_copy(_check_path(path, 'init.dit_checkpoint'))) as state_dict:
-      has_ema = any(k.startswith('net_ema.') for k in state_dict.keys())
-      log.info('init.dit_checkpoint %s: %s weights', path, 'EMA' if ema_weights and has_ema else 'regular')
-      return dit_rules.load_official(dit_cfg, state_dict, use_ema=ema_weights and has_ema, where=path)
-  checkpoint = checkpoint_layout.open_checkpoint(_check_path(path, 'init.dit_checkpoint'))
-  params = checkpoint.load_params()
-  if ema_weights and (checkpoint.config.get('source') or {}).get('prefix') == 'net.':
-    log.warning('init.dit_checkpoint %s was converted from the regular (net.) weights; the official run starts '
-                    'from the EMA weights of its base checkpoint (convert it with `convert dit --ema`, or give the '
-                    'official file as init.dit_checkpoint)', path)
-  return params
+  return _load_dit_and_reference(path, dit_cfg, ema_weights)[0]
+
+
+def _load_dit_and_reference(path: str, dit_cfg: dit_lib.DiTConfig, ema_weights: bool):
+  """(`_load_dit`'s params, the `checkpoint_layout.dit_reference` naming them)."""
+  reference = checkpoint_layout.dit_reference(_check_path(path, 'init.dit_checkpoint'), ema_weights=ema_weights)
+  if path.endswith(checkpoint_layout.OFFICIAL_SUFFIXES):
+    log.info('init.dit_checkpoint %s: %s weights', path, 'EMA' if reference['use_ema'] else 'regular')
+  else:
+    checkpoint = checkpoint_layout.open_checkpoint(path)
+    if ema_weights and (checkpoint.config.get('source') or {}).get('prefix') == 'net.':
+      log.warning('init.dit_checkpoint %s was converted from the regular (net.) weights; the official run starts '
+                  'from the EMA weights of its base checkpoint (convert it with `convert dit --ema`, or give the '
+                  'official file as init.dit_checkpoint)', path)
+  return checkpoint_layout.load_dit(reference, dit_cfg), reference
+
+
+def lora_base(config, dit_cfg: dit_lib.DiTConfig, saved_reference: dict | None = None):
+  """(base params, base reference with its content hash) of a LoRA run: init.dit_checkpoint at the start, or on
+  resume the base the checkpoint names (its hash checked)."""
+  if saved_reference is not None:
+    base = checkpoint_layout.load_dit(saved_reference, dit_cfg, expect_sha256=saved_reference['sha256'],
+                                      what='the LoRA base of the resumed run')
+    return base, saved_reference
+  if not config.init.dit_checkpoint:
+    raise ValueError('LoRA (lora.enabled) adapts a trained DiT: set init.dit_checkpoint to the base (an official '
+                     'file, a converted checkpoint or a training workdir)')
+  base, reference = _load_dit_and_reference(config.init.dit_checkpoint, dit_cfg,
+                                            bool(config.init.get('ema_weights', True)))
+  return base, {**reference, 'sha256': checkpoint_layout.params_sha256(base)}
 
 
 def initial_params(config, dit_cfg: dit_lib.DiTConfig, vae_cfg: vae_lib.VAEConfig) -> tuple[Any, Any]:
@@ -109,14 +144,30 @@ def initial_params(config, dit_cfg: dit_lib.DiTConfig, vae_cfg: vae_lib.VAEConfi
   return initial_dit_params(config, dit_cfg), load_vae_params(config, vae_cfg)
 
 
-def _abstract_state(config, cfg: state_lib.StepConfig, tx):
+def abstract_train_state(config, cfg: state_lib.StepConfig, tx):
+  """The train state of `config` as `jax.ShapeDtypeStruct`s (nothing allocated; the 2B model works)."""
   abstract_params = jax.eval_shape(lambda k: dit_lib.init_params(cfg.dit, k), jax.random.key(0))
-  return jax.eval_shape(lambda p: state_lib.init_state(p, tx, config.seed, ema=cfg.ema_decay > 0), abstract_params)
+  if cfg.lora is not None:
+    abstract_params = state_lib.lora_params(
+        abstract_params, jax.eval_shape(lambda k: lora_lib.init_adapters(k, abstract_params, cfg.lora),
+                                        jax.random.key(0)))
+  return jax.eval_shape(lambda p: state_lib.init_state(p, tx, config.seed, ema=cfg.ema_decay > 0,
+                                                        base_dtype=_base_dtype(config)), abstract_params)
+
+
+def _base_dtype(config) -> str:
+  return config.lora.base_dtype if lora_config(config) is not None else 'float32'
+
+
+def initial_lora_params(config, cfg: state_lib.StepConfig, base):
+  """The LoRA params at step 0: the base and fresh adapters (B = 0: the model equals the base)."""
+  key = jax.random.fold_in(jax.random.key(config.seed), 1)
+  return state_lib.lora_params(base, jax.jit(lambda k: lora_lib.init_adapters(k, base, cfg.lora))(key))
 
 
 def _state_signature(config_dict: dict) -> dict:
   config = ml_collections.ConfigDict(config_dict)
-  abstract = _abstract_state(config, step_config(config), optim.make_optimizer(config.optim))
+  abstract = abstract_train_state(config, step_config(config), make_optimizer(config))
   return {jax.tree_util.keystr(path): (leaf.shape, leaf.dtype)
           for path, leaf in jax.tree_util.tree_leaves_with_path(abstract)}
 
@@ -145,7 +196,7 @@ def _with_value(tree: dict, dotted: str, value: Any, present: bool) -> dict:
 
 # Config sections that build the train state (the model and the optimiser); the others (data, logging, run length,
 # checkpointing) may change on resume.
-_STATE_SECTIONS = ('model.', 'optim.', 'layout', 'seed')
+_STATE_SECTIONS = ('model.', 'optim.', 'lora.', 'layout', 'seed')
 
 
 def config_changes_on_resume(saved: dict, config: ml_collections.ConfigDict) -> tuple[dict, dict]:
@@ -204,7 +255,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
     workdir.mkdir(parents=True, exist_ok=True)
   mesh = sharding_lib.make_mesh(config.mesh.data, min(config.mesh.fsdp, jax.device_count()))
   cfg = step_config(config)
-  tx = optim.make_optimizer(config.optim)
+  tx = make_optimizer(config)
 
   data = train_data.make_training_data(config, cfg.layout, process_index=process, process_count=jax.process_count(),
                                       assets_dir=os.fspath(workdir / 'assets'))
@@ -213,7 +264,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
       keep_period=config.checkpoint.keep_period or None, save_interval_steps=config.checkpoint.every_steps,
       async_save=config.checkpoint.async_save)
 
-  abstract_state = _abstract_state(config, cfg, tx)
+  abstract_state = abstract_train_state(config, cfg, tx)
   vae_params = load_vae_params(config, cfg.vae)
   abstract_batch = data.abstract_global_batch()
   step_fn, state_shardings = state_lib.jit_train_step(cfg, tx, mesh, abstract_state,
@@ -223,18 +274,31 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
   start = manager.latest_step() if resume else None
   if resume and start is None:
     print(f'--resume: no checkpoint in {manager.directory}; starting at step 0', flush=True)
+  base_reference = None
   if start is not None:
-    _check_resumable(checkpoint_layout.open_checkpoint(manager.directory, start), config)
+    saved = checkpoint_layout.open_checkpoint(manager.directory, start)
+    _check_resumable(saved, config)
     target = checkpoint_lib.abstract_with_shardings(abstract_state, state_shardings)
-    state = manager.restore(start, target, data_iter=data.iterator)
+    base_params = None
+    if cfg.lora is not None:
+      base, base_reference = lora_base(config, cfg.dit, saved.config['lora']['base'])
+      base_params = jax.device_put(jax.tree.map(lambda p, t: np.asarray(p, t.dtype), base, target.params['base']),
+                                   state_shardings.params['base'])
+    state = manager.restore(start, target, data_iter=data.iterator, base_params=base_params)
     print(f'resumed from step {start}', flush=True)
   else:
     if not resume and manager.latest_step() is not None:
       raise FileExistsError(f'{manager.directory} already holds checkpoints (latest step {manager.latest_step()}); '
                             'pass --resume to continue, or choose another --workdir')
-    init = jax.jit(lambda p: state_lib.init_state(p, tx, config.seed, ema=cfg.ema_decay > 0),
+    init = jax.jit(lambda p: state_lib.init_state(p, tx, config.seed, ema=cfg.ema_decay > 0,
+                                                  base_dtype=_base_dtype(config)),
                    out_shardings=state_shardings)
-    state = init(initial_dit_params(config, cfg.dit))
+    if cfg.lora is not None:
+      base, base_reference = lora_base(config, cfg.dit)
+      state = init(initial_lora_params(config, cfg, base))
+    else:
+      state = init(initial_dit_params(config, cfg.dit))
+  lora_description = (None if cfg.lora is None else {'config': cfg.lora.to_dict(), 'base': base_reference})
 
   train_config = json.loads(config.to_json_best_effort())
   vae_source = config.init.vae_checkpoint
@@ -245,7 +309,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
         'dit', cfg.dit, layout=config.layout, vae_checkpoint=vae_source, vae_config=cfg.vae, step=step,
         ema=cfg.ema_decay > 0,
         train_config=train_config, assets={n: n for n in (checkpoint_layout.STATISTICS_ASSET,
-                                                          checkpoint_layout.TEXT_STORE_ASSET)})
+                                                          checkpoint_layout.TEXT_STORE_ASSET)},
+        lora=lora_description)
     return lambda directory: checkpoint_layout.write_assets(
         directory, description, statistics=data.dataset.stats,
         text_store=data.text_store)
@@ -274,8 +339,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
         losses[step] = float(metrics['loss'])
         logger.scalars(step, metrics, step_time=step_time, lr=float(schedule(step - 1)))
       if config.log.image_every_steps and step % config.log.image_every_steps == 0:
-        prediction = metrics_lib.predict_for_logging(state.params, vae_params, batch, cfg, config.log.sample_steps,
-                                                     mesh)
+        prediction = metrics_lib.predict_for_logging(state_lib.model_params(state.params, cfg.lora), vae_params,
+                                                     batch, cfg, config.log.sample_steps, mesh)
         logger.image(step, 'predictions/current_true_predicted', metrics_lib.prediction_grid(prediction))
         logger.scalars_only(step, {'predicted_value': float(prediction['value'])})
       if manager.should_save(step) or step == end:

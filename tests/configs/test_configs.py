@@ -25,6 +25,17 @@ def test_tiny_variant_uses_the_bundled_sample(name):
   assert c.data.dataset_dir.endswith(f'sample_{c.layout}')
 
 
+@pytest.mark.parametrize('name', CONFIGS)
+def test_lora_variant_adapts_a_frozen_base(name):
+  c = importlib.import_module(f'configs.{name}').get_config('lora')
+  assert c.lora.enabled and not c.init.from_scratch and c.lora.base_dtype == 'bfloat16'
+  assert (tuple(c.lora.targets), c.lora.rank, c.lora.alpha, c.lora.dropout) == (
+      ('q_proj', 'k_proj', 'v_proj', 'output_proj', 'mlp.layer1', 'mlp.layer2'), 24, 24.0, 0.0)
+  tiny = importlib.import_module(f'configs.{name}').get_config('tiny,lora')
+  assert tiny.lora.enabled and tiny.model.dit_preset == 'tiny' and not tiny.init.from_scratch
+  assert not importlib.import_module(f'configs.{name}').get_config('tiny').lora.enabled
+
+
 def test_parse_arg():
   assert common.parse_arg(None, name='x', tiny=False).to_dict() == {'tiny': False}
   assert common.parse_arg('tiny', name='x', tiny=False).tiny is True
@@ -33,7 +44,7 @@ def test_parse_arg():
 
 
 def test_parse_arg_errors():
-  with pytest.raises(ValueError, match=r"configs/aloha.py: unknown variant argument 'huge'.*\['small', 'tiny'\]"):
+  with pytest.raises(ValueError, match=r"configs/aloha.py: unknown variant argument 'huge'.*\['lora', 'small', 'tiny'\]"):
     importlib.import_module('configs.aloha').get_config('huge')
   with pytest.raises(ValueError, match="'steps' needs a value"):
     common.parse_arg('steps', name='x', steps=1)

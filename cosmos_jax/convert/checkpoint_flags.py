@@ -1,6 +1,7 @@
-"""`--checkpoint`, `--step`, `--use_ema` (and `--merge_lora`, for commands with a config section): the shorthands every
-command that runs a policy checkpoint takes (serve, the ALOHA and LIBERO evaluations), each standing for the config field of the same name in one section
-(`--checkpoint=X` is `--config.model.checkpoint=X` for serve, `--config.policy.checkpoint=X` for eval).
+"""`--checkpoint`, `--step`, `--use_ema` (and `--merge_lora`, for commands with a config section): the shorthands
+every command that reads a policy checkpoint takes (serve, the ALOHA and LIBERO evaluations; convert export without
+a config), each standing for the config field of the same name in one section (`--checkpoint=X` is
+`--config.model.checkpoint=X` for serve, `--config.policy.checkpoint=X` for eval).
 
 The fields are read by `checkpoint.open_checkpoint`. A command calls `define` at the top of its module, then
 `flags.adopt_module_key_flags(checkpoint_flags)` for `--help` to list them (absl lists only the main module's key

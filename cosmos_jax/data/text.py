@@ -67,8 +67,8 @@ class TextStore:
     """The (512, 1024) bf16 embedding of `task`; an unknown task is an error listing the known ones."""
     if task not in self.embeddings:
       raise KeyError(f'no text embedding for task {task!r}; known tasks: {list(self.tasks)} (embeddings are looked '
-                     'up by the exact task string; add new ones with `python -m cosmos_jax.data.text encode --t5=T5_DIR '
-                     '--prompts=FILE --store=STORE`)')
+                     'up by the exact task string; add new ones with `python -m cosmos_jax.data.text encode '
+                     '--t5=T5_DIR --prompts=FILE --store=STORE`)')
     return self.embeddings[task]
 
   def table(self, tasks: Sequence[str]) -> np.ndarray:

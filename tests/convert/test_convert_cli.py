@@ -15,7 +15,8 @@ def test_each_command_parses_its_flags_in_both_spellings():
   parsed = convert_main.parse(['export', '--checkpoint=runs/a', '--out', 'p.pt', '--step=3', '--nouse_ema',
                                '--prefix', '', '--dtype=float16'])
   f = parsed.flags
-  assert parsed.positional == [] and (f.checkpoint, f.out, f.step, f.use_ema, f.prefix) == ('runs/a', 'p.pt', 3, False, '')
+  assert parsed.positional == []
+  assert (f.checkpoint, f.out, f.step, f.use_ema, f.prefix) == ('runs/a', 'p.pt', 3, False, '')
   f = convert_main.parse(['export', '--checkpoint=runs/a', '--out=p.pt']).flags
   assert f.use_ema is None and f.step is None and f.prefix is None  # the checkpoint reader's defaults
   f = convert_main.parse(['t5', '--hf_dir=hf', '--out=t5', '--overwrite']).flags

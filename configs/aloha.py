@@ -33,6 +33,10 @@ def get_config(arg: str | None = None):
     c.model.dit_overrides = ml_collections.ConfigDict(dict(
         crossattn_emb_channels=1024, model_channels=128, num_blocks=4, num_heads=4, adaln_lora_dim=32))
     c.total_steps = 200_000  # learn_sim stops the run by wall time
+    # The simulator renders the training seeds' scenes exactly, so memorising them needs no augmentation; without
+    # it every sample's frames repeat each epoch and their VAE latents are encoded once (train/latent_cache.py).
+    c.data.augment = False
+    c.data.latent_cache = 20_000
     c.optim.lr = 5e-4  # from scratch, not fine-tuning
     c.optim.schedule = ml_collections.ConfigDict(dict(  # 100 warm-up steps, then constant
         warm_up_steps=[100, 0], cycle_lengths=[10**9, 10**14], f_start=[1e-6, 1.0], f_max=[1.0, 1.0],

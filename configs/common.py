@@ -152,6 +152,9 @@ def base(*, experiment: str, layout: str, batch_size: int, cycle: int, warm_up: 
       proprio='', actions='', instruction='', split='', rollout_split=''))
   c.data.image_size = 224
   c.data.augment = True  # use_image_aug + use_stronger_image_aug
+  # Keep up to this many samples' VAE latents on the host and reuse them (0 = encode every sample in the step). Only
+  # with augment=False (augmented frames never repeat); pays off where the encode dominates the step (a CPU run).
+  c.data.latent_cache = 0
   c.data.num_workers = 2
   c.data.prefetch = 2
 

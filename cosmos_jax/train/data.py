@@ -19,6 +19,7 @@ from cosmos_jax.data import sample as sample_lib
 from cosmos_jax.data import stats as stats_lib
 from cosmos_jax.data import text as text_lib
 from cosmos_jax.policy import layout as layout_lib
+from cosmos_jax.train import latent_cache as latent_cache_lib
 from cosmos_jax.train import sharding as sharding_lib
 from cosmos_jax.train import state as state_lib
 
@@ -75,6 +76,10 @@ class TrainingData:
   def __init__(self, config, layout: layout_lib.SlotLayout, *, process_index: int, process_count: int,
                assets_dir: str | None = None):
     d = config.data
+    if d.get('latent_cache', 0) and d.augment:
+      raise ValueError(f'data.latent_cache={d.latent_cache} needs data.augment=False: augmented frames differ every '
+                       'draw, so no latent would ever be reused')
+    self.latent_cache: latent_cache_lib.LatentCache | None = None
     dataset_dir = d.dataset_dir
     if not dataset_dir:
       raise ValueError("config.data.dataset_dir is empty: set it to the benchmark's episodes (the tiny variants, "
@@ -112,6 +117,11 @@ class TrainingData:
         process_count=process_count, num_batches=config.total_steps + 1, text_store=store,
         keys=state_lib.BATCH_KEYS, prefetch_batches=max(1, d.prefetch), worker_count=d.num_workers)
 
+  def attach_latent_cache(self, cache: latent_cache_lib.LatentCache, latent_channels: int) -> None:
+    """From now on every batch also carries `latent` ([B, state_t, h, w, latent_channels] float32), looked up in
+    (or added to) `cache`."""
+    self.latent_cache, self.latent_channels = cache, latent_channels
+
   def latent_shape(self) -> tuple[int, int, int]:
     s = self.image_size // 8
     return self.layout.state_t, s, s
@@ -122,7 +132,7 @@ class TrainingData:
   def abstract_global_batch(self) -> dict[str, jax.ShapeDtypeStruct]:
     g, s = self.global_batch_size, self.image_size
     chunk, a, p = self.layout.chunk_size, self.layout.action_dim, self.layout.proprio_dim
-    return {
+    batch = {
         'video': jax.ShapeDtypeStruct((g, self.layout.state_t, s, s, 3), jnp.uint8),
         't5_text_embeddings': jax.ShapeDtypeStruct((g,) + self.text_table.shape[1:], self.text_table.dtype),
         'actions': jax.ShapeDtypeStruct((g, chunk, a), jnp.float32),
@@ -133,10 +143,16 @@ class TrainingData:
         'world_model_sample_mask': jax.ShapeDtypeStruct((g,), jnp.int32),
         'value_function_sample_mask': jax.ShapeDtypeStruct((g,), jnp.int32),
     }
+    if self.latent_cache is not None:
+      t, h, w = self.latent_shape()
+      batch[state_lib.LATENT_KEY] = jax.ShapeDtypeStruct((g, t, h, w, self.latent_channels), jnp.float32)
+    return batch
 
   def next_global_batch(self, mesh) -> dict[str, jax.Array]:
     local = next(self.iterator)
     abstract = self.abstract_global_batch()
+    if self.latent_cache is not None:
+      local = {**local, state_lib.LATENT_KEY: self.latent_cache.latents(np.asarray(local['video']))}
     out = {}
     for key, spec in abstract.items():
       value = np.asarray(local[key])

@@ -56,8 +56,10 @@ class StepConfig:
 
 
 # Keys of a training batch (see cosmos_jax.data): one frame per latent slot, the text embeddings, and the
-# normalised targets and sample-type flags.
+# normalised targets and sample-type flags. A batch may also carry `latent`, the frames already encoded by the
+# frozen VAE (train/latent_cache.py); the step then does not encode.
 BATCH_KEYS = ('video', 't5_text_embeddings', *diffusion.BATCH_KEYS)
+LATENT_KEY = 'latent'
 
 
 BASE, ADAPTERS = 'base', 'adapters'
@@ -106,6 +108,13 @@ def check_batch(batch: dict) -> None:
   if batch['video'].dtype != jnp.uint8 or batch['video'].ndim != 5:
     raise ValueError(f"batch['video'] must be uint8 [B,state_t,H,W,3] (one frame per slot), got "
                      f"{batch['video'].dtype} {batch['video'].shape}")
+  if LATENT_KEY in batch:
+    b, t, h, w, _ = batch['video'].shape
+    latent = batch[LATENT_KEY]
+    s = vae_lib.SPATIAL_COMPRESSION
+    if latent.dtype != jnp.float32 or latent.shape[:4] != (b, t, h // s, w // s):
+      raise ValueError(f"batch['latent'] must be float32 [{b},{t},{h // s},{w // s},z] (the VAE latent of "
+                       f"batch['video']), got {latent.dtype} {latent.shape}")
 
 
 def encode_slot_frames(vae_params, vae_cfg: vae_lib.VAEConfig, frames: jax.Array, mesh=None) -> jax.Array:
@@ -140,7 +149,10 @@ def loss_and_metrics(trained, frozen, vae_params, batch: dict, sigma: jax.Array,
                      cfg: StepConfig):
   """The policy loss of one (micro-)batch and its diagnostics (pure; differentiable in `trained`: the DiT params,
   or the LoRA adapters of the `frozen` base)."""
-  latent = jax.lax.stop_gradient(encode_slot_frames(vae_params, cfg.vae, batch['video'], cfg.mesh))
+  if LATENT_KEY in batch:
+    latent = jax.lax.stop_gradient(batch[LATENT_KEY])
+  else:
+    latent = jax.lax.stop_gradient(encode_slot_frames(vae_params, cfg.vae, batch['video'], cfg.mesh))
   targets = {k: batch[k] for k in diffusion.BATCH_KEYS}
   params = trained if cfg.lora is None else model_params(lora_params(frozen, trained), cfg.lora)
   return diffusion.training_loss(diffusion.DiTNet(cfg.dit), params, batch['t5_text_embeddings'], latent, targets,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from cosmos_jax.policy import diffusion
 from cosmos_jax.policy import layout as layout_lib
 from cosmos_jax.train import checkpoint as checkpoint_lib
 from cosmos_jax.train import data as train_data
+from cosmos_jax.train import latent_cache as latent_cache_lib
 from cosmos_jax.train import metrics as metrics_lib
 from cosmos_jax.train import optim
 from cosmos_jax.train import sharding as sharding_lib
@@ -142,6 +144,14 @@ def lora_base(config, dit_cfg: dit_lib.DiTConfig, saved_reference: dict | None =
 def initial_params(config, dit_cfg: dit_lib.DiTConfig, vae_cfg: vae_lib.VAEConfig) -> tuple[Any, Any]:
   """(DiT params, VAE params) of a fresh run."""
   return initial_dit_params(config, dit_cfg), load_vae_params(config, vae_cfg)
+
+
+def make_latent_cache(cfg: state_lib.StepConfig, vae_params, max_entries: int) -> latent_cache_lib.LatentCache:
+  """A host cache of this process's samples' latents, encoded on its first local device by the step's encoder."""
+  encode = jax.jit(functools.partial(state_lib.encode_slot_frames, vae_cfg=cfg.vae))
+  local_params = jax.device_put(vae_params, jax.local_devices()[0])
+  return latent_cache_lib.LatentCache(lambda frames: jax.device_get(encode(local_params, frames=frames)),
+                                      max_entries)
 
 
 def abstract_train_state(config, cfg: state_lib.StepConfig, tx):
@@ -266,6 +276,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
 
   abstract_state = abstract_train_state(config, cfg, tx)
   vae_params = load_vae_params(config, cfg.vae)
+  if config.data.get('latent_cache', 0):
+    data.attach_latent_cache(make_latent_cache(cfg, vae_params, config.data.latent_cache), cfg.vae.z_dim)
   abstract_batch = data.abstract_global_batch()
   step_fn, state_shardings = state_lib.jit_train_step(cfg, tx, mesh, abstract_state,
                                                       jax.eval_shape(lambda p: p, vae_params), abstract_batch)
@@ -337,6 +349,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
         step_time = (now - interval_start) / interval_steps  # wall time per step, data loading included
         interval_start, interval_steps = now, 0
         losses[step] = float(metrics['loss'])
+        if data.latent_cache is not None:
+          metrics = {**metrics, 'latent_cache_hit_rate': data.latent_cache.hit_rate()}
         logger.scalars(step, metrics, step_time=step_time, lr=float(schedule(step - 1)))
       if config.log.image_every_steps and step % config.log.image_every_steps == 0:
         prediction = metrics_lib.predict_for_logging(state_lib.model_params(state.params, cfg.lora), vae_params,

@@ -199,6 +199,39 @@ def closed_loop(args, train_dir: pathlib.Path, step: int, seeds: list[int], out:
           'wall_seconds': summary['timings']['wall_seconds']}
 
 
+def episode_media(video_path: str, out_stem: pathlib.Path, frames_in_strip: int = 8, gif_every: int = 8) -> dict:
+  """A frame strip (PNG, `frames_in_strip` frames evenly spaced over the episode, stacked top to bottom) and an
+  animated GIF (every `gif_every`-th control step) of an evaluation MP4."""
+  import cv2  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  capture = cv2.VideoCapture(video_path)
+  frames = []
+  while True:
+    ok, frame = capture.read()
+    if not ok:
+      break
+    frames.append(frame[..., ::-1])
+  capture.release()
+  if not frames:
+    raise ValueError(f'{video_path}: no frames could be read')
+  picks = np.linspace(0, len(frames) - 1, frames_in_strip).round().astype(int)
+  out_stem.parent.mkdir(parents=True, exist_ok=True)
+  strip, gif = out_stem.with_suffix('.png'), out_stem.with_suffix('.gif')
+  Image.fromarray(np.concatenate([frames[i] for i in picks], axis=0)).save(strip)
+  images = [Image.fromarray(f) for f in frames[::gif_every]]
+  images[0].save(gif, save_all=True, append_images=images[1:], duration=int(1000 * gif_every / 50), loop=0)
+  return {'video': video_path, 'strip': str(strip), 'gif': str(gif), 'strip_steps': picks.tolist()}
+
+
+def first_success_media(closed: dict, out_stem: pathlib.Path) -> dict | None:
+  """Media of the first successful episode (highest reward 4) of a closed-loop result, or None."""
+  for video, reward in zip(closed['videos'], closed['highest_rewards']):
+    if reward >= 4:
+      return episode_media(video, out_stem)
+  return None
+
+
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--workdir', default='/tmp/cosmos_jax_learn_sim')
@@ -216,6 +249,9 @@ def main(argv=None) -> dict:
   parser.add_argument('--train_override', action='append', default=[],
                       help='extra trainer flag, e.g. --train_override=--config.batch_size=4 (repeatable)')
   parser.add_argument('--out', default=str(REPO / 'benchmarks' / 'results' / 'learn_sim.json'))
+  parser.add_argument('--media', default='',
+                      help='path stem for a frame strip (.png) and GIF (.gif) of the first successful episode '
+                           "('' = <workdir>/success)")
   args = parser.parse_args(argv)
 
   workdir = pathlib.Path(args.workdir).absolute()
@@ -269,6 +305,10 @@ def main(argv=None) -> dict:
       'train_seeds': closed_loop(args, train_dir, step, train_seeds, workdir / 'eval_train_seeds', log),
       'new_seeds': closed_loop(args, train_dir, step, new_seeds, workdir / 'eval_new_seeds', log),
   }
+  results['media'] = (first_success_media(results['closed_loop']['train_seeds'],
+                                         pathlib.Path(args.media or workdir / 'success'))
+                      or first_success_media(results['closed_loop']['new_seeds'],
+                                             pathlib.Path(args.media or workdir / 'success')))
   results['wall_seconds'] = round(time.perf_counter() - start, 1)
 
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -43,6 +43,15 @@ for data, fsdp in ((1, 8), (2, 4)):
                        bytes=math.prod(leaf.shape) * leaf.dtype.itemsize,
                        local_bytes=math.prod(local) * leaf.dtype.itemsize))
   out[f'{data}x{fsdp}'] = leaves
+lora_config = aloha.get_config('lora')
+abstract_lora = trainer.abstract_train_state(lora_config, trainer.step_config(lora_config),
+                                             trainer.make_optimizer(lora_config))
+lora_shardings = sharding.tree_shardings(abstract_lora, sharding.make_mesh(1, 8))
+out['lora_1x8'] = [dict(name=jax.tree_util.keystr(path), shape=list(leaf.shape), dtype=leaf.dtype.name,
+                        spec=[a if a is None else str(a) for a in s.spec], bytes=math.prod(leaf.shape) * leaf.dtype.itemsize,
+                        local_bytes=math.prod(s.shard_shape(leaf.shape)) * leaf.dtype.itemsize)
+                   for (path, leaf), s in zip(jax.tree_util.tree_leaves_with_path(abstract_lora),
+                                              jax.tree.leaves(lora_shardings))]
 batch = sharding.batch_sharding(sharding.make_mesh(2, 4), 5)
 out['batch_shard'] = list(batch.shard_shape((16, 11, 224, 224, 3)))
 print('RESULT ' + json.dumps(out))
@@ -86,6 +95,28 @@ def test_moments_follow_their_parameters(shardings):
   for name, spec in moments:
     suffix = name[name.index("['"):]
     assert params[suffix] == spec, name
+
+
+def test_lora_state_shards_by_the_same_rules(shardings):
+  """A LoRA state ({'base', 'adapters'}, optimiser partitioned): the bf16 base sharded exactly as the full
+  fine-tune's params, the adapters and their moments by the same path rules (8 ways, never the layer axis)."""
+  full = {l['name'][len('.params'):]: l['spec'] for l in shardings['1x8'] if l['name'].startswith('.params')}
+  leaves = shardings['lora_1x8']
+  base = [l for l in leaves if l['name'].startswith(".params['base']")]
+  assert len(base) == len(full) and all(l['dtype'] == 'bfloat16' for l in base)
+  for leaf in base:
+    assert leaf['spec'] == full[leaf['name'][len(".params['base']"):]], leaf
+  adapters = {l['name'][len(".params['adapters']"):]: l for l in leaves if l['name'].startswith(".params['adapters']")}
+  assert len(adapters) == 2 * 10 and sum(math.prod(l['shape']) for l in adapters.values()) == 34_406_400
+  for leaf in adapters.values():
+    assert leaf['spec'].count('fsdp') == 1 and leaf['spec'][0] is None, leaf
+  moments = [l for l in leaves if l['name'].startswith('.opt_state')]
+  assert len([m for m in moments if m['shape']]) == 2 * len(adapters)  # nothing of the base
+  for moment in (m for m in moments if m['shape']):
+    assert moment['spec'] == adapters[moment['name'][moment['name'].index("['blocks']"):]]['spec'], moment
+  trained = [l for l in leaves if not l['name'].startswith(".params['base']")]
+  local, total = sum(l['local_bytes'] for l in trained), sum(l['bytes'] for l in trained)
+  assert local / total < 1 / 8 * 1.001, f'adapters, moments: per-device {local} of {total} bytes'
 
 
 def test_batch_is_split_over_both_axes(shardings):

@@ -6,9 +6,11 @@ lowered and compiled with the trainer's shardings, and `compiled.memory_analysis
 (arguments, outputs, temporaries). The CPU backend's numbers show how FSDP divides parameters and optimizer state;
 GPU/TPU temporaries differ (fusion, bf16 kernels), so treat them as a sharding check, not an HBM budget.
 
-With --fit (default on), each setting is also compiled at twice the per-device batch; the growth per sample gives
-the largest per-device batch whose compiled total fits 80 GB and 24 GB (a linear extrapolation of two compiles,
-labelled as such).
+With --fit (default on), each setting is also compiled at per-device batches 4 and 8: the growth per sample between
+them predicts the largest per-device batch whose compiled total fits 80 GB and 24 GB, and that batch is compiled to
+confirm it (stepping down while it does not fit). Small batches do not give the slope: the peak of the step is the
+larger of the activations' peak and the optimizer update's, and at fsdp 1 the latter hides the former up to several
+samples.
 
 Usage: python benchmarks/train_memory.py [--modes full lora] [--fsdp 1 2 8] [--per_device_batch 1] [--no-fit]
                                         [--remat dots_no_batch full] [--out benchmarks/results/train_memory.json]
@@ -84,15 +86,30 @@ def measure(fsdp: int, per_device_batch: int, remat: str, mode: str = 'full') ->
                             - mem.alias_size_in_bytes))
 
 
-def largest_batches(small: dict, large: dict) -> dict:
-  """Largest per-device batch under each budget, extrapolated linearly from two compiles (batch b and 2b)."""
-  b1, b2 = small['per_device_batch'], large['per_device_batch']
-  per_sample = (large['total_gib'] - small['total_gib']) / (b2 - b1)
-  fixed = small['total_gib'] - per_sample * b1
-  out = {'per_sample_gib': per_sample, 'fixed_gib': fixed}
+FIT_BATCHES = (4, 8)
+
+
+def largest_batches(total_at, smallest_total: float) -> dict:
+  """Largest per-device batch under each budget: predicted from the compiled totals at FIT_BATCHES, then compiled
+  (`total_at(b)` -> GiB) and stepped down until it fits. `smallest_total`: the total at batch 1."""
+  b1, b2 = FIT_BATCHES
+  t1, t2 = total_at(b1), total_at(b2)
+  per_sample = (t2 - t1) / (b2 - b1)
+  fixed = t2 - per_sample * b2
+  out = {'per_sample_gib': per_sample, 'fixed_gib': fixed, 'fit_totals_gib': {b1: t1, b2: t2}}
   for budget in BUDGETS_GB:
     limit = budget * 1e9 / 2**30
-    out[f'max_batch_{budget}gb'] = int((limit - fixed) // per_sample) if per_sample > 0 and limit > fixed else 0
+    batch, total = 0, None
+    if smallest_total <= limit and per_sample > 0:
+      batch = max(1, int((limit - fixed) // per_sample))
+      total = total_at(batch)
+      while batch > 1 and total > limit:
+        batch -= 1
+        total = total_at(batch)
+      if total > limit:
+        batch = 0
+    out[f'max_batch_{budget}gb'] = batch
+    out[f'total_gib_at_max_{budget}gb'] = total
   return out
 
 
@@ -113,7 +130,7 @@ def main():
       for f in args.fsdp:
         row = measure(f, args.per_device_batch, r, mode)
         if args.fit:
-          row.update(largest_batches(row, measure(f, 2 * args.per_device_batch, r, mode)))
+          row.update(largest_batches(lambda b: measure(f, b, r, mode)['total_gib'], row['total_gib']))
         rows.append(row)
         print(f'measured {mode} remat={r} fsdp={f}', flush=True)
   header = (f"{'mode':>5}{'remat':>8}{'fsdp':>5}{'data':>5}{'batch/dev':>10}{'trained':>9}{'params GiB':>11}"
@@ -128,7 +145,8 @@ def main():
           f"{r['trained_params'] / 1e6:>8.1f}M{r['params_gib']:>11.2f}{r['opt_state_gib']:>8.2f}{r['argument_gib']:>9.2f}"
           f"{r['temp_gib']:>9.2f}{r['total_gib']:>10.2f}{fit}{r['compile_s']:>10.1f}")
   print('params/opt GiB: the whole (global) train state; args/temp/total: per device, compiled (CPU backend). '
-        'max b: largest per-device batch under the budget, extrapolated from batch b and 2b.')
+        f'max b: largest per-device batch whose compiled total fits the budget (predicted from batches {FIT_BATCHES}, '
+        'then compiled); GiB/sample: the growth between those batches.')
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(dict(devices=jax.device_count(), backend=jax.default_backend(), budgets_gb=BUDGETS_GB,

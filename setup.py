@@ -44,6 +44,8 @@ setuptools.setup(
         "pillow>=10",
         # TensorBoard event files without TensorFlow.
         "tensorboardX>=2.6",
+        # jax.export's serialization (cosmos_jax.program_cache: traced programs kept for warm starts).
+        "flatbuffers>=24.3",
     ],
     extras_require={
         # Reading and writing PyTorch checkpoints. Pinned: an unpinned torch pulls a multi-GB CUDA build.

@@ -10,6 +10,7 @@ and the bundled official width-8 Wan2.1 VAE, with the bundled sample's statistic
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from cosmos_jax import program_cache
 from cosmos_jax.convert import checkpoint as checkpoint_lib
 from cosmos_jax.convert import library as convert_lib
 from cosmos_jax.convert import torch_io
@@ -150,7 +152,7 @@ def tiny(seed: int = 0, *, benchmark: str = 'aloha', with_planning_model: bool =
   and stand-in text store. `seed` draws the weights; `with_planning_model` adds a second random DiT; `t5_dir` as
   in `from_checkpoints`."""
   dit_cfg = dit_lib.DiTConfig.preset('tiny', crossattn_emb_channels=text_lib.EMBED_DIM)
-  init = jax.jit(lambda k: dit_lib.init_params(dit_cfg, k))
+  init = program_cache.cached_jit(functools.partial(dit_lib.init_params, dit_cfg))  # kept for warm starts
   vae_cfg = vae_lib.VAEConfig(base_dim=8)
   with torch_io.open_state_dict(vae_lib.TINY_VAE_PATH) as state_dict:
     vae_params = vae_rules.load_official(vae_cfg, state_dict, where=str(vae_lib.TINY_VAE_PATH))

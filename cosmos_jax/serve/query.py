@@ -9,12 +9,14 @@
   noise:    `sampler.parity_noise` / `planning.noise_bank` with the fixed seeds of the official server, computed
             once per latent shape and reused; with randomize_seed drawn anew for every request, and with
             use_variance_scale each seed's sigma range (`sampler.variance_scale`);
-  policy:   `inference.jit_action_query` (value and future images read from the same sample, "parallel"), or with
+  policy:   `inference.action_query` jitted (value and future images read from the same sample, "parallel"), or with
             planning the batched best-of-N `planning.make_planner` (one program for all candidates, spread over
             the local devices by `planning.candidate_mesh`);
   output:   `inference.unnormalized_actions` (float64), `inference.future_images` (jitted decode).
 
-Every jitted program is compiled once per shape. Not thread-safe: the servers run one query at a time.
+Every jitted program is compiled once per shape; with a compilation cache directory (the serve command's default)
+its trace is kept there too (`program_cache.cached_jit`): a restarted server neither traces nor compiles them.
+Not thread-safe: the servers run one query at a time.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cosmos_jax import program_cache
 from cosmos_jax.data import text as text_lib
 from cosmos_jax.data import transforms
 from cosmos_jax.nn import vae as vae_lib
@@ -112,10 +115,14 @@ class PolicyQuery:
       self._planner = planning_lib.make_planner(self.net, self.planning_net, self.layout, planning, mesh=mesh)
     self._contexts: dict[str, jax.Array] = {}
     self._noise: dict[tuple, Any] = {}
-    self._encode = jax.jit(functools.partial(encode_observation, vae_cfg=self.vae_cfg, layout=self.layout,
-                                             image_size=image_size))
-    self._future_images = jax.jit(functools.partial(inference.future_images, vae_cfg=self.vae_cfg,
-                                                    layout=self.layout))
+    # Traced programs persist next to the compilation cache (program_cache): a restarted server neither traces
+    # nor compiles them.
+    self._encode = program_cache.cached_jit(functools.partial(encode_observation, vae_cfg=self.vae_cfg,
+                                                              layout=self.layout, image_size=image_size))
+    self._future_images = program_cache.cached_jit(functools.partial(inference.future_images,
+                                                                     vae_cfg=self.vae_cfg, layout=self.layout))
+    self._action_query = program_cache.cached_jit(functools.partial(inference.action_query, self.net,
+                                                                    layout=self.layout, num_steps=action_steps))
 
   def metadata(self) -> dict:
     meta = {'tasks': list(self.text_store.tasks), 'text_embeddings': self.text_store.kind,
@@ -186,8 +193,7 @@ class PolicyQuery:
   def _single(self, context, latent, proprio, noise, sigma_scale, return_all: bool,
               timing: dict) -> base.QueryResult:
     t0 = time.perf_counter()
-    out = inference.jit_action_query(self.net, self.dit_params, context, latent, proprio, noise, layout=self.layout,
-                                     num_steps=self.action_steps, sigma_scale=sigma_scale)
+    out = self._action_query(self.dit_params, context, latent, proprio, noise, sigma_scale=sigma_scale)
     out = jax.block_until_ready({k: out[k] for k in ('sample', 'actions', 'value')})
     t1 = time.perf_counter()
     timing['policy_s'] = t1 - t0

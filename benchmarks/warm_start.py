@@ -8,9 +8,9 @@ cold, ...) and the figure is the ratio of the medians, cold / warm (above 1: the
 
 A warm start reads two things from that directory: compiled executables (JAX's persistent compilation cache) and
 the traced programs (cosmos_jax/program_cache.py: jax.export of the VAE encode, action query, future-image decode
-and tiny weight init), so it neither traces nor compiles them. Measured (2 shared cores, load 1.6-2.4, median of
-2 rounds, `python benchmarks/warm_start.py --rounds 2`): cold 12.93 s, warm 2.94 s, cold/warm 4.39x (2.87x with
-the compilation cache alone). The rest of a warm start: imports ~0.8 s, executable reads ~0.7-1.0 s, the VAE init
+and tiny weight init), so it neither traces nor compiles them. Measured (2 shared cores, load 1.7-2.1, median of
+3 rounds, `python benchmarks/warm_start.py --rounds 3`): cold 9.25 s, warm 2.25 s, cold/warm 4.11x (another run,
+load 1.6-2.4, 2 rounds: 12.93 vs 2.94 s, 4.39x; 2.87x with the compilation cache alone). The rest of a warm start: imports ~0.8 s, executable reads ~0.7-1.0 s, the VAE init
 traced for its shape check ~0.3 s, the warm-up request and the first answer ~0.4 s each.
 
 Usage: python benchmarks/warm_start.py [--rounds 3] [--config configs/serve/aloha.py:tiny]

@@ -183,12 +183,14 @@ def closed_loop(args, train_dir: pathlib.Path, step: int, seeds: list[int], out:
   command = [sys.executable, '-m', 'cosmos_jax.eval.aloha_sim', '--config=configs/eval/aloha.py',
              f'--config.out={out}', f'--config.seeds={",".join(map(str, seeds))}',
              f'--config.image_size={args.image_size}', f'--config.preprocess_size={args.demo_image_size}',
-             f'--config.policy.checkpoint={train_dir}', f'--config.policy.step={step}']
+             f'--config.policy.checkpoint={train_dir}', f'--config.policy.step={step}',
+             f'--config.num_open_loop_steps={args.open_loop_steps}']
   summary_path = out / 'summary.json'
   previous = json.loads(summary_path.read_text(encoding='utf-8')) if summary_path.exists() else None
   if not (args.reuse_evaluations and previous and previous['seeds'] == seeds
           and previous['config']['policy']['checkpoint'] == str(train_dir)
-          and previous['config']['policy']['step'] == step):
+          and previous['config']['policy']['step'] == step
+          and previous['config']['num_open_loop_steps'] == args.open_loop_steps):
     _run(command, log, _env())
   summary = json.loads(summary_path.read_text(encoding='utf-8'))
   return {'command': ' '.join(command), 'seeds': seeds, 'success_rate': summary['success_rate'],
@@ -243,6 +245,9 @@ def main(argv=None) -> dict:
   parser.add_argument('--variant', default='small', help='configs/aloha.py variant')
   parser.add_argument('--image_size', type=int, default=64, help='the variant\'s data.image_size')
   parser.add_argument('--new_seeds', type=int, default=20)
+  parser.add_argument('--open_loop_steps', type=int, default=10,
+                      help='closed loop: actions executed per query (the official client executes all 50; a policy '
+                           'trained on 3 demos drifts off them within a chunk, replanning every 10 steps recovers)')
   parser.add_argument('--skip_training', action='store_true', help='evaluate the latest checkpoint only')
   parser.add_argument('--reuse_evaluations', action='store_true',
                       help='with --skip_training: read closed-loop summaries already made for this checkpoint')

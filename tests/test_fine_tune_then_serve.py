@@ -5,11 +5,9 @@ checkpoint reader (cosmos_jax/convert/checkpoint.py)."""
 
 import json
 
-import json_numpy
 import jax
 import numpy as np
 import pytest
-import requests
 
 from configs import aloha
 from configs.eval import aloha as eval_config
@@ -19,9 +17,8 @@ from cosmos_jax.convert import checkpoint as checkpoint_lib
 from cosmos_jax.convert import library as convert_lib
 from cosmos_jax.eval import evaluation
 from cosmos_jax.serve import command
-from cosmos_jax.serve import http as http_lib
-from cosmos_jax.serve import service as service_lib
 from cosmos_jax.train import trainer
+from tests import official_client
 
 IMAGE_SIZE = 64  # the tiny config's training size
 
@@ -42,26 +39,7 @@ def _serve_and_act(workdir):
   config.model.image_size = IMAGE_SIZE
   config.model.action_steps = 2
   runner = command.make_runner(config)
-  service = command.make_service(config, runner)
-  loop = service_lib.BackgroundLoop()
-  server = http_lib.HTTPServer(service, '127.0.0.1', 0)
-  port = loop.run(server.start())
-  try:
-    protocol = runner.protocol
-    rng = np.random.default_rng(0)
-    observation = {f: rng.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8) for f in protocol.image_fields}
-    lo, hi = protocol.statistics['proprio_min'], protocol.statistics['proprio_max']
-    observation['proprio'] = (0.5 * (lo + hi)).astype(np.float32)
-    observation['task_description'] = 'transfer cube'
-    # What the official ALOHA client sends (json_numpy body) and reads back.
-    response = requests.post(f'http://127.0.0.1:{port}/act', data=json_numpy.dumps(observation),
-                             headers={'Content-Type': 'application/json'}, timeout=600)
-    assert response.status_code == 200, response.text
-    return runner, json_numpy.loads(response.text)
-  finally:
-    loop.run(server.stop())
-    loop.stop()
-    service.close()
+  return runner, official_client.act_over_http(runner, config, IMAGE_SIZE)
 
 
 @pytest.mark.slow

@@ -7,10 +7,8 @@ import json
 import shutil
 
 import jax
-import json_numpy
 import numpy as np
 import pytest
-import requests
 
 from configs import aloha
 from configs.serve import aloha as serve_config
@@ -19,9 +17,8 @@ from cosmos_jax.convert import checkpoint as checkpoint_lib
 from cosmos_jax.convert import library as convert_lib
 from cosmos_jax.nn import lora as lora_lib
 from cosmos_jax.serve import command
-from cosmos_jax.serve import http as http_lib
-from cosmos_jax.serve import service as service_lib
 from cosmos_jax.train import trainer
+from tests import official_client
 
 IMAGE_SIZE = 64  # the tiny config's training size
 
@@ -93,29 +90,6 @@ def test_lora_run_resumes_on_its_base(runs, tmp_path):
       runs / 'lora').config['lora']['base']
 
 
-def _act(runner, service_config):
-  service = command.make_service(service_config, runner)
-  loop = service_lib.BackgroundLoop()
-  server = http_lib.HTTPServer(service, '127.0.0.1', 0)
-  port = loop.run(server.start())
-  try:
-    protocol = runner.protocol
-    rng = np.random.default_rng(0)
-    observation = {f: rng.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8) for f in protocol.image_fields}
-    lo, hi = protocol.statistics['proprio_min'], protocol.statistics['proprio_max']
-    observation['proprio'] = (0.5 * (lo + hi)).astype(np.float32)
-    observation['task_description'] = 'transfer cube'
-    # What the official ALOHA client sends (json_numpy body) and reads back.
-    response = requests.post(f'http://127.0.0.1:{port}/act', data=json_numpy.dumps(observation),
-                             headers={'Content-Type': 'application/json'}, timeout=600)
-    assert response.status_code == 200, response.text
-    return json_numpy.loads(response.text)
-  finally:
-    loop.run(server.stop())
-    loop.stop()
-    service.close()
-
-
 def test_lora_checkpoint_serves_an_official_request_merged_or_separate(runs):
   answers = {}
   for merge in (True, False):
@@ -126,7 +100,7 @@ def test_lora_checkpoint_serves_an_official_request_merged_or_separate(runs):
     config.model.merge_lora = merge
     runner = command.make_runner(config)
     assert f'LoRA rank 24 {"merged into" if merge else "beside"} {runs / "base"}' in runner.name
-    answers[merge] = _act(runner, config)
+    answers[merge] = official_client.act_over_http(runner, config, IMAGE_SIZE)
   merged, separate = (np.asarray(answers[m]['actions']) for m in (True, False))
   assert merged.shape == (50, 14) and np.all(np.isfinite(merged))
   err = np.abs(merged - separate).max()

@@ -155,6 +155,10 @@ def base(*, experiment: str, layout: str, batch_size: int, cycle: int, warm_up: 
   # Keep up to this many samples' VAE latents on the host and reuse them (0 = encode every sample in the step). Only
   # with augment=False (augmented frames never repeat); pays off where the encode dominates the step (a CPU run).
   c.data.latent_cache = 0
+  # Train on the text embeddings' leading non-zero tokens only (the T5 context is zero-padded to 512): the DiT then
+  # accounts for the left-out zero tokens exactly (DiTConfig.text_context_tokens), and the cross-attention's k/v
+  # projections run over a few tokens instead of 512 (2.5x faster steps for the small CPU model).
+  c.data.trim_text_padding = True
   c.data.num_workers = 2
   c.data.prefetch = 2
 

@@ -35,6 +35,7 @@ import numpy as np
 from absl import flags
 
 from cosmos_jax.data.sample import PolicyDataset
+from cosmos_jax.data import text as text_lib
 from cosmos_jax.data.text import TextStore
 
 # Records in an "endless" run (grain map datasets have a length; 2**62 positions never run out).
@@ -43,9 +44,11 @@ ENDLESS_POSITIONS = 2**62
 _SAMPLE_STREAM = 1
 
 
-def text_table(store: TextStore, dataset: PolicyDataset) -> np.ndarray:
-  """(num_tasks, 512, 1024) bf16: row `text_index` of a sample is its task's embedding (errors on unknown tasks)."""
-  return store.table(dataset.tasks)
+def text_table(store: TextStore, dataset: PolicyDataset, trim_padding: bool = False) -> np.ndarray:
+  """(num_tasks, 512, 1024) bf16: row `text_index` of a sample is its task's embedding (errors on unknown tasks);
+  with `trim_padding` only the leading tokens that hold any non-zero value (text.trim_padding)."""
+  table = store.table(dataset.tasks)
+  return text_lib.trim_padding(table) if trim_padding else table
 
 
 class _BuildSample(grain.transforms.Map):
@@ -89,7 +92,7 @@ class _BuildSample(grain.transforms.Map):
 def make_dataset(dataset: PolicyDataset, global_batch_size: int, *, seed: int = 0, shuffle: bool = True,
                  process_index: int | None = None, process_count: int | None = None,
                  num_batches: int | None = None, text_store: TextStore | None = None,
-                 keys: Sequence[str] | None = None, read_threads: int = 4, prefetch_batches: int = 2,
+                 trim_text_padding: bool = False, keys: Sequence[str] | None = None, read_threads: int = 4, prefetch_batches: int = 2,
                  worker_count: int = 0, worker_buffer_size: int = 2) -> grain.IterDataset:
   """The grain dataset of this process's local batches (see the module docstring).
 
@@ -116,7 +119,8 @@ def make_dataset(dataset: PolicyDataset, global_batch_size: int, *, seed: int = 
   records = ENDLESS_POSITIONS // global_batch_size * local if num_batches is None else num_batches * local
   build = _BuildSample(dataset, seed=seed, shuffle=shuffle, global_batch_size=global_batch_size,
                        process_index=process_index, process_count=process_count,
-                       table=text_table(text_store, dataset) if text_store is not None else None, keys=keys)
+                       table=(text_table(text_store, dataset, trim_text_padding) if text_store is not None
+                              else None), keys=keys)
   read = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch_batches * local)
   ds = grain.MapDataset.range(records).map(build).batch(local, drop_remainder=True).to_iter_dataset(read)
   if worker_count > 0:

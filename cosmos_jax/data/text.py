@@ -165,6 +165,18 @@ def import_pickle(pickle_path: str, out_dir: str, kind: str = 'official T5-11B')
   return store
 
 
+def trim_padding(table: np.ndarray, multiple: int = 8) -> np.ndarray:
+  """(tasks, 512, D) -> (tasks, N, D): the leading tokens up to the last one any task leaves non-zero, rounded up to
+  a multiple of `multiple` (at least one). The tokens left out are all zero, which a DiT with
+  `text_context_tokens=512` accounts for exactly without computing them (cosmos_jax.nn.attention)."""
+  table = np.asarray(table)
+  if table.ndim != 3 or table.shape[1] != NUM_TOKENS:
+    raise ValueError(f'expected a (tasks, {NUM_TOKENS}, width) text table, got shape {table.shape}')
+  used = np.flatnonzero(np.any(table != 0, axis=(0, 2)))
+  length = int(used[-1]) + 1 if used.size else 1
+  return table[:, :min(NUM_TOKENS, -(-length // multiple) * multiple)]
+
+
 def stand_in_store(tasks: Sequence[str], seed: int = 0, scale: float = 0.2) -> TextStore:
   """A documented STAND-IN, not T5: per task, fixed-seed N(0, scale^2) on the first (word count + 1) tokens, zeros
   after (the official zero-padding pattern). For the bundled sample and tests only; real runs import the official

@@ -86,10 +86,17 @@ class DiTConfig:
   param_dtype: str = 'float32'  # storage of the parameters (fp32 master weights when training)
   attention: str = 'xla'  # 'xla' or 'cudnn'
   remat_policy: str = 'none'  # a key of REMAT_POLICIES
+  # The text context's full length (0: the context as given). A shorter context is taken as that context followed
+  # by zero tokens up to this length: T5 embeddings are zero-padded to 512 tokens, and with bias-free k/v
+  # projections and RMS-normed keys a zero token has key and value zero, so the cross-attention accounts for the
+  # left-out padding exactly without computing it (data.trim_text_padding; 512 -> a few tokens).
+  text_context_tokens: int = 0
 
   def __post_init__(self):
     if self.model_channels % self.num_heads:
       raise ValueError(f'model_channels {self.model_channels} is not divisible by num_heads {self.num_heads}')
+    if self.text_context_tokens < 0:
+      raise ValueError(f'text_context_tokens must be >= 0, got {self.text_context_tokens}')
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f'remat_policy {self.remat_policy!r} is not one of {sorted(REMAT_POLICIES)}')
     if self.attention not in attention_lib.IMPLEMENTATIONS:
@@ -343,6 +350,7 @@ class _Attention(nn.Module):
   cfg: DiTConfig
   context_dim: int
   use_rope: bool
+  text_context: bool = False  # the context is the (possibly trimmed) text; see DiTConfig.text_context_tokens
 
   @nn.compact
   def __call__(self, x, context, angles):
@@ -357,7 +365,13 @@ class _Attention(nn.Module):
     v = heads(v)
     if self.use_rope:
       q, k = apply_rope(q, angles), apply_rope(k, angles)
-    o = attention_lib.dot_product_attention(q, k, v, implementation=cfg.attention)
+    zero_tokens = 0
+    if self.text_context and cfg.text_context_tokens:
+      zero_tokens = cfg.text_context_tokens - context.shape[-2]
+      if zero_tokens < 0:
+        raise ValueError(f'text context of {context.shape[-2]} tokens is longer than text_context_tokens '
+                         f'({cfg.text_context_tokens})')
+    o = attention_lib.dot_product_attention(q, k, v, implementation=cfg.attention, zero_tokens=zero_tokens)
     o = o.reshape(*o.shape[:-2], d)
     return _Dense(d, 1 / math.sqrt(d), dt, pdt, name='output_proj')(o)
 
@@ -379,7 +393,7 @@ class _Block(nn.Module):
     y = tokens(modulate(x, sh1, sc1))
     x = x + gate(g1) * grid(_Attention(cfg, d, True, name='self_attn')(y, y, angles))
     y = tokens(modulate(x, sh2, sc2))
-    x = x + gate(g2) * grid(_Attention(cfg, cfg.crossattn_emb_channels, False, name='cross_attn')(y, context, None))
+    x = x + gate(g2) * grid(_Attention(cfg, cfg.crossattn_emb_channels, False, True, name='cross_attn')(y, context, None))
     y = modulate(x, sh3, sc3)
     x = x + gate(g3) * _MLP(cfg, name='mlp')(y)
     self.sow('intermediates', 'act_block_out', x)

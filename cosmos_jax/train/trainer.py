@@ -17,6 +17,7 @@ import numpy as np
 from etils import epath
 
 from cosmos_jax.convert import checkpoint as checkpoint_layout
+from cosmos_jax.data import text as text_lib
 from cosmos_jax.nn import dit as dit_lib
 from cosmos_jax.nn import lora as lora_lib
 from cosmos_jax.nn import vae as vae_lib
@@ -35,8 +36,10 @@ log = logging.getLogger(__name__)
 
 def model_configs(config: ml_collections.ConfigDict) -> tuple[dit_lib.DiTConfig, vae_lib.VAEConfig]:
   m = config.model
+  text_context_tokens = text_lib.NUM_TOKENS if config.data.get('trim_text_padding') else 0  # see train/data.py
   dit_cfg = dit_lib.DiTConfig.preset(m.dit_preset, dtype=m.dtype, param_dtype=m.param_dtype, attention=m.attention,
-                                     remat_policy=m.remat_policy, **m.dit_overrides.to_dict())
+                                     remat_policy=m.remat_policy, text_context_tokens=text_context_tokens,
+                                     **m.dit_overrides.to_dict())
   vae_dtype = jnp.dtype(m.vae_dtype)
   vae_cfg = vae_lib.VAEConfig(base_dim=m.vae_base_dim, dtype=vae_dtype,
                               latent_stats='bf16' if vae_dtype == jnp.bfloat16 else 'fp32')

@@ -70,3 +70,18 @@ def test_stand_in_store_is_deterministic_and_labelled(tmp_path):
   a.save(tmp_path)
   assert 'NOT T5' in text.TextStore.load(tmp_path).kind
   np.testing.assert_array_equal(text.TextStore.load(tmp_path).lookup('transfer cube'), a.lookup('transfer cube'))
+
+
+def test_trim_padding_keeps_every_non_zero_token_rounded_up():
+  table = np.zeros((2, text.NUM_TOKENS, 4), np.float32)
+  table[0, :3] = 1.0
+  table[1, 9, 2] = -0.5  # the longest task decides: 10 tokens -> 16
+  trimmed = text.trim_padding(table)
+  assert trimmed.shape == (2, 16, 4)
+  np.testing.assert_array_equal(trimmed, table[:, :16])
+  assert not np.any(table[:, 16:])
+  assert text.trim_padding(np.zeros((1, text.NUM_TOKENS, 4))).shape == (1, 8, 4)
+  full = np.ones((1, text.NUM_TOKENS, 4))
+  assert text.trim_padding(full).shape == full.shape
+  with pytest.raises(ValueError, match=r'expected a \(tasks, 512, width\) text table, got shape \(1, 7, 4\)'):
+    text.trim_padding(np.zeros((1, 7, 4)))

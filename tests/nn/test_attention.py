@@ -57,3 +57,26 @@ def test_bad_inputs_raise():
     attention.dot_product_attention(q, k, v[:, :3])
   with pytest.raises(ValueError, match='bfloat16 or float16'):
     attention.dot_product_attention(q, k, v, implementation='cudnn')
+
+
+@pytest.mark.parametrize('zero_tokens', [1, 505])
+def test_zero_tokens_equal_explicit_zero_padding(zero_tokens):
+  """Leaving out trailing zero keys/values (the zero-padded T5 context) changes neither output nor gradients."""
+  q, k, v, weights = _inputs(jnp.float32, sk=7)
+  pad = lambda x: jnp.concatenate([x, jnp.zeros((x.shape[0], zero_tokens) + x.shape[2:], x.dtype)], axis=1)
+  loss = lambda fn: (lambda *a: jnp.sum(fn(*a) * weights))
+  implicit = lambda q, k, v: attention.dot_product_attention(q, k, v, zero_tokens=zero_tokens)
+  explicit = lambda q, k, v: attention.dot_product_attention(q, pad(k), pad(v))
+  with jax.default_matmul_precision('highest'):
+    out, ref = implicit(q, k, v), explicit(q, k, v)
+    grads = jax.grad(loss(implicit), argnums=(0, 1, 2))(q, k, v)
+    ref_grads = jax.grad(loss(explicit), argnums=(0, 1, 2))(q, k, v)
+  np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6, err_msg=_report('output', out, ref))
+  for name, g, r in zip(('dq', 'dk', 'dv'), grads, ref_grads):
+    np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6, err_msg=_report(name, g, r))
+
+
+def test_zero_tokens_must_not_be_negative():
+  q, k, v, _ = _inputs(jnp.float32)
+  with pytest.raises(ValueError, match='zero_tokens must be >= 0'):
+    attention.dot_product_attention(q, k, v, zero_tokens=-1)

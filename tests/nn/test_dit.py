@@ -1,5 +1,6 @@
 """The DiT against the official `MinimalV1LVGDiT`: golden parity, the 2B parameter manifest, bf16, and errors."""
 
+import dataclasses
 import functools
 import json
 import math
@@ -74,6 +75,25 @@ def test_dit_forward_matches_official(folder):
                         name=f'{folder.name}:act_block{i}_out', rel_l2=1e-5, max_abs=1e-4)
   parity.assert_close(out, to_channels_last(io['output_B_C_T_H_W']), name=f'{folder.name}:output_B_C_T_H_W',
                       rel_l2=1e-5, max_abs=1e-4)
+
+
+@pytest.mark.parametrize('folder', parity.golden_cases('dit_'))
+def test_trimmed_text_context_equals_zero_padded_context(folder):
+  """text_context_tokens: the golden context given as is, and zero-padded by 40 tokens to a DiT without the
+  setting, give one output; so does the golden config with text_context_tokens = its own context length."""
+  cfg, params, inputs, io = load_case(folder)
+  n = inputs['crossattn_emb'].shape[1]
+  padded = dict(inputs, crossattn_emb=np.concatenate(
+      [inputs['crossattn_emb'], np.zeros((inputs['crossattn_emb'].shape[0], 40, inputs['crossattn_emb'].shape[2]),
+                                         inputs['crossattn_emb'].dtype)], axis=1))
+  ours = run(dataclasses.replace(cfg, text_context_tokens=n + 40), params, inputs)[0]
+  parity.assert_close(ours, run(cfg, params, padded)[0], name=f'{folder.name}: trimmed vs zero-padded',
+                      rel_l2=1e-6, max_abs=1e-5)
+  same = run(dataclasses.replace(cfg, text_context_tokens=n), params, inputs)[0]
+  parity.assert_close(same, to_channels_last(io['output_B_C_T_H_W']), name=f'{folder.name}:output_B_C_T_H_W',
+                      rel_l2=1e-5, max_abs=1e-4)
+  with pytest.raises(ValueError, match='longer than text_context_tokens'):
+    run(dataclasses.replace(cfg, text_context_tokens=n - 1), params, inputs)
 
 
 @pytest.mark.parametrize('folder', parity.golden_cases('dit_'))

@@ -155,6 +155,33 @@ def open_loop(runner, demo_path: str, image_size: int, statistics, chunk: int) -
           'hold_baseline_mean_l1': float(np.mean([r['hold_baseline_l1'] for r in rows])), 'per_query': rows}
 
 
+def first_query_discrimination(runner, demo_paths: list[str], image_size: int, chunk: int) -> dict:
+  """Does the policy see where the cube is? Every episode starts from the same arm pose, so at step 0 the camera
+  images (the cube's place) are the only input that tells the demonstrations apart. Per demonstration: the action
+  L1 of the policy's first chunk against its own demonstration's first chunk and against the other
+  demonstrations'; the spread (std across demonstrations, averaged over chunk steps and joints) of the predictions
+  and of the demonstrations' own first chunks; and the L1 of the demonstrations' mean first chunk, the best a
+  policy blind to the images can do on average."""
+  demos = [aloha.read_demo(path, image_size) for path in demo_paths]
+  if len(demos) < 2:
+    return {}
+  targets = [d.actions[:chunk].astype(np.float64) for d in demos]
+  predictions = []
+  for demo in demos:
+    observation = {field: demo.frames[role][0] for role, field in ROLE_FIELDS.items()}
+    observation.update(proprio=demo.proprio[0].astype(np.float64), task_description=demo.command)
+    predictions.append(np.asarray(runner.act(observation)['actions'], np.float64))
+  own = [float(np.abs(p - targets[i]).mean()) for i, p in enumerate(predictions)]
+  other = [float(np.mean([np.abs(p - t).mean() for j, t in enumerate(targets) if j != i]))
+           for i, p in enumerate(predictions)]
+  mean_target = np.mean(targets, axis=0)
+  return {'own_l1': own, 'other_l1': other, 'mean_own_l1': float(np.mean(own)),
+          'mean_other_l1': float(np.mean(other)),
+          'image_blind_baseline_l1': float(np.mean([np.abs(mean_target - t).mean() for t in targets])),
+          'prediction_spread': float(np.std(predictions, axis=0).mean()),
+          'demonstration_spread': float(np.std(targets, axis=0).mean())}
+
+
 def action_noise_tolerance(demo_dir: str, scales=(0.0, 0.01, 0.02, 0.05, 0.1), repeats: int = 5,
                            seed: int = 0) -> list[dict]:
   """How accurate must the actions be? Each training demonstration's recorded actions replayed in the simulator
@@ -287,6 +314,7 @@ def main(argv=None) -> dict:
                      for path in aloha.find_episode_files(demo_dir)]
   open_loop_heldout = [open_loop(runner, path, args.image_size, statistics, chunk)
                        for path in aloha.find_episode_files(heldout_dir)]
+  first_query = first_query_discrimination(runner, aloha.find_episode_files(demo_dir), args.image_size, chunk)
   del runner
 
   results = {
@@ -303,7 +331,7 @@ def main(argv=None) -> dict:
           'heldout_frames_mean_l1': float(np.mean([r['mean_l1'] for r in open_loop_heldout])),
           'heldout_frames_mean_l1_normalised': float(np.mean([r['mean_l1_normalised'] for r in open_loop_heldout])),
           'train_frames_hold_baseline_l1': float(np.mean([r['hold_baseline_mean_l1'] for r in open_loop_train])),
-          'train': open_loop_train, 'heldout': open_loop_heldout},
+          'train': open_loop_train, 'heldout': open_loop_heldout, 'first_query': first_query},
       'action_noise_tolerance': action_noise_tolerance(demo_dir),
   }
   results['closed_loop'] = {
@@ -329,6 +357,12 @@ def main(argv=None) -> dict:
   print(f'open-loop action L1 (raw / normalised): training frames {o["train_frames_mean_l1"]:.4f} / '
         f'{o["train_frames_mean_l1_normalised"]:.4f}; held-out frames {o["heldout_frames_mean_l1"]:.4f} / '
         f'{o["heldout_frames_mean_l1_normalised"]:.4f}')
+  if o['first_query']:
+    q = o['first_query']
+    print(f'first query (step 0, where only the images tell the demonstrations apart): L1 to its own demonstration '
+          f'{q["mean_own_l1"]:.4f}, to the others {q["mean_other_l1"]:.4f}, image-blind baseline '
+          f'{q["image_blind_baseline_l1"]:.4f}; prediction spread {q["prediction_spread"]:.4f} against the '
+          f'demonstrations\' {q["demonstration_spread"]:.4f}')
   print('replayed demonstrations with a random offset per chunk (success rate): ' + ', '.join(
       f'+-{r["scale"]:g}: {r["success_rate"]:.2f}' for r in results['action_noise_tolerance']))
   print(f'wrote {args.out}; videos under {workdir}/eval_*/videos')

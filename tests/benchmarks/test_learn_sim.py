@@ -1,0 +1,52 @@
+"""benchmarks/learn_sim.py's first-query diagnostic on the bundled demonstrations, with stand-in policies whose
+answers are known: one that sees which demonstration it is shown, one blind to the images."""
+
+import importlib.util
+import pathlib
+
+import numpy as np
+import pytest
+
+from cosmos_jax.data import aloha, bundled
+from cosmos_jax.policy import layout as layout_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+IMAGE_SIZE = 64
+
+
+@pytest.fixture(scope='module')
+def learn_sim():
+  spec = importlib.util.spec_from_file_location('learn_sim', REPO / 'benchmarks' / 'learn_sim.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+class _Policy:
+  """Answers each demonstration's own first chunk when it recognises the primary image (sighted), or the mean of
+  the first chunks whatever it is shown (blind)."""
+
+  def __init__(self, demos, chunk, sighted):
+    self.demos, self.chunk, self.sighted = demos, chunk, sighted
+
+  def act(self, observation):
+    targets = [d.actions[:self.chunk].astype(np.float64) for d in self.demos]
+    if not self.sighted:
+      return {'actions': np.mean(targets, axis=0)}
+    match = [i for i, d in enumerate(self.demos)
+             if np.array_equal(d.frames['image'][0], observation['primary_image'])]
+    assert len(match) == 1, 'the stand-in policy must recognise exactly one demonstration'
+    return {'actions': targets[match[0]]}
+
+
+def test_first_query_discrimination_tells_sighted_from_blind(learn_sim):
+  paths = aloha.find_episode_files(str(bundled.sample_dir('aloha')))
+  demos = [aloha.read_demo(p, IMAGE_SIZE) for p in paths]
+  chunk = layout_lib.get_layout('aloha').chunk_size
+  sighted = learn_sim.first_query_discrimination(_Policy(demos, chunk, True), paths, IMAGE_SIZE, chunk)
+  blind = learn_sim.first_query_discrimination(_Policy(demos, chunk, False), paths, IMAGE_SIZE, chunk)
+  assert sighted['mean_own_l1'] == 0.0 and sighted['mean_other_l1'] > 0.01, sighted
+  assert sighted['prediction_spread'] == pytest.approx(sighted['demonstration_spread']), sighted
+  assert blind['prediction_spread'] == 0.0, blind
+  assert blind['mean_own_l1'] == pytest.approx(blind['image_blind_baseline_l1']), blind
+  assert learn_sim.first_query_discrimination(_Policy(demos[:1], chunk, True), paths[:1], IMAGE_SIZE, chunk) == {}

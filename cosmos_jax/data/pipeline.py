@@ -34,8 +34,8 @@ import jax
 import numpy as np
 from absl import flags
 
-from cosmos_jax.data.sample import PolicyDataset
 from cosmos_jax.data import text as text_lib
+from cosmos_jax.data.sample import PolicyDataset
 from cosmos_jax.data.text import TextStore
 
 # Records in an "endless" run (grain map datasets have a length; 2**62 positions never run out).
@@ -92,8 +92,8 @@ class _BuildSample(grain.transforms.Map):
 def make_dataset(dataset: PolicyDataset, global_batch_size: int, *, seed: int = 0, shuffle: bool = True,
                  process_index: int | None = None, process_count: int | None = None,
                  num_batches: int | None = None, text_store: TextStore | None = None,
-                 trim_text_padding: bool = False, keys: Sequence[str] | None = None, read_threads: int = 4, prefetch_batches: int = 2,
-                 worker_count: int = 0, worker_buffer_size: int = 2) -> grain.IterDataset:
+                 trim_text_padding: bool = False, keys: Sequence[str] | None = None, read_threads: int = 4,
+                 prefetch_batches: int = 2, worker_count: int = 0, worker_buffer_size: int = 2) -> grain.IterDataset:
   """The grain dataset of this process's local batches (see the module docstring).
 
   `process_index`/`process_count` default to jax's. `num_batches` bounds the run (None: endless). `shuffle=False`

@@ -107,7 +107,8 @@ class TrainingData:
         text_lib.TextStore.load(store_dir), self.dataset.tasks, t5_dir=d.get('t5') or None, store_name=store_dir,
         cache_dir=os.path.join(assets_dir, 'text_store') if assets_dir else None, write_cache=process_index == 0)
     self.text_store = store  # the store the run uses, saved into every checkpoint's assets
-    self.text_table = pipeline.text_table(store, self.dataset, bool(d.get('trim_text_padding')))
+    trim_text_padding = bool(d.get('trim_text_padding'))
+    self.text_table = pipeline.text_table(store, self.dataset, trim_text_padding)
     self.layout = layout
     self.image_size = d.image_size
     self.global_batch_size = config.batch_size
@@ -115,7 +116,7 @@ class TrainingData:
     self.iterator = pipeline.make_loader(
         self.dataset, config.batch_size, seed=config.seed, process_index=process_index,
         process_count=process_count, num_batches=config.total_steps + 1, text_store=store,
-        trim_text_padding=bool(d.get('trim_text_padding')),
+        trim_text_padding=trim_text_padding,
         keys=state_lib.BATCH_KEYS, prefetch_batches=max(1, d.prefetch), worker_count=d.num_workers)
 
   def attach_latent_cache(self, cache: latent_cache_lib.LatentCache, latent_channels: int) -> None:

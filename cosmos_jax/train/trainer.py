@@ -36,9 +36,10 @@ log = logging.getLogger(__name__)
 
 def model_configs(config: ml_collections.ConfigDict) -> tuple[dit_lib.DiTConfig, vae_lib.VAEConfig]:
   m = config.model
-  text_context_tokens = text_lib.NUM_TOKENS if config.data.get('trim_text_padding') else 0  # see train/data.py
   dit_cfg = dit_lib.DiTConfig.preset(m.dit_preset, dtype=m.dtype, param_dtype=m.param_dtype, attention=m.attention,
-                                     remat_policy=m.remat_policy, text_context_tokens=text_context_tokens,
+                                     remat_policy=m.remat_policy,
+                                     # T5's 512-token context, trimmed or not (data.trim_text_padding)
+                                     text_context_tokens=text_lib.NUM_TOKENS,
                                      **m.dit_overrides.to_dict())
   vae_dtype = jnp.dtype(m.vae_dtype)
   vae_cfg = vae_lib.VAEConfig(base_dim=m.vae_base_dim, dtype=vae_dtype,

@@ -45,6 +45,8 @@ from cosmos_jax.serve import runner as runner_lib
 # pylint: enable=wrong-import-position
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # configs/ is a folder of the checkout, not of the installed package
+from configs import aloha as aloha_config  # pylint: disable=wrong-import-position
 HELDOUT_SEED = 500  # outside the bundled/generated training seeds and the new evaluation seeds
 NEW_SEEDS_START = 1000
 OPEN_LOOP_EVERY = 25  # steps between open-loop queries on a demonstration
@@ -62,6 +64,12 @@ def _run(command: list[str], log_path: pathlib.Path, env=None) -> None:
 def _env() -> dict:
   return {**os.environ, 'PYTHONPATH': f'{REPO}{os.pathsep}{os.environ.get("PYTHONPATH", "")}',
           'JAX_PLATFORMS': os.environ.get('JAX_PLATFORMS', 'cpu'), 'MUJOCO_GL': os.environ.get('MUJOCO_GL', 'egl')}
+
+
+def variant_image_size(variant: str) -> int:
+  """The camera size the variant trains on (the evaluation must feed the policy the same size; checkpoints do not
+  record it)."""
+  return int(aloha_config.get_config(variant).data.image_size)
 
 
 def demo_seeds(demo_dir: str) -> list[int]:
@@ -270,7 +278,8 @@ def main(argv=None) -> dict:
   parser.add_argument('--generate', type=int, default=0, help='generate N demonstrations into <workdir>/demos instead')
   parser.add_argument('--demo_image_size', type=int, default=128, help='stored camera size of generated demos')
   parser.add_argument('--variant', default='small', help='configs/aloha.py variant')
-  parser.add_argument('--image_size', type=int, default=64, help='the variant\'s data.image_size')
+  parser.add_argument('--image_size', type=int, default=None,
+                      help="the policy's input size (default: the variant's data.image_size)")
   parser.add_argument('--new_seeds', type=int, default=20)
   parser.add_argument('--open_loop_steps', type=int, default=10,
                       help='closed loop: actions executed per query (the official client executes all 50; a policy '
@@ -285,6 +294,8 @@ def main(argv=None) -> dict:
                       help='path stem for a frame strip (.png) and GIF (.gif) of the first successful episode '
                            "('' = <workdir>/success)")
   args = parser.parse_args(argv)
+  if args.image_size is None:
+    args.image_size = variant_image_size(args.variant)
 
   workdir = pathlib.Path(args.workdir).absolute()
   workdir.mkdir(parents=True, exist_ok=True)

@@ -50,3 +50,10 @@ def test_first_query_discrimination_tells_sighted_from_blind(learn_sim):
   assert blind['prediction_spread'] == 0.0, blind
   assert blind['mean_own_l1'] == pytest.approx(blind['image_blind_baseline_l1']), blind
   assert learn_sim.first_query_discrimination(_Policy(demos[:1], chunk, True), paths[:1], IMAGE_SIZE, chunk) == {}
+
+
+def test_the_policy_input_size_follows_the_variant(learn_sim):
+  configs = importlib.import_module('configs.aloha')
+  for variant in ('small', 'tiny', ''):
+    assert learn_sim.variant_image_size(variant) == configs.get_config(variant).data.image_size
+  assert learn_sim.variant_image_size('small') == 64 and learn_sim.variant_image_size('') == 224

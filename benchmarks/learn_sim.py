@@ -279,7 +279,8 @@ def main(argv=None) -> dict:
   parser.add_argument('--demo_image_size', type=int, default=128, help='stored camera size of generated demos')
   parser.add_argument('--variant', default='small', help='configs/aloha.py variant')
   parser.add_argument('--image_size', type=int, default=None,
-                      help="the policy's input size (default: the variant's data.image_size)")
+                      help="the policy's input size (default: the variant's data.image_size; pass it too when a "
+                           '--train_override changes data.image_size)')
   parser.add_argument('--new_seeds', type=int, default=20)
   parser.add_argument('--open_loop_steps', type=int, default=10,
                       help='closed loop: actions executed per query (the official client executes all 50; a policy '

@@ -151,6 +151,7 @@ def generate(out: str, num_episodes: int = 3, *, task: str = 'transfer_cube', se
       'control_hz': simulator.GYM_ALOHA_CONTROL_HZ,
       'image_size': image_size,
       'cameras': simulator.SIM_CAMERAS,
+      'cam_high_fovy': simulator.CAM_HIGH_FOVY,
       'seconds': round(time.perf_counter() - start, 1),
   }
   metadata_path = os.path.join(out, METADATA_FILENAME)

@@ -7,6 +7,10 @@ The tasks, assets and rewards are gym-aloha's (0.1.5), but the dm_control enviro
 whose observation is only qpos/qvel: gym-aloha's own observation renders three 480x640 images every step, which a
 caller that renders its own cameras (or none, when measuring a scripted policy) would throw away.
 
+One departure from gym-aloha's scene: cam_high (gym-aloha's `top` camera) renders with a narrower field of view,
+CAM_HIGH_FOVY, so that the table fills the frame. gym-aloha's 78 degrees spend half the frame on the floor, and at
+the 64 px of the CPU variants the 4 cm cube is then a single pixel that a VAE's 8x8 latent pixel averages away.
+
 Headless rendering needs MUJOCO_GL=egl (set here before MuJoCo is imported) and the EGL libraries (Debian: libegl1
 libegl-mesa0 libgl1-mesa-dri, the last for Mesa's software rasteriser).
 """
@@ -29,6 +33,8 @@ ACTION_DIM = 14
 CAMERA_SIZE = (480, 640)  # (height, width) of the ALOHA cameras
 GYM_ALOHA_CONTROL_HZ = 50  # gym-aloha's DT = 0.02 s
 EPISODE_STEPS = 400  # full-length episodes, as ACT's simulated tasks (gym-aloha registers 300)
+# Vertical field of view of cam_high (gym-aloha: 78): the table from side to side, the cube about 3 px wide at 64 px.
+CAM_HIGH_FOVY = 50.0
 RENDER_SHADOW_SIZE = 512  # gym-aloha's scene asks for 4096 (see AlohaSim.__init__)
 
 
@@ -76,6 +82,7 @@ class AlohaSim:
     # and evaluation both render through here, so they see the same images.
     physics.model.vis.quality.shadowsize = RENDER_SHADOW_SIZE
     physics.model.vis.quality.offsamples = 0
+    physics.model.cam_fovy[physics.model.name2id(SIM_CAMERAS['cam_high'], 'camera')] = CAM_HIGH_FOVY
     self._task = _StateOnlyTask()
     self._env = control.Environment(physics, self._task, time_limit=float('inf'),
                                     control_timestep=1.0 / self.control_hz, flat_observation=False)

@@ -38,7 +38,7 @@ import h5py
 import numpy as np
 
 from cosmos_jax.convert import checkpoint as checkpoint_lib
-from cosmos_jax.data import aloha, bundled, simulator
+from cosmos_jax.data import aloha, bundled, make_sample, simulator
 from cosmos_jax.eval import episode as episode_lib
 from cosmos_jax.policy import layout as layout_lib
 from cosmos_jax.serve import runner as runner_lib
@@ -82,8 +82,29 @@ def demo_seeds(demo_dir: str) -> list[int]:
   return seeds
 
 
+def demo_cam_high_fovy(demo_dir: str | pathlib.Path) -> float | None:
+  """cam_high's field of view the demonstrations were rendered with (None: not recorded, an older generator that
+  rendered gym-aloha's 78 degrees)."""
+  path = pathlib.Path(demo_dir) / make_sample.METADATA_FILENAME
+  if not path.exists():
+    raise ValueError(f'{demo_dir}: no {make_sample.METADATA_FILENAME} (demonstrations must come from '
+                     'cosmos_jax.data.make_sample)')
+  return json.loads(path.read_text(encoding='utf-8')).get('transfer_cube', {}).get('cam_high_fovy')
+
+
+def check_demo_cameras(demo_dir: str) -> None:
+  """The evaluation renders cam_high through the simulator as it is now; demonstrations rendered with another field
+  of view would have trained the policy on another picture of the scene."""
+  fovy = demo_cam_high_fovy(demo_dir)
+  if fovy != simulator.CAM_HIGH_FOVY:
+    raise ValueError(f'{demo_dir}: the demonstrations rendered cam_high with field of view {fovy} (None: gym-aloha\'s '
+                     f'78 degrees, an older generator), the evaluation renders it with {simulator.CAM_HIGH_FOVY}; '
+                     'regenerate them with python -m cosmos_jax.data.make_sample')
+
+
 def ensure_demos(directory: pathlib.Path, count: int, seed: int, image_size: int, log: pathlib.Path) -> str:
-  if directory.is_dir() and len(aloha.find_episode_files(str(directory))) >= count:
+  if (directory.is_dir() and len(aloha.find_episode_files(str(directory))) >= count
+      and demo_cam_high_fovy(directory) == simulator.CAM_HIGH_FOVY):
     print(f'reusing the demonstrations in {directory}', flush=True)
     return str(directory)
   _run([sys.executable, '-m', 'cosmos_jax.data.make_sample', '--out', str(directory), '--episodes', str(count),
@@ -305,6 +326,7 @@ def main(argv=None) -> dict:
   demo_dir = (ensure_demos(workdir / 'demos', args.generate, 0, args.demo_image_size, log) if args.generate
               else args.demo_dir)
   train_seeds = demo_seeds(demo_dir)
+  check_demo_cameras(demo_dir)
   heldout_dir = ensure_demos(workdir / 'heldout', 1, HELDOUT_SEED, args.demo_image_size, log)
   new_seeds = list(range(NEW_SEEDS_START, NEW_SEEDS_START + args.new_seeds))
   if set(new_seeds) & set(train_seeds) or HELDOUT_SEED in train_seeds:

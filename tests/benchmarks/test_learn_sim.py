@@ -57,3 +57,12 @@ def test_the_policy_input_size_follows_the_variant(learn_sim):
   for variant in ('small', 'tiny', ''):
     assert learn_sim.variant_image_size(variant) == configs.get_config(variant).data.image_size
   assert learn_sim.variant_image_size('small') == 64 and learn_sim.variant_image_size('') == 224
+
+
+def test_demonstrations_must_show_cam_high_as_the_evaluation_renders_it(learn_sim, tmp_path):
+  learn_sim.check_demo_cameras(str(bundled.sample_dir('aloha')))  # the bundled sample is rendered as evaluated
+  with pytest.raises(ValueError, match='no demos.json'):
+    learn_sim.check_demo_cameras(str(tmp_path))
+  (tmp_path / 'demos.json').write_text('{"transfer_cube": {"seeds": [0]}}', encoding='utf-8')  # older generator
+  with pytest.raises(ValueError, match=r"field of view None \(None: gym-aloha's 78"):
+    learn_sim.check_demo_cameras(str(tmp_path))

@@ -45,3 +45,16 @@ def test_cameras_and_objects():
   peg, socket = sim.object_position('red_peg_joint'), sim.object_position('blue_socket_joint')
   assert 0.1 <= peg[0] <= 0.2 and -0.2 <= socket[0] <= -0.1  # gym-aloha's sampling ranges
   assert simulator.task_description('insertion') == 'insertion'
+
+
+def test_cam_high_frames_the_table_so_the_cube_shows_at_64_px():
+  """cam_high's narrower field of view (simulator.CAM_HIGH_FOVY; gym-aloha's 78 degrees leave half the frame to the
+  black floor and the cube about 6 red pixels at 64 px): no floor, the cube a blob of at least 9 pixels."""
+  from cosmos_jax.data import decode  # pylint: disable=g-import-not-at-top
+  sim = simulator.AlohaSim('transfer_cube')
+  for seed in (0, 2):
+    sim.reset(seed)
+    frame = decode.resize_square(sim.render(*simulator.CAMERA_SIZE)['cam_high'][None], 64)[0].astype(int)
+    floor = (frame.max(axis=-1) < 15).mean()
+    red = int(((frame[..., 0] > 120) & (frame[..., 1] < 80) & (frame[..., 2] < 80)).sum())
+    assert floor < 0.01 and red >= 9, f'seed {seed}: floor fraction {floor:.3f}, cube pixels {red}'

@@ -150,6 +150,10 @@ def base(*, experiment: str, layout: str, batch_size: int, cycle: int, warm_up: 
   c.data.features = ConfigDict(dict(
       cameras=ConfigDict(dict(image='', image2='', wrist_image='', wrist_image2='')),
       proprio='', actions='', instruction='', split='', rollout_split=''))
+  # Not official: demo steps before episode_start_steps are drawn episode_start_repeats times per epoch (policy
+  # samples; see cosmos_jax/data/sample.py:SampleConfig).
+  c.data.episode_start_steps = 0
+  c.data.episode_start_repeats = 1
   c.data.image_size = 224
   c.data.augment = True  # use_image_aug + use_stronger_image_aug
   # Keep up to this many samples' VAE latents on the host and reuse them (0 = encode every sample in the step). Only

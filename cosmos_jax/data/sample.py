@@ -42,11 +42,19 @@ class SampleConfig:
   treat_demos_as_success_rollouts: bool = True
   treat_success_rollouts_as_demos: bool = False
   p_world_model: float = 0.5
+  # Not in the official recipe: each demo step before `episode_start_steps` appears `episode_start_repeats` times
+  # per epoch as a policy sample. Where every episode starts from the same pose, only the cameras tell the first
+  # steps' action chunks apart, and they are a tiny share of the steps (see configs/aloha.py:small).
+  episode_start_steps: int = 0
+  episode_start_repeats: int = 1
 
   def __post_init__(self):
     for name in ('demonstration_sampling_prob', 'success_rollout_sampling_prob', 'p_world_model'):
       if not 0.0 <= getattr(self, name) <= 1.0:
         raise ValueError(f'SampleConfig.{name} must be in [0, 1], got {getattr(self, name)}')
+    if self.episode_start_steps < 0 or self.episode_start_repeats < 1:
+      raise ValueError(f'SampleConfig.episode_start_steps must be >= 0 and episode_start_repeats >= 1, got '
+                       f'{self.episode_start_steps} and {self.episode_start_repeats}')
 
   @classmethod
   def for_layout(cls, name: str, **changes) -> 'SampleConfig':
@@ -68,6 +76,12 @@ class _Prepared:
   actions: np.ndarray
   returns: np.ndarray  # float32
   key: int = -1  # frame-cache key, unique per episode (stable across pickling to worker processes)
+
+
+def repeat_episode_starts(step_table: np.ndarray, start_steps: int, repeats: int) -> np.ndarray:
+  """An (episode, step) table with the rows of steps < start_steps appended repeats - 1 more times."""
+  starts = step_table[step_table[:, 1] < start_steps]
+  return np.concatenate([step_table, *[starts] * (repeats - 1)]) if repeats > 1 and len(starts) else step_table
 
 
 class PolicyDataset:
@@ -98,6 +112,8 @@ class PolicyDataset:
     self.sections = (prepared_demos, success, failure)
     self.step_tables = tuple(mixture.step_index(p.episode.num_steps for p in s) if s else np.zeros((0, 2), np.int64)
                              for s in self.sections)
+    self.step_tables = (repeat_episode_starts(self.step_tables[0], config.episode_start_steps,
+                                              config.episode_start_repeats), *self.step_tables[1:])
     self.epoch = mixture.EpochStructure.balance(
         len(self.step_tables[0]), len(self.step_tables[1]), len(self.step_tables[2]),
         config.demonstration_sampling_prob, config.success_rollout_sampling_prob)

@@ -44,7 +44,8 @@ def sample_config(config, layout: layout_lib.SlotLayout) -> sample_lib.SampleCon
       demonstration_sampling_prob=float(d.demonstration_sampling_prob),
       success_rollout_sampling_prob=float(d.success_rollout_sampling_prob), p_world_model=float(d.p_world_model),
       treat_demos_as_success_rollouts=bool(d.treat_demos_as_success_rollouts),
-      treat_success_rollouts_as_demos=bool(d.treat_success_rollouts_as_demos))
+      treat_success_rollouts_as_demos=bool(d.treat_success_rollouts_as_demos),
+      episode_start_steps=int(d.episode_start_steps), episode_start_repeats=int(d.episode_start_repeats))
 
 
 def sample_type_probabilities(dataset: sample_lib.PolicyDataset) -> dict[str, float]:

@@ -126,3 +126,19 @@ def test_epoch_structure_balancing():
   assert mixture.EpochStructure.balance(10, 0, 0, 0.5, 0.5).length == 10
   kind, step = e.locate(1500, 1000, 1000, 0)
   assert (kind, step) == (mixture.SampleType.SUCCESS_ROLLOUT, 500)
+
+
+def test_episode_start_repeats_add_policy_samples_of_the_first_steps(dataset):
+  demo_steps = len(dataset.step_tables[0])
+  config = sample_lib.SampleConfig(image_size=SIZE, augment=False, episode_start_steps=3, episode_start_repeats=5)
+  repeated = sample_lib.PolicyDataset([p.episode for p in dataset.sections[0]], dataset.stats, config)
+  table = repeated.step_tables[0]
+  num_demos = len(dataset.sections[0])
+  assert len(table) == demo_steps + 4 * 3 * num_demos
+  steps, counts = np.unique(table[:, 1], return_counts=True)
+  original_steps, original_counts = np.unique(dataset.step_tables[0][:, 1], return_counts=True)
+  np.testing.assert_array_equal(steps, original_steps)
+  np.testing.assert_array_equal(counts, np.where(steps < 3, 5, 1) * original_counts)
+  assert repeated.epoch.demo_count >= len(table)  # every row is reachable in the epoch
+  with pytest.raises(ValueError, match='episode_start_repeats >= 1'):
+    sample_lib.SampleConfig(episode_start_repeats=0)

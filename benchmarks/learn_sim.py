@@ -112,10 +112,45 @@ def ensure_demos(directory: pathlib.Path, count: int, seed: int, image_size: int
   return str(directory)
 
 
-def train(args, demo_dir: str, train_dir: pathlib.Path, log: pathlib.Path) -> dict:
+def standardised_vae(variant: str, demo_dir: str, out: pathlib.Path, num_samples: int = 64, seed: int = 0) -> dict:
+  """The variant's VAE with its latents standardised per channel on the demonstrations' camera slots
+  (`vae_rules.standardise_latents`), written to `out` (official state_dict names) unless there; its statistics.
+
+  The small variant's VAE has random weights: its normalised latents (Wan2.1's released statistics) vary by about
+  0.1-0.3 per channel, so the 4 cm cube moves them by a few hundredths, and a DiT trained from scratch does not
+  learn to read it within the hour. At unit scale the same DiT tells the training seeds' first scenes apart."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from safetensors import numpy as safetensors_numpy  # pylint: disable=g-import-not-at-top
+  from cosmos_jax.convert import vae_rules  # pylint: disable=g-import-not-at-top
+  from cosmos_jax.data import datasets, sample as sample_lib  # pylint: disable=g-import-not-at-top
+  from cosmos_jax.train import state as state_lib, trainer  # pylint: disable=g-import-not-at-top
+
+  config = aloha_config.get_config(variant)
+  _, vae_cfg = trainer.model_configs(config)
+  source = config.init.vae_checkpoint
+  if not str(source).endswith('.safetensors'):
+    raise ValueError(f'init.vae_checkpoint {source}: standardising needs an official-name .safetensors file')
+  layout = layout_lib.get_layout('aloha')
+  dataset = datasets.load_dataset('aloha', demo_dir, sample_lib.SampleConfig(
+      layout=layout, image_size=int(config.data.image_size), augment=False))
+  picks = np.random.default_rng(seed).choice(len(dataset), min(num_samples, len(dataset)), replace=False)
+  videos = np.stack([dataset.sample(int(i), np.random.default_rng(seed), world_model=False)['video'] for i in picks])
+  params = trainer.load_vae_params(config, vae_cfg)
+  encode = jax.jit(lambda frames: state_lib.encode_slot_frames(params, vae_cfg, frames))
+  latents = np.concatenate([np.asarray(encode(videos[i:i + 8])) for i in range(0, len(videos), 8)])
+  cameras = latents[:, list(layout.current_image_slots) + list(layout.future_image_slots)]
+  mean, std = cameras.mean(axis=(0, 1, 2, 3)), cameras.std(axis=(0, 1, 2, 3))
+  if not out.exists():
+    folded = vae_rules.standardise_latents(safetensors_numpy.load_file(source), mean, std)
+    safetensors_numpy.save_file(folded, str(out))
+  return {'path': str(out), 'source': str(source), 'samples': len(picks), 'channel_mean': mean.tolist(),
+          'channel_std': std.tolist()}
+
+
+def train(args, demo_dir: str, train_dir: pathlib.Path, log: pathlib.Path, vae_flags: list[str]) -> dict:
   """Runs the trainer until --minutes have passed (then SIGINT: it finishes pending checkpoint writes)."""
   command = [sys.executable, '-m', 'cosmos_jax.train', f'--config=configs/aloha.py:{args.variant}',
-             f'--workdir={train_dir}', f'--config.data.dataset_dir={demo_dir}', *args.train_override]
+             f'--workdir={train_dir}', f'--config.data.dataset_dir={demo_dir}', *vae_flags, *args.train_override]
   if (train_dir / 'checkpoints').is_dir() and any(p.name.isdigit() for p in (train_dir / 'checkpoints').iterdir()):
     command.append('--resume')
   print('$ ' + ' '.join(command) + f'   (stopped after {args.minutes} min)', flush=True)
@@ -306,6 +341,9 @@ def main(argv=None) -> dict:
   parser.add_argument('--open_loop_steps', type=int, default=10,
                       help='closed loop: actions executed per query (the official client executes all 50; a policy '
                            'trained on 3 demos drifts off them within a chunk, replanning every 10 steps recovers)')
+  parser.add_argument('--raw_vae', action='store_true',
+                      help="train with the variant's VAE as it is (default: its latents standardised per channel on "
+                           'the demonstrations, <workdir>/vae_standardised.safetensors; see standardised_vae)')
   parser.add_argument('--skip_training', action='store_true', help='evaluate the latest checkpoint only')
   parser.add_argument('--reuse_evaluations', action='store_true',
                       help='with --skip_training: read closed-loop summaries already made for this checkpoint')
@@ -332,11 +370,13 @@ def main(argv=None) -> dict:
   if set(new_seeds) & set(train_seeds) or HELDOUT_SEED in train_seeds:
     raise ValueError(f'training seeds {train_seeds} overlap the held-out seed {HELDOUT_SEED} or the new seeds')
 
+  vae = None if args.raw_vae else standardised_vae(args.variant, demo_dir, workdir / 'vae_standardised.safetensors')
+  vae_flags = [f'--config.init.vae_checkpoint={vae["path"]}'] if vae else []
   train_dir = workdir / 'train'
   calls_path = workdir / 'training_calls.json'
   calls = json.loads(calls_path.read_text(encoding='utf-8')) if calls_path.exists() else []
   if not args.skip_training:
-    calls.append(train(args, demo_dir, train_dir, log))
+    calls.append(train(args, demo_dir, train_dir, log, vae_flags))
     calls_path.write_text(json.dumps(calls, indent=2), encoding='utf-8')
   step = latest_step(train_dir)
   curve = loss_curve(train_dir)
@@ -357,6 +397,7 @@ def main(argv=None) -> dict:
       'machine': {'cpu_count': os.cpu_count(), 'jax_platforms': os.environ.get('JAX_PLATFORMS'),
                   'load_average': os.getloadavg()},
       'demos': {'dir': demo_dir, 'train_seeds': train_seeds, 'heldout_seed': HELDOUT_SEED},
+      'vae': vae,
       'training': {'variant': args.variant, 'checkpoint_step': step, 'calls': calls,
                    'wall_seconds': round(sum(c['wall_seconds'] for c in calls), 1), 'loss_curve': curve},
       'open_loop': {

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import jax
+import numpy as np
 
 from cosmos_jax.convert import rules as rules_lib
 from cosmos_jax.nn import vae
@@ -104,3 +105,34 @@ def load_official(cfg: vae.VAEConfig, state_dict: Mapping[str, Array], *, ignore
 def official_shapes(cfg: vae.VAEConfig) -> dict[str, tuple[int, ...]]:
   """The official state_dict (name -> shape) of this config, derived without allocating."""
   return rules_lib.official_shapes(rules(cfg), vae.abstract_params(cfg))
+
+
+def standardise_latents(state_dict: Mapping[str, Array], mean, std) -> dict[str, np.ndarray]:
+  """An official Wan2.1 VAE state_dict whose normalised latent (`vae.normalize_latent`) is (z - mean) / std per
+  channel, z being this VAE's, and whose decoder reads that latent back as this one reads z.
+
+  Wan2.1's latent statistics (vae.LATENT_MEAN / LATENT_STD) describe the released tokenizer's latents; another VAE
+  (the random-weight tiny one) needs its own, and folding them into the weights keeps every reader of the VAE
+  (trainer, server, checkpoints) unchanged. The affine map goes into the mu half of the 1x1x1 `conv1` after the
+  encoder and the 1x1x1 `conv2` before the decoder; the other weights are returned as they are, in float32.
+  """
+  mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+  out = {k: np.asarray(v, np.float32) for k, v in state_dict.items()}
+  z_dim = int(out['conv2.weight'].shape[0])
+  if mean.shape != (z_dim,) or std.shape != (z_dim,) or not np.all(std > 0):
+    raise ValueError(f'mean and std must be ({z_dim},) with std > 0, got {mean.shape} and {std.shape} '
+                     f'(min std {std.min() if std.size else None})')
+  k_mean = np.asarray(vae.LATENT_MEAN, np.float64)
+  k_std = np.asarray(vae.LATENT_STD, np.float64)
+  # mu' = k_mean + (mu - k_mean - mean * k_std) / std gives (mu' - k_mean) / k_std = (z - mean) / std.
+  w1, b1 = out['conv1.weight'].astype(np.float64), out['conv1.bias'].astype(np.float64)
+  w1[:z_dim] /= std.reshape(-1, 1, 1, 1, 1)
+  b1[:z_dim] = (b1[:z_dim] - k_mean - mean * k_std) / std + k_mean
+  # The decoder's conv2 sees mu = std * mu' + shift again.
+  shift = k_mean * (1 - std) + mean * k_std
+  w2, b2 = out['conv2.weight'].astype(np.float64), out['conv2.bias'].astype(np.float64)
+  b2 = b2 + w2[:, :, 0, 0, 0] @ shift
+  w2 = w2 * std.reshape(1, -1, 1, 1, 1)
+  out.update({'conv1.weight': w1.astype(np.float32), 'conv1.bias': b1.astype(np.float32),
+              'conv2.weight': w2.astype(np.float32), 'conv2.bias': b2.astype(np.float32)})
+  return out

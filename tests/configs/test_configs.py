@@ -58,3 +58,8 @@ def test_small_aloha_variant_learns_from_scratch_on_the_bundled_sample():
   assert c.init.from_scratch and c.data.dataset_dir == tiny.data.dataset_dir and c.data.image_size == 64
   assert c.model.dit_overrides.model_channels > tiny.model.dit_overrides.get('model_channels', 64)
   assert c.log.image_every_steps == 0 and c.optim.schedule.f_min == [1.0, 1.0]
+  from cosmos_jax.policy import layout as layout_lib  # pylint: disable=g-import-not-at-top
+  from cosmos_jax.train import data as train_data  # pylint: disable=g-import-not-at-top
+  sample_config = train_data.sample_config(c, layout_lib.get_layout('aloha'))
+  assert (sample_config.episode_start_steps, sample_config.episode_start_repeats) == (10, 10)
+  assert c.diffusion.action_loss_multiplier == 20 and tiny.data.episode_start_repeats == 1

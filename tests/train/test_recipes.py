@@ -174,6 +174,7 @@ def test_loss_settings_reach_the_diffusion_config():
     config, _ = recipe(name)
     cfg = diffusion.DiffusionConfig(**config.diffusion.to_dict())
     assert cfg.action_loss_multiplier == 1 and not cfg.mask_future_state_for_qvalue_prediction
+    assert config.data.episode_start_repeats == 1  # not official: off in every recipe
     assert cfg.mask_current_state_action_for_value_prediction == (name == 'aloha_planning')
 
 

@@ -7,8 +7,10 @@ One command, CPU by default (JAX_PLATFORMS=cpu unless set):
      0-2) or --generate N fresh ones (python -m cosmos_jax.data.make_sample into <workdir>/demos, reused when
      there); one more demo with a seed outside both seed sets goes to <workdir>/heldout (frames never trained on);
   2. training: `python -m cosmos_jax.train --config=configs/aloha.py:<--variant> --workdir=<workdir>/train
-     --config.data.dataset_dir=<demos>`, stopped (SIGINT) after --minutes; a workdir with checkpoints resumes, so
-     a second call trains --minutes more;
+     --config.data.dataset_dir=<demos> --config.init.vae_checkpoint=<workdir>/vae_standardised.safetensors` (the
+     variant's VAE with its latents standardised on the demonstrations, see `standardised_vae`; --raw_vae: as it
+     is), stopped (SIGINT) after --minutes; a workdir with checkpoints resumes, so a second call trains --minutes
+     more;
   3. the latest training checkpoint is the policy (the one checkpoint layout: params, statistics, text store, and
      the VAE the run trained with), read from the training workdir by PolicyRunner and the evaluation command;
   4. open loop: the policy queried on the demonstrations' own observations every 25 steps: action L1 against the

@@ -99,8 +99,9 @@ def check_demo_cameras(demo_dir: str) -> None:
   of view would have trained the policy on another picture of the scene."""
   fovy = demo_cam_high_fovy(demo_dir)
   if fovy != simulator.CAM_HIGH_FOVY:
-    raise ValueError(f'{demo_dir}: the demonstrations rendered cam_high with field of view {fovy} (None: gym-aloha\'s '
-                     f'78 degrees, an older generator), the evaluation renders it with {simulator.CAM_HIGH_FOVY}; '
+    raise ValueError(f'{demo_dir}: the demonstrations rendered cam_high with field of view {fovy} (None: '
+                     f"gym-aloha's 78 degrees, an older generator), the evaluation renders it with "
+                     f'{simulator.CAM_HIGH_FOVY}; '
                      'regenerate them with python -m cosmos_jax.data.make_sample')
 
 
@@ -114,24 +115,18 @@ def ensure_demos(directory: pathlib.Path, count: int, seed: int, image_size: int
   return str(directory)
 
 
-def standardised_vae(variant: str, demo_dir: str, out: pathlib.Path, num_samples: int = 64, seed: int = 0) -> dict:
-  """The variant's VAE with its latents standardised per channel on the demonstrations' camera slots
-  (`vae_rules.standardise_latents`), written to `out` (official state_dict names) unless there; its statistics.
-
-  The small variant's VAE has random weights: its normalised latents (Wan2.1's released statistics) vary by about
-  0.1-0.3 per channel, so the 4 cm cube moves them by a few hundredths, and a DiT trained from scratch does not
-  learn to read it within the hour. At unit scale the same DiT tells the training seeds' first scenes apart."""
+def camera_latents(variant: str, demo_dir: str, vae_path: str | None = None, num_samples: int = 64,
+                   seed: int = 0) -> np.ndarray:
+  """Normalised VAE latents [n, cameras, h, w, z] of the camera slots of `num_samples` training samples drawn with
+  `seed`, encoded by the variant's VAE (or the state_dict file `vae_path`)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from safetensors import numpy as safetensors_numpy  # pylint: disable=g-import-not-at-top
-  from cosmos_jax.convert import vae_rules  # pylint: disable=g-import-not-at-top
   from cosmos_jax.data import datasets, sample as sample_lib  # pylint: disable=g-import-not-at-top
   from cosmos_jax.train import state as state_lib, trainer  # pylint: disable=g-import-not-at-top
 
   config = aloha_config.get_config(variant)
+  if vae_path:
+    config.init.vae_checkpoint = str(vae_path)
   _, vae_cfg = trainer.model_configs(config)
-  source = config.init.vae_checkpoint
-  if not str(source).endswith('.safetensors'):
-    raise ValueError(f'init.vae_checkpoint {source}: standardising needs an official-name .safetensors file')
   layout = layout_lib.get_layout('aloha')
   dataset = datasets.load_dataset('aloha', demo_dir, sample_lib.SampleConfig(
       layout=layout, image_size=int(config.data.image_size), augment=False))
@@ -140,13 +135,33 @@ def standardised_vae(variant: str, demo_dir: str, out: pathlib.Path, num_samples
   params = trainer.load_vae_params(config, vae_cfg)
   encode = jax.jit(lambda frames: state_lib.encode_slot_frames(params, vae_cfg, frames))
   latents = np.concatenate([np.asarray(encode(videos[i:i + 8])) for i in range(0, len(videos), 8)])
-  cameras = latents[:, list(layout.current_image_slots) + list(layout.future_image_slots)]
-  mean, std = cameras.mean(axis=(0, 1, 2, 3)), cameras.std(axis=(0, 1, 2, 3))
-  if not out.exists():
-    folded = vae_rules.standardise_latents(safetensors_numpy.load_file(source), mean, std)
-    safetensors_numpy.save_file(folded, str(out))
-  return {'path': str(out), 'source': str(source), 'samples': len(picks), 'channel_mean': mean.tolist(),
-          'channel_std': std.tolist()}
+  return latents[:, list(layout.current_image_slots) + list(layout.future_image_slots)]
+
+
+def standardised_vae(variant: str, demo_dir: str, out: pathlib.Path, num_samples: int = 64, seed: int = 0) -> dict:
+  """The variant's VAE with its latents standardised per channel on the demonstrations' camera slots
+  (`vae_rules.standardise_latents`), written to `out` (official state_dict names) with its statistics beside it
+  (`out` + .json); a later call (a resumed run) reuses both.
+
+  The small variant's VAE has random weights: its normalised latents (Wan2.1's released statistics) vary by about
+  0.1-0.3 per channel, so the 4 cm cube moves them by a few hundredths, and a DiT trained from scratch does not
+  learn to read it within the hour. At unit scale the same DiT tells the training seeds' first scenes apart."""
+  from safetensors import numpy as safetensors_numpy  # pylint: disable=g-import-not-at-top
+  from cosmos_jax.convert import vae_rules  # pylint: disable=g-import-not-at-top
+
+  info_path = out.with_name(out.name + '.json')
+  if out.exists() and info_path.exists():
+    return json.loads(info_path.read_text(encoding='utf-8'))
+  source = aloha_config.get_config(variant).init.vae_checkpoint
+  if not str(source).endswith('.safetensors'):
+    raise ValueError(f'init.vae_checkpoint {source}: standardising needs an official-name .safetensors file')
+  latents = camera_latents(variant, demo_dir, num_samples=num_samples, seed=seed)
+  mean, std = latents.mean(axis=(0, 1, 2, 3)), latents.std(axis=(0, 1, 2, 3))
+  safetensors_numpy.save_file(vae_rules.standardise_latents(safetensors_numpy.load_file(source), mean, std), str(out))
+  info = {'path': str(out), 'source': str(source), 'demo_dir': str(demo_dir), 'samples': len(latents),
+          'channel_mean': mean.tolist(), 'channel_std': std.tolist()}
+  info_path.write_text(json.dumps(info, indent=2), encoding='utf-8')
+  return info
 
 
 def train(args, demo_dir: str, train_dir: pathlib.Path, log: pathlib.Path, vae_flags: list[str]) -> dict:

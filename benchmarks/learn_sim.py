@@ -84,30 +84,20 @@ def demo_seeds(demo_dir: str) -> list[int]:
   return seeds
 
 
-def demo_cam_high_fovy(demo_dir: str | pathlib.Path) -> float | None:
-  """cam_high's field of view the demonstrations were rendered with (None: not recorded, an older generator that
-  rendered gym-aloha's 78 degrees)."""
-  path = pathlib.Path(demo_dir) / make_sample.METADATA_FILENAME
-  if not path.exists():
-    raise ValueError(f'{demo_dir}: no {make_sample.METADATA_FILENAME} (demonstrations must come from '
-                     'cosmos_jax.data.make_sample)')
-  return json.loads(path.read_text(encoding='utf-8')).get('transfer_cube', {}).get('cam_high_fovy')
-
-
 def check_demo_cameras(demo_dir: str) -> None:
-  """The evaluation renders cam_high through the simulator as it is now; demonstrations rendered with another field
-  of view would have trained the policy on another picture of the scene."""
-  fovy = demo_cam_high_fovy(demo_dir)
-  if fovy != simulator.CAM_HIGH_FOVY:
-    raise ValueError(f'{demo_dir}: the demonstrations rendered cam_high with field of view {fovy} (None: '
-                     f"gym-aloha's 78 degrees, an older generator), the evaluation renders it with "
-                     f'{simulator.CAM_HIGH_FOVY}; '
-                     'regenerate them with python -m cosmos_jax.data.make_sample')
+  """The evaluation renders cam_high through the simulator as it is now (simulator.check_demos_cameras)."""
+  metadata = simulator.read_demos_metadata(demo_dir)
+  if 'transfer_cube' not in metadata:
+    raise ValueError(f'{demo_dir}: no transfer_cube entry in a {simulator.DEMOS_METADATA_FILENAME} (demonstrations '
+                     'must come from python -m cosmos_jax.data.make_sample)')
+  simulator.check_demos_cameras(metadata, demo_dir)
 
 
 def ensure_demos(directory: pathlib.Path, count: int, seed: int, image_size: int, log: pathlib.Path) -> str:
-  if (directory.is_dir() and len(aloha.find_episode_files(str(directory))) >= count
-      and demo_cam_high_fovy(directory) == simulator.CAM_HIGH_FOVY):
+  """Reuses demonstrations in `directory` only when the current generator would make the same ones."""
+  entry = simulator.read_demos_metadata(directory).get('transfer_cube', {}) if directory.is_dir() else {}
+  if (entry and len(aloha.find_episode_files(str(directory))) >= count
+      and all(entry.get(key) == value for key, value in make_sample.generator_settings().items())):
     print(f'reusing the demonstrations in {directory}', flush=True)
     return str(directory)
   _run([sys.executable, '-m', 'cosmos_jax.data.make_sample', '--out', str(directory), '--episodes', str(count),

@@ -44,7 +44,6 @@ from cosmos_jax import command_line
 from cosmos_jax.data import aloha, bundled, decode, scripted, simulator, stats, text
 
 DEFAULT_OUT = str(bundled.sample_dir('aloha'))
-METADATA_FILENAME = 'demos.json'
 
 
 def task_folder(task: str) -> str:
@@ -103,6 +102,11 @@ def write_episode(directory: str, index: int, episode: scripted.ScriptedEpisode,
   return path
 
 
+def generator_settings() -> dict:
+  """What else, beside the seeds, decides the demonstrations `generate` writes (recorded in demos.json)."""
+  return {'cam_high_fovy': simulator.CAM_HIGH_FOVY, 'tracking_damping': scripted.TRACKING_DAMPING}
+
+
 def generate(out: str, num_episodes: int = 3, *, task: str = 'transfer_cube', seed: int = 0,
              num_steps: int = simulator.EPISODE_STEPS, image_size: int = 256, max_failures: int = 10,
              overwrite: bool = False, log=print) -> dict:
@@ -151,18 +155,15 @@ def generate(out: str, num_episodes: int = 3, *, task: str = 'transfer_cube', se
       'control_hz': simulator.GYM_ALOHA_CONTROL_HZ,
       'image_size': image_size,
       'cameras': simulator.SIM_CAMERAS,
-      'cam_high_fovy': simulator.CAM_HIGH_FOVY,
+      **generator_settings(),
       'seconds': round(time.perf_counter() - start, 1),
   }
-  metadata_path = os.path.join(out, METADATA_FILENAME)
-  metadata = {}
-  if os.path.exists(metadata_path):
-    with open(metadata_path, encoding='utf-8') as f:
-      metadata = json.load(f)
+  metadata = simulator.read_demos_metadata(out)
   metadata[task] = entry
+  metadata_path = os.path.join(out, simulator.DEMOS_METADATA_FILENAME)
   with open(metadata_path, 'w', encoding='utf-8') as f:
     json.dump(metadata, f, indent=2)
-  log(f'wrote {stats_path}, the stand-in text store and {METADATA_FILENAME}')
+  log(f'wrote {stats_path}, the stand-in text store and {simulator.DEMOS_METADATA_FILENAME}')
   return entry
 
 

@@ -18,9 +18,13 @@ libegl-mesa0 libgl1-mesa-dri, the last for Mesa's software rasteriser).
 from __future__ import annotations
 
 import collections
+import json
 import os
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
+from etils import epath
 
 TASKS = {
     # name -> (gym-aloha scene XML, task description, free joints of the objects)
@@ -36,6 +40,34 @@ EPISODE_STEPS = 400  # full-length episodes, as ACT's simulated tasks (gym-aloha
 # Vertical field of view of cam_high (gym-aloha: 78): the table from side to side, the cube about 3 px wide at 64 px.
 CAM_HIGH_FOVY = 50.0
 RENDER_SHADOW_SIZE = 512  # gym-aloha's scene asks for 4096 (see AlohaSim.__init__)
+
+
+# Beside simulated demonstrations (make_sample) and in the assets of a checkpoint trained on them: per task, how the
+# demonstrations were made (seeds, steps, cameras and cam_high's field of view).
+DEMOS_METADATA_FILENAME = 'demos.json'
+
+
+def read_demos_metadata(directory: str | os.PathLike) -> dict:
+  """The demos.json in `directory`, any epath ({} when there is none: recorded data, not simulated)."""
+  path = epath.Path(directory) / DEMOS_METADATA_FILENAME
+  if not path.exists():
+    return {}
+  metadata = json.loads(path.read_text(encoding='utf-8'))
+  if not isinstance(metadata, dict) or not all(isinstance(entry, dict) for entry in metadata.values()):
+    raise ValueError(f'{path}: expected an object of task entries (as make_sample writes), got {metadata!r:.200}')
+  return metadata
+
+
+def check_demos_cameras(metadata: Mapping[str, Mapping[str, Any]], where: str) -> None:
+  """Raises ValueError when a task entry of demos.json records another cam_high field of view than this simulator
+  renders: a policy trained on those demonstrations learnt another picture of the scene than the closed loop shows
+  it. An entry without the field comes from a generator that rendered gym-aloha's 78 degrees."""
+  for task, entry in metadata.items():
+    fovy = entry.get('cam_high_fovy')
+    if fovy != CAM_HIGH_FOVY:
+      raise ValueError(f'{where}: the {task} demonstrations were rendered with a cam_high field of view of {fovy} '
+                       f"degrees (None: gym-aloha's 78, an older generator); the simulator renders {CAM_HIGH_FOVY}. "
+                       'Regenerate them with python -m cosmos_jax.data.make_sample (and retrain on them)')
 
 
 def task_description(task: str) -> str:

@@ -15,7 +15,9 @@ from collections.abc import Mapping
 import h5py
 import numpy as np
 
+from cosmos_jax.convert import checkpoint as checkpoint_lib
 from cosmos_jax.data import aloha
+from cosmos_jax.data import simulator
 from cosmos_jax.eval import episode as episode_lib
 from cosmos_jax.serve import client
 from cosmos_jax.serve import runner
@@ -85,6 +87,15 @@ class DemoReplay:
     return {'actions': chunk}
 
 
+def check_trained_cameras(checkpoint: str | os.PathLike, step: int | None = None) -> None:
+  """A checkpoint trained on simulated demonstrations carries their demos.json in its assets (the trainer copies
+  it); it is refused when this simulator renders the cameras otherwise than those demonstrations showed them."""
+  resolved = checkpoint_lib.open_checkpoint(checkpoint, step)
+  metadata = simulator.read_demos_metadata(resolved.directory / checkpoint_lib.ASSETS)
+  simulator.check_demos_cameras(metadata, f'checkpoint {resolved.directory} (its {checkpoint_lib.ASSETS}/'
+                                          f'{simulator.DEMOS_METADATA_FILENAME})')
+
+
 def make_policy(config) -> tuple[episode_lib.Policy, str]:
   """(callable, name) for `config.policy` (see configs/eval/aloha.py)."""
   p = config.policy
@@ -110,6 +121,7 @@ def make_policy(config) -> tuple[episode_lib.Policy, str]:
   if not p.checkpoint:
     raise ValueError('policy.kind=checkpoint needs the policy: --checkpoint=WORKDIR_OR_CHECKPOINT '
                      '(= --config.policy.checkpoint)')
+  check_trained_cameras(p.checkpoint, p.step)
   policy = runner.PolicyRunner.from_checkpoints(p.checkpoint, p.vae or None, step=p.step, use_ema=p.use_ema,
                                                 planning_dir=p.planning_checkpoint or None,
                                                 statistics=p.statistics or None, text_store=p.text_store or None,

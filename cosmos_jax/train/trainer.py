@@ -17,6 +17,7 @@ import numpy as np
 from etils import epath
 
 from cosmos_jax.convert import checkpoint as checkpoint_layout
+from cosmos_jax.data import simulator
 from cosmos_jax.data import text as text_lib
 from cosmos_jax.nn import dit as dit_lib
 from cosmos_jax.nn import lora as lora_lib
@@ -320,15 +321,20 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, resume: bool = Fal
   vae_source = config.init.vae_checkpoint
   vae_source = vae_source if '://' in vae_source else os.path.abspath(vae_source)
 
+  # Simulated demonstrations' demos.json travels with the checkpoint: the closed-loop evaluation checks that the
+  # simulator still renders the cameras the policy was trained on.
+  demos_metadata = os.path.join(config.data.dataset_dir, simulator.DEMOS_METADATA_FILENAME)
+  copied = {simulator.DEMOS_METADATA_FILENAME: demos_metadata} if os.path.isfile(demos_metadata) else {}
+
   def assets_writer(step: int):
     description = checkpoint_layout.describe(
         'dit', cfg.dit, layout=config.layout, vae_checkpoint=vae_source, vae_config=cfg.vae, step=step,
         ema=cfg.ema_decay > 0,
         train_config=train_config, assets={n: n for n in (checkpoint_layout.STATISTICS_ASSET,
-                                                          checkpoint_layout.TEXT_STORE_ASSET)},
+                                                          checkpoint_layout.TEXT_STORE_ASSET, *copied)},
         lora=lora_description)
     return lambda directory: checkpoint_layout.write_assets(
-        directory, description, statistics=data.dataset.stats,
+        directory, description, files=copied, statistics=data.dataset.stats,
         text_store=data.text_store)
 
   logger = metrics_lib.Logger(workdir, total_steps=config.total_steps, enabled=process == 0,

@@ -61,10 +61,10 @@ def test_the_policy_input_size_follows_the_variant(learn_sim):
 
 def test_demonstrations_must_show_cam_high_as_the_evaluation_renders_it(learn_sim, tmp_path):
   learn_sim.check_demo_cameras(str(bundled.sample_dir('aloha')))  # the bundled sample is rendered as evaluated
-  with pytest.raises(ValueError, match='no demos.json'):
+  with pytest.raises(ValueError, match='no transfer_cube entry in a demos.json'):
     learn_sim.check_demo_cameras(str(tmp_path))
   (tmp_path / 'demos.json').write_text('{"transfer_cube": {"seeds": [0]}}', encoding='utf-8')  # older generator
-  with pytest.raises(ValueError, match=r"field of view None \(None: gym-aloha's 78"):
+  with pytest.raises(ValueError, match=r"field of view of None degrees \(None: gym-aloha's 78"):
     learn_sim.check_demo_cameras(str(tmp_path))
 
 

@@ -6,7 +6,7 @@ import os
 import h5py
 import numpy as np
 
-from cosmos_jax.data import aloha, bundled, datasets, make_sample, pipeline, sample as sample_lib, stats, text
+from cosmos_jax.data import aloha, bundled, datasets, make_sample, pipeline, sample as sample_lib, simulator, stats, text
 
 SAMPLE = str(bundled.sample_dir('aloha'))
 
@@ -59,7 +59,7 @@ def test_generator_reproduces_the_bundled_format(tmp_path):
 
 
 def test_bundled_demonstrations_are_full_length_successes_with_their_seeds():
-  with open(os.path.join(SAMPLE, make_sample.METADATA_FILENAME), encoding='utf-8') as f:
+  with open(os.path.join(SAMPLE, simulator.DEMOS_METADATA_FILENAME), encoding='utf-8') as f:
     metadata = json.load(f)['transfer_cube']
   files = aloha.find_episode_files(SAMPLE)
   seeds = []
@@ -69,3 +69,5 @@ def test_bundled_demonstrations_are_full_length_successes_with_their_seeds():
       assert f['action'].shape == (metadata['num_steps'], 14) == (400, 14)
       seeds.append(int(f.attrs['seed']))
   assert seeds == metadata['seeds'] and len(files) == 3
+  stale = {k: (metadata.get(k), v) for k, v in make_sample.generator_settings().items() if metadata.get(k) != v}
+  assert not stale, f'the bundled sample was made with other generator settings (recorded, current): {stale}'

@@ -12,13 +12,16 @@ import sys
 
 os.environ.setdefault('MUJOCO_GL', 'egl')  # before anything imports mujoco
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
 
-from cosmos_jax.data import aloha, decode
+from cosmos_jax.convert import checkpoint as checkpoint_layout
+from cosmos_jax.data import aloha, bundled, decode, simulator
 from cosmos_jax.eval import evaluation, policies
-from cosmos_jax.serve import http, service
+from cosmos_jax.serve import factory, http, service
+from tests.convert import trained_layout
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = 'configs/eval/aloha.py'
@@ -201,8 +204,31 @@ def test_checkpoint_policies_run_without_the_proprio_range_check(tmp_path, monke
 
   monkeypatch.setattr(policies.runner.PolicyRunner, 'from_checkpoints',
                       classmethod(lambda cls, *args, **kwargs: calls.append((args, kwargs)) or FakeRunner()))
+  monkeypatch.setattr(policies, 'check_trained_cameras', lambda checkpoint, step: None)
   config = _tiny_config(tmp_path)
   config.policy.kind, config.policy.checkpoint = 'checkpoint', 'RUN'
   _, name = policies.make_policy(config)
   assert name == 'fake' and calls[0][0] == ('RUN', None)
   assert calls[0][1]['proprio_margin'] is None and calls[0][1]['image_size'] == 64
+
+
+def test_a_checkpoint_trained_on_other_camera_views_is_refused(tmp_path, monkeypatch):
+  """The trainer copies simulated demonstrations' demos.json into the checkpoint; evaluating it in a simulator that
+  renders cam_high with another field of view is refused before the weights load, naming both views."""
+  tiny = factory.tiny(seed=0)
+  step_dir = trained_layout.write_step(tmp_path / 'run', 2, jax.device_get(tiny.dit_params), tiny.dit_cfg)
+  monkeypatch.setattr(policies.runner.PolicyRunner, 'from_checkpoints',
+                      classmethod(lambda cls, *args, **kwargs: type('Fake', (), {'name': 'fake', 'act': None})()))
+  config = _tiny_config(tmp_path)
+  config.policy.kind, config.policy.checkpoint = 'checkpoint', str(tmp_path / 'run')
+  assert policies.make_policy(config)[1] == 'fake'  # recorded data: no demos.json, nothing to check
+  demos = simulator.read_demos_metadata(bundled.sample_dir('aloha'))
+  assets = step_dir / checkpoint_layout.ASSETS / simulator.DEMOS_METADATA_FILENAME
+  assets.write_text(json.dumps(demos), encoding='utf-8')
+  assert policies.make_policy(config)[1] == 'fake'  # the bundled sample's views are the simulator's
+  del demos['transfer_cube']['cam_high_fovy']  # an older generator: gym-aloha's 78 degrees
+  assets.write_text(json.dumps(demos), encoding='utf-8')
+  with pytest.raises(ValueError, match=r"checkpoint .*/run/checkpoints/2 \(its assets/demos.json\): the "
+                                       r"transfer_cube demonstrations were rendered with a cam_high field of view "
+                                       r"of None degrees \(None: gym-aloha's 78.*the simulator renders 50.0"):
+    policies.make_policy(config)

@@ -19,6 +19,7 @@ from PIL import Image
 from configs import aloha
 from cosmos_jax.convert import checkpoint as checkpoint_layout
 from cosmos_jax.data import bundled
+from cosmos_jax.data import simulator
 from cosmos_jax.data import stats as stats_lib
 from cosmos_jax.train import data as train_data
 from cosmos_jax.train import optim
@@ -79,6 +80,9 @@ def test_resume_continues_exactly(tmp_path):
   assert {'params', 'train_state', 'data_iter', 'assets'} <= {p.name for p in latest.directory.iterdir()}
   assert latest.train_config['total_steps'] == 4 and latest.text_store().tasks == ('transfer cube',)
   assert latest.vae_checkpoint == os.path.abspath(tiny_config().init.vae_checkpoint)
+  # Simulated demonstrations' demos.json travels with the run (the closed-loop evaluation checks their cameras).
+  assert simulator.read_demos_metadata(latest.directory / checkpoint_layout.ASSETS) == (
+      simulator.read_demos_metadata(bundled.sample_dir('aloha')))
   # Resuming with a config that changes the state's shapes is refused, naming the field.
   with pytest.raises(ValueError, match=r'model\.dit_overrides\.num_blocks: checkpoint \(not set\), this run 1'):
     trainer.train(tiny_config(**{'model.dit_overrides.num_blocks': 1, 'total_steps': 6}), str(tmp_path / 'b'),

@@ -97,7 +97,7 @@ def ensure_demos(directory: pathlib.Path, count: int, seed: int, image_size: int
   """Reuses demonstrations in `directory` only when the current generator would make the same ones."""
   entry = simulator.read_demos_metadata(directory).get('transfer_cube', {}) if directory.is_dir() else {}
   if (entry and len(aloha.find_episode_files(str(directory))) >= count
-      and all(entry.get(key) == value for key, value in make_sample.generator_settings().items())):
+      and all(entry.get(key) == value for key, value in make_sample.generator_settings('transfer_cube').items())):
     print(f'reusing the demonstrations in {directory}', flush=True)
     return str(directory)
   _run([sys.executable, '-m', 'cosmos_jax.data.make_sample', '--out', str(directory), '--episodes', str(count),

@@ -102,9 +102,9 @@ def write_episode(directory: str, index: int, episode: scripted.ScriptedEpisode,
   return path
 
 
-def generator_settings() -> dict:
+def generator_settings(task: str) -> dict:
   """What else, beside the seeds, decides the demonstrations `generate` writes (recorded in demos.json)."""
-  return {'cam_high_fovy': simulator.CAM_HIGH_FOVY, 'tracking_damping': scripted.TRACKING_DAMPING}
+  return {'cam_high_view': simulator.CAM_HIGH_VIEWS[task], 'tracking_damping': scripted.TRACKING_DAMPING}
 
 
 def generate(out: str, num_episodes: int = 3, *, task: str = 'transfer_cube', seed: int = 0,
@@ -155,7 +155,7 @@ def generate(out: str, num_episodes: int = 3, *, task: str = 'transfer_cube', se
       'control_hz': simulator.GYM_ALOHA_CONTROL_HZ,
       'image_size': image_size,
       'cameras': simulator.SIM_CAMERAS,
-      **generator_settings(),
+      **generator_settings(task),
       'seconds': round(time.perf_counter() - start, 1),
   }
   metadata = simulator.read_demos_metadata(out)

@@ -7,9 +7,10 @@ The tasks, assets and rewards are gym-aloha's (0.1.5), but the dm_control enviro
 whose observation is only qpos/qvel: gym-aloha's own observation renders three 480x640 images every step, which a
 caller that renders its own cameras (or none, when measuring a scripted policy) would throw away.
 
-One departure from gym-aloha's scene: cam_high (gym-aloha's `top` camera) renders with a narrower field of view,
-CAM_HIGH_FOVY, so that the table fills the frame. gym-aloha's 78 degrees spend half the frame on the floor, and at
-the 64 px of the CPU variants the 4 cm cube is then a single pixel that a VAE's 8x8 latent pixel averages away.
+One departure from gym-aloha's scene: cam_high (gym-aloha's `top` camera, which looks at the table's centre from
+0.8 m with a 78-degree field of view) looks straight down at the task's workspace, CAM_HIGH_VIEWS: the region where
+the task places its objects, with a margin. At the 64 px of the CPU variants gym-aloha's view leaves the 4 cm cube a
+pixel or two wide, which a VAE's 8x8 latent pixel averages away; framed on the workspace it is 6 px wide.
 
 Headless rendering needs MUJOCO_GL=egl (set here before MuJoCo is imported) and the EGL libraries (Debian: libegl1
 libegl-mesa0 libgl1-mesa-dri, the last for Mesa's software rasteriser).
@@ -37,13 +38,19 @@ ACTION_DIM = 14
 CAMERA_SIZE = (480, 640)  # (height, width) of the ALOHA cameras
 GYM_ALOHA_CONTROL_HZ = 50  # gym-aloha's DT = 0.02 s
 EPISODE_STEPS = 400  # full-length episodes, as ACT's simulated tasks (gym-aloha registers 300)
-# Vertical field of view of cam_high (gym-aloha: 78): the table from side to side, the cube about 3 px wide at 64 px.
-CAM_HIGH_FOVY = 50.0
+# cam_high per task: a fixed camera at `position` (m, world) looking straight down (image right = +x, up = +y) with
+# a vertical field of view `fovy` (degrees). From 0.8 m above the table: transfer cube, x in [-0.1, 0.3] and y in
+# [0.3, 0.7] (the cube spawns in x [0, 0.2], y [0.4, 0.6]); insertion, x in [-0.3, 0.3] (socket and peg spawn in
+# x [-0.2, -0.1] and [0.1, 0.2], the peg 12 cm long). The arms meet in view.
+CAM_HIGH_VIEWS = {
+    'transfer_cube': {'position': [0.1, 0.5, 0.8], 'fovy': 30.0},
+    'insertion': {'position': [0.0, 0.5, 0.8], 'fovy': 44.0},
+}
 RENDER_SHADOW_SIZE = 512  # gym-aloha's scene asks for 4096 (see AlohaSim.__init__)
 
 
 # Beside simulated demonstrations (make_sample) and in the assets of a checkpoint trained on them: per task, how the
-# demonstrations were made (seeds, steps, cameras and cam_high's field of view).
+# demonstrations were made (seeds, steps, cameras and cam_high's view).
 DEMOS_METADATA_FILENAME = 'demos.json'
 
 
@@ -59,15 +66,15 @@ def read_demos_metadata(directory: str | os.PathLike) -> dict:
 
 
 def check_demos_cameras(metadata: Mapping[str, Mapping[str, Any]], where: str) -> None:
-  """Raises ValueError when a task entry of demos.json records another cam_high field of view than this simulator
-  renders: a policy trained on those demonstrations learnt another picture of the scene than the closed loop shows
-  it. An entry without the field comes from a generator that rendered gym-aloha's 78 degrees."""
+  """Raises ValueError when a task entry of demos.json records another cam_high view than this simulator renders
+  for the task: a policy trained on those demonstrations learnt another picture of the scene than the closed loop
+  shows it. An entry without `cam_high_view` comes from an older generator (gym-aloha's view, or a 50-degree one)."""
   for task, entry in metadata.items():
-    fovy = entry.get('cam_high_fovy')
-    if fovy != CAM_HIGH_FOVY:
-      raise ValueError(f'{where}: the {task} demonstrations were rendered with a cam_high field of view of {fovy} '
-                       f"degrees (None: gym-aloha's 78, an older generator); the simulator renders {CAM_HIGH_FOVY}. "
-                       'Regenerate them with python -m cosmos_jax.data.make_sample (and retrain on them)')
+    view = entry.get('cam_high_view')
+    if view != CAM_HIGH_VIEWS.get(task):
+      raise ValueError(f'{where}: the {task} demonstrations were rendered with cam_high view {view} (None: an older '
+                       f'generator); the simulator renders {CAM_HIGH_VIEWS.get(task)}. Regenerate them with '
+                       'python -m cosmos_jax.data.make_sample (and retrain on them)')
 
 
 def task_description(task: str) -> str:
@@ -86,6 +93,7 @@ class AlohaSim:
     # gym-aloha and dm_control (MuJoCo) are optional: only simulator users install them, and importing MuJoCo
     # must follow the MUJOCO_GL choice above.
     # pylint: disable=g-import-not-at-top
+    import mujoco
     from dm_control import mujoco as dm_mujoco
     from dm_control.rl import control
     from gym_aloha import constants, utils
@@ -114,7 +122,11 @@ class AlohaSim:
     # and evaluation both render through here, so they see the same images.
     physics.model.vis.quality.shadowsize = RENDER_SHADOW_SIZE
     physics.model.vis.quality.offsamples = 0
-    physics.model.cam_fovy[physics.model.name2id(SIM_CAMERAS['cam_high'], 'camera')] = CAM_HIGH_FOVY
+    camera = physics.model.name2id(SIM_CAMERAS['cam_high'], 'camera')
+    physics.model.cam_mode[camera] = mujoco.mjtCamLight.mjCAMLIGHT_FIXED  # gym-aloha's: aimed at the table
+    physics.model.cam_pos[camera] = CAM_HIGH_VIEWS[task]['position']
+    physics.model.cam_quat[camera] = (1.0, 0.0, 0.0, 0.0)  # the camera's -z (its view) along the world's -z
+    physics.model.cam_fovy[camera] = CAM_HIGH_VIEWS[task]['fovy']
     self._task = _StateOnlyTask()
     self._env = control.Environment(physics, self._task, time_limit=float('inf'),
                                     control_timestep=1.0 / self.control_hz, flat_observation=False)

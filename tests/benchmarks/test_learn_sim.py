@@ -64,7 +64,7 @@ def test_demonstrations_must_show_cam_high_as_the_evaluation_renders_it(learn_si
   with pytest.raises(ValueError, match='no transfer_cube entry in a demos.json'):
     learn_sim.check_demo_cameras(str(tmp_path))
   (tmp_path / 'demos.json').write_text('{"transfer_cube": {"seeds": [0]}}', encoding='utf-8')  # older generator
-  with pytest.raises(ValueError, match=r"field of view of None degrees \(None: gym-aloha's 78"):
+  with pytest.raises(ValueError, match=r"rendered with cam_high view None \(None: an older generator\)"):
     learn_sim.check_demo_cameras(str(tmp_path))
 
 

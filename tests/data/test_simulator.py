@@ -47,14 +47,30 @@ def test_cameras_and_objects():
   assert simulator.task_description('insertion') == 'insertion'
 
 
-def test_cam_high_frames_the_table_so_the_cube_shows_at_64_px():
-  """cam_high's narrower field of view (simulator.CAM_HIGH_FOVY; gym-aloha's 78 degrees leave half the frame to the
-  black floor and the cube about 6 red pixels at 64 px): no floor, the cube a blob of at least 9 pixels."""
+def _cam_high_64(sim, seed):
   from cosmos_jax.data import decode  # pylint: disable=g-import-not-at-top
+  sim.reset(seed)
+  return decode.resize_square(sim.render(*simulator.CAMERA_SIZE)['cam_high'][None], 64)[0].astype(int)
+
+
+def _red_pixels(frame):
+  return int(((frame[..., 0] > 120) & (frame[..., 1] < 80) & (frame[..., 2] < 80)).sum())
+
+
+def test_cam_high_frames_the_workspace_so_the_objects_show_at_64_px():
+  """cam_high looks straight down at the task's workspace (simulator.CAM_HIGH_VIEWS; gym-aloha's view leaves the
+  cube about 6 red pixels at 64 px): the transfer cube is a blob of at least 30 pixels wherever gym-aloha places it
+  (seeds at the corners of its range included), the insertion peg (red) and socket (blue) both show."""
   sim = simulator.AlohaSim('transfer_cube')
-  for seed in (0, 2):
-    sim.reset(seed)
-    frame = decode.resize_square(sim.render(*simulator.CAMERA_SIZE)['cam_high'][None], 64)[0].astype(int)
+  for seed in range(8):
+    frame = _cam_high_64(sim, seed)
     floor = (frame.max(axis=-1) < 15).mean()
-    red = int(((frame[..., 0] > 120) & (frame[..., 1] < 80) & (frame[..., 2] < 80)).sum())
-    assert floor < 0.01 and red >= 9, f'seed {seed}: floor fraction {floor:.3f}, cube pixels {red}'
+    assert floor < 0.01 and _red_pixels(frame) >= 30, (
+        f'seed {seed}: floor fraction {floor:.3f}, cube pixels {_red_pixels(frame)}, cube at '
+        f'{sim.object_position("red_box_joint")}')
+  sim = simulator.AlohaSim('insertion')
+  for seed in range(4):
+    frame = _cam_high_64(sim, seed)
+    blue = int(((frame[..., 2] > 120) & (frame[..., 0] < 80) & (frame[..., 1] < 80)).sum())
+    assert _red_pixels(frame) >= 15 and blue >= 15, f'insertion seed {seed}: peg pixels {_red_pixels(frame)}, ' \
+                                                    f'socket pixels {blue}'

@@ -214,7 +214,7 @@ def test_checkpoint_policies_run_without_the_proprio_range_check(tmp_path, monke
 
 def test_a_checkpoint_trained_on_other_camera_views_is_refused(tmp_path, monkeypatch):
   """The trainer copies simulated demonstrations' demos.json into the checkpoint; evaluating it in a simulator that
-  renders cam_high with another field of view is refused before the weights load, naming both views."""
+  renders cam_high from another view is refused before the weights load, naming both views."""
   tiny = factory.tiny(seed=0)
   step_dir = trained_layout.write_step(tmp_path / 'run', 2, jax.device_get(tiny.dit_params), tiny.dit_cfg)
   monkeypatch.setattr(policies.runner.PolicyRunner, 'from_checkpoints',
@@ -226,9 +226,10 @@ def test_a_checkpoint_trained_on_other_camera_views_is_refused(tmp_path, monkeyp
   assets = step_dir / checkpoint_layout.ASSETS / simulator.DEMOS_METADATA_FILENAME
   assets.write_text(json.dumps(demos), encoding='utf-8')
   assert policies.make_policy(config)[1] == 'fake'  # the bundled sample's views are the simulator's
-  del demos['transfer_cube']['cam_high_fovy']  # an older generator: gym-aloha's 78 degrees
+  demos['transfer_cube']['cam_high_view'] = {'position': [0.0, 0.6, 0.8], 'fovy': 50.0}  # an older generator's
   assets.write_text(json.dumps(demos), encoding='utf-8')
   with pytest.raises(ValueError, match=r"checkpoint .*/run/checkpoints/2 \(its assets/demos.json\): the "
-                                       r"transfer_cube demonstrations were rendered with a cam_high field of view "
-                                       r"of None degrees \(None: gym-aloha's 78.*the simulator renders 50.0"):
+                                       r"transfer_cube demonstrations were rendered with cam_high view "
+                                       r"\{'position': \[0.0, 0.6, 0.8\], 'fovy': 50.0\}.*the simulator renders "
+                                       r"\{'position': \[0.1, 0.5, 0.8\], 'fovy': 30.0\}"):
     policies.make_policy(config)

@@ -25,8 +25,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _serve(*args, **kwargs):
+  # A test run started in the background of a shell (`.ci/run &`) inherits SIGINT ignored, and Python then installs
+  # no KeyboardInterrupt handler: restore the default so that SIGINT stops the server as Ctrl-C does.
   return subprocess.Popen([sys.executable, '-m', 'cosmos_jax.serve', *args], cwd=ROOT, text=True,
-                          env={**os.environ, 'JAX_PLATFORMS': 'cpu'}, **kwargs)
+                          env={**os.environ, 'JAX_PLATFORMS': 'cpu'},
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kwargs)
 
 
 def test_help():
@@ -153,8 +156,7 @@ def test_tiny_variant_end_to_end(aloha_protocol):
     with urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=10) as health:
       assert health.read() == b'OK\n'
     process.send_signal(signal.SIGINT)
-    # communicate drains stderr while waiting (a full pipe would block the server's exit); 120 s because a loaded
-    # 2-core CI machine once took over 30.
+    # communicate drains stderr while waiting (a full pipe would block the server's exit).
     _, rest = process.communicate(timeout=120)
     assert process.returncode == 0, ''.join(log) + rest
   finally:

@@ -10,7 +10,7 @@ caller that renders its own cameras (or none, when measuring a scripted policy) 
 One departure from gym-aloha's scene: cam_high (gym-aloha's `top` camera, which looks at the table's centre from
 0.8 m with a 78-degree field of view) looks straight down at the task's workspace, CAM_HIGH_VIEWS: the region where
 the task places its objects, with a margin. At the 64 px of the CPU variants gym-aloha's view leaves the 4 cm cube a
-pixel or two wide, which a VAE's 8x8 latent pixel averages away; framed on the workspace it is 10 px wide.
+pixel or two wide, which a VAE's 8x8 latent pixel averages away; framed on the workspace it is 6 px wide.
 
 Headless rendering needs MUJOCO_GL=egl (set here before MuJoCo is imported) and the EGL libraries (Debian: libegl1
 libegl-mesa0 libgl1-mesa-dri, the last for Mesa's software rasteriser).
@@ -39,12 +39,11 @@ CAMERA_SIZE = (480, 640)  # (height, width) of the ALOHA cameras
 GYM_ALOHA_CONTROL_HZ = 50  # gym-aloha's DT = 0.02 s
 EPISODE_STEPS = 400  # full-length episodes, as ACT's simulated tasks (gym-aloha registers 300)
 # cam_high per task: a fixed camera at `position` (m, world) looking straight down (image right = +x, up = +y) with
-# a vertical field of view `fovy` (degrees). From 0.8 m above the table: transfer cube, x in [-0.04, 0.24] and y in
-# [0.36, 0.64] (the cube spawns in x [0, 0.2], y [0.4, 0.6]: at a corner of that range its far edge stays a
-# centimetre inside the frame); insertion, x in [-0.3, 0.3] (socket and peg spawn in
+# a vertical field of view `fovy` (degrees). From 0.8 m above the table: transfer cube, x in [-0.1, 0.3] and y in
+# [0.3, 0.7] (the cube spawns in x [0, 0.2], y [0.4, 0.6]); insertion, x in [-0.3, 0.3] (socket and peg spawn in
 # x [-0.2, -0.1] and [0.1, 0.2], the peg 12 cm long). The arms meet in view.
 CAM_HIGH_VIEWS = {
-    'transfer_cube': {'position': [0.1, 0.5, 0.8], 'fovy': 20.0},
+    'transfer_cube': {'position': [0.1, 0.5, 0.8], 'fovy': 30.0},
     'insertion': {'position': [0.0, 0.5, 0.8], 'fovy': 44.0},
 }
 RENDER_SHADOW_SIZE = 512  # gym-aloha's scene asks for 4096 (see AlohaSim.__init__)

@@ -59,13 +59,13 @@ def _red_pixels(frame):
 
 def test_cam_high_frames_the_workspace_so_the_objects_show_at_64_px():
   """cam_high looks straight down at the task's workspace (simulator.CAM_HIGH_VIEWS; gym-aloha's view leaves the
-  cube about 6 red pixels at 64 px): the transfer cube is a blob of at least 75 pixels wherever gym-aloha places it
+  cube about 6 red pixels at 64 px): the transfer cube is a blob of at least 30 pixels wherever gym-aloha places it
   (seeds at the corners of its range included), the insertion peg (red) and socket (blue) both show."""
   sim = simulator.AlohaSim('transfer_cube')
   for seed in range(8):
     frame = _cam_high_64(sim, seed)
     floor = (frame.max(axis=-1) < 15).mean()
-    assert floor < 0.01 and _red_pixels(frame) >= 75, (
+    assert floor < 0.01 and _red_pixels(frame) >= 30, (
         f'seed {seed}: floor fraction {floor:.3f}, cube pixels {_red_pixels(frame)}, cube at '
         f'{sim.object_position("red_box_joint")}')
   sim = simulator.AlohaSim('insertion')

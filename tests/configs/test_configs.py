@@ -61,5 +61,5 @@ def test_small_aloha_variant_learns_from_scratch_on_the_bundled_sample():
   from cosmos_jax.policy import layout as layout_lib  # pylint: disable=g-import-not-at-top
   from cosmos_jax.train import data as train_data  # pylint: disable=g-import-not-at-top
   sample_config = train_data.sample_config(c, layout_lib.get_layout('aloha'))
-  assert (sample_config.episode_start_steps, sample_config.episode_start_repeats) == (10, 60)
+  assert (sample_config.episode_start_steps, sample_config.episode_start_repeats) == (10, 30)
   assert c.diffusion.action_loss_multiplier == 20 and tiny.data.episode_start_repeats == 1

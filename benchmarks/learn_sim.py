@@ -15,7 +15,9 @@ One command, CPU by default (JAX_PLATFORMS=cpu unless set):
      the VAE the run trained with), read from the training workdir by PolicyRunner and the evaluation command;
   4. open loop: the policy queried on the demonstrations' own observations every 25 steps: action L1 against the
      recorded chunk (raw units and min-max normalised) on training frames and on held-out frames, and the predicted
-     value at each query;
+     value at each query; at step 0, where only the cube's place tells the demonstrations apart, how their first
+     chunks differ (first_query_discrimination) and which demonstration the policy follows from each first scene
+     over fresh sampler seeds (first_query_modes);
   5. closed loop through the evaluation command (`python -m cosmos_jax.eval.aloha_sim`, configs/eval/aloha.py) on
      the training seeds and on --new_seeds new seeds; its MP4s stay under <workdir>/eval_*/videos;
   6. a table, and JSON (--out): success rate and mean highest reward for both seed sets, the loss curve every
@@ -253,6 +255,27 @@ def first_query_discrimination(runner, demo_paths: list[str], image_size: int, c
           'demonstration_spread': float(np.std(targets, axis=0).mean())}
 
 
+def first_query_modes(runner, demo_paths: list[str], image_size: int, chunk: int, draws: int = 10) -> dict:
+  """Which demonstration does the policy follow from each first scene? A diffusion policy that cannot tell the
+  scenes apart does not answer their mean: it samples one demonstration's chunk (a mode). `runner` must draw a
+  fresh sampler seed per request (randomize_seed); each demonstration's step-0 observation is queried `draws`
+  times and each answer counted under the demonstration whose first chunk is nearest (L1). Rows: the
+  demonstration shown; columns: the one followed. A policy that reads the cube puts every count on the diagonal."""
+  demos = [aloha.read_demo(path, image_size) for path in demo_paths]
+  if len(demos) < 2:
+    return {}
+  targets = [d.actions[:chunk].astype(np.float64) for d in demos]
+  counts = np.zeros((len(demos), len(demos)), np.int64)
+  for i, demo in enumerate(demos):
+    observation = {field: demo.frames[role][0] for role, field in ROLE_FIELDS.items()}
+    observation.update(proprio=demo.proprio[0].astype(np.float64), task_description=demo.command)
+    for _ in range(draws):
+      predicted = np.asarray(runner.act(observation)['actions'], np.float64)
+      counts[i, int(np.argmin([np.abs(predicted - t).mean() for t in targets]))] += 1
+  return {'draws': draws, 'nearest_demonstration_counts': counts.tolist(),
+          'own_fraction': float(np.trace(counts) / counts.sum())}
+
+
 def action_noise_tolerance(demo_dir: str, scales=(0.0, 0.01, 0.02, 0.05, 0.1), repeats: int = 5,
                            seed: int = 0) -> list[dict]:
   """How accurate must the actions be? Each training demonstration's recorded actions replayed in the simulator
@@ -397,6 +420,11 @@ def main(argv=None) -> dict:
                        for path in aloha.find_episode_files(heldout_dir)]
   first_query = first_query_discrimination(runner, aloha.find_episode_files(demo_dir), args.image_size, chunk)
   del runner
+  if first_query:
+    runner = runner_lib.PolicyRunner.from_checkpoints(train_dir, step=step, image_size=args.image_size,
+                                                      randomize_seed=True)
+    first_query['modes'] = first_query_modes(runner, aloha.find_episode_files(demo_dir), args.image_size, chunk)
+    del runner
 
   results = {
       'benchmark': 'learn_sim',
@@ -446,6 +474,10 @@ def main(argv=None) -> dict:
           f'{q["mean_own_l1"]:.4f}, to the others {q["mean_other_l1"]:.4f}, image-blind baseline '
           f'{q["image_blind_baseline_l1"]:.4f}; prediction spread {q["prediction_spread"]:.4f} against the '
           f'demonstrations\' {q["demonstration_spread"]:.4f}')
+    if q.get('modes'):
+      print(f'first query, {q["modes"]["draws"]} draws per scene with fresh sampler seeds: the nearest '
+            f'demonstration is the one shown in {q["modes"]["own_fraction"]:.0%} (rows shown, columns followed: '
+            f'{q["modes"]["nearest_demonstration_counts"]})')
   print('replayed demonstrations with a random offset per chunk (success rate): ' + ', '.join(
       f'+-{r["scale"]:g}: {r["success_rate"]:.2f}' for r in results['action_noise_tolerance']))
   print(f'wrote {args.out}; videos under {workdir}/eval_*/videos')

@@ -52,6 +52,31 @@ def test_first_query_discrimination_tells_sighted_from_blind(learn_sim):
   assert learn_sim.first_query_discrimination(_Policy(demos[:1], chunk, True), paths[:1], IMAGE_SIZE, chunk) == {}
 
 
+class _OneModePolicy:
+  """Answers demonstration `mode`'s first chunk plus a little sampler noise, whatever it is shown."""
+
+  def __init__(self, demos, chunk, mode):
+    self.target = demos[mode].actions[:chunk].astype(np.float64)
+    self.rng = np.random.default_rng(0)
+
+  def act(self, observation):
+    del observation
+    return {'actions': self.target + self.rng.normal(0.0, 1e-3, self.target.shape)}
+
+
+def test_first_query_modes_count_which_demonstration_each_scene_leads_to(learn_sim):
+  paths = aloha.find_episode_files(str(bundled.sample_dir('aloha')))
+  demos = [aloha.read_demo(p, IMAGE_SIZE) for p in paths]
+  chunk = layout_lib.get_layout('aloha').chunk_size
+  sighted = learn_sim.first_query_modes(_Policy(demos, chunk, True), paths, IMAGE_SIZE, chunk, draws=2)
+  assert sighted['nearest_demonstration_counts'] == [[2, 0, 0], [0, 2, 0], [0, 0, 2]], sighted
+  assert sighted['own_fraction'] == 1.0
+  one_mode = learn_sim.first_query_modes(_OneModePolicy(demos, chunk, 1), paths, IMAGE_SIZE, chunk, draws=3)
+  assert one_mode['nearest_demonstration_counts'] == [[0, 3, 0], [0, 3, 0], [0, 3, 0]], one_mode
+  assert one_mode['own_fraction'] == pytest.approx(1 / 3)
+  assert learn_sim.first_query_modes(_Policy(demos[:1], chunk, True), paths[:1], IMAGE_SIZE, chunk) == {}
+
+
 def test_the_policy_input_size_follows_the_variant(learn_sim):
   configs = importlib.import_module('configs.aloha')
   for variant in ('small', 'tiny', ''):

@@ -200,6 +200,13 @@ def latest_step(train_dir: pathlib.Path) -> int:
   return int(checkpoint.step)
 
 
+def demo_observation(demo, t: int) -> dict:
+  """The policy request a demonstration's step `t` makes (its frames, proprio and command)."""
+  observation = {field: demo.frames[role][t] for role, field in ROLE_FIELDS.items()}
+  observation.update(proprio=demo.proprio[t].astype(np.float64), task_description=demo.command)
+  return observation
+
+
 def open_loop(runner, demo_path: str, image_size: int, statistics, chunk: int) -> dict:
   """The policy on a demonstration's own observations every OPEN_LOOP_EVERY steps: action L1 against the
   recorded chunk, raw (radians; grippers in normalised units) and min-max normalised, and the predicted value."""
@@ -207,8 +214,7 @@ def open_loop(runner, demo_path: str, image_size: int, statistics, chunk: int) -
   low, high = np.asarray(statistics['actions_min']), np.asarray(statistics['actions_max'])
   rows = []
   for t in range(0, demo.num_steps - 1, OPEN_LOOP_EVERY):
-    observation = {field: demo.frames[role][t] for role, field in ROLE_FIELDS.items()}
-    observation.update(proprio=demo.proprio[t].astype(np.float64), task_description=demo.command)
+    observation = demo_observation(demo, t)
     response = runner.act(observation)
     predicted = np.asarray(response['actions'], np.float64)
     target = demo.actions[t:t + chunk].astype(np.float64)
@@ -241,8 +247,7 @@ def first_query_discrimination(runner, demo_paths: list[str], image_size: int, c
   targets = [d.actions[:chunk].astype(np.float64) for d in demos]
   predictions = []
   for demo in demos:
-    observation = {field: demo.frames[role][0] for role, field in ROLE_FIELDS.items()}
-    observation.update(proprio=demo.proprio[0].astype(np.float64), task_description=demo.command)
+    observation = demo_observation(demo, 0)
     predictions.append(np.asarray(runner.act(observation)['actions'], np.float64))
   own = [float(np.abs(p - targets[i]).mean()) for i, p in enumerate(predictions)]
   other = [float(np.mean([np.abs(p - t).mean() for j, t in enumerate(targets) if j != i]))
@@ -267,8 +272,7 @@ def first_query_modes(runner, demo_paths: list[str], image_size: int, chunk: int
   targets = [d.actions[:chunk].astype(np.float64) for d in demos]
   counts = np.zeros((len(demos), len(demos)), np.int64)
   for i, demo in enumerate(demos):
-    observation = {field: demo.frames[role][0] for role, field in ROLE_FIELDS.items()}
-    observation.update(proprio=demo.proprio[0].astype(np.float64), task_description=demo.command)
+    observation = demo_observation(demo, 0)
     for _ in range(draws):
       predicted = np.asarray(runner.act(observation)['actions'], np.float64)
       counts[i, int(np.argmin([np.abs(predicted - t).mean() for t in targets]))] += 1

@@ -3,6 +3,7 @@ bad argument names the file and the known variants."""
 
 import importlib
 
+import numpy as np
 import pytest
 
 from configs import common
@@ -57,7 +58,12 @@ def test_small_aloha_variant_learns_from_scratch_on_the_bundled_sample():
   tiny = importlib.import_module('configs.aloha').get_config('tiny')
   assert c.init.from_scratch and c.data.dataset_dir == tiny.data.dataset_dir and c.data.image_size == 64
   assert c.model.dit_overrides.model_channels > tiny.model.dit_overrides.get('model_channels', 64)
-  assert c.log.image_every_steps == 0 and c.optim.schedule.f_min == [1.0, 1.0]
+  assert c.log.image_every_steps == 0
+  from cosmos_jax.train import optim  # pylint: disable=g-import-not-at-top
+  learning_rate = optim.learning_rate_schedule(c.optim)
+  rates = [float(learning_rate(step)) for step in (100, 12_000, 17_000, 22_000, 30_000)]
+  np.testing.assert_allclose(rates, [5e-4, 5e-4, 2.75e-4, 5e-5, 5e-5], rtol=1e-5,
+                             err_msg='small: full rate to 12k, linear decay to a tenth at 22k, then a tenth')
   from cosmos_jax.policy import layout as layout_lib  # pylint: disable=g-import-not-at-top
   from cosmos_jax.train import data as train_data  # pylint: disable=g-import-not-at-top
   sample_config = train_data.sample_config(c, layout_lib.get_layout('aloha'))

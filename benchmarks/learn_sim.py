@@ -76,12 +76,23 @@ def variant_image_size(variant: str) -> int:
   return int(aloha_config.get_config(variant).data.image_size)
 
 
-def demo_seeds(demo_dir: str) -> list[int]:
-  seeds = []
+def scripted_demo_files(demo_dir: str) -> list[str]:
+  """The demonstrations themselves, without their noise-injected copies (make_sample --perturbed_copies): one per
+  training seed, what the open-loop figures and the closed-loop seeds are taken from."""
+  files = []
   for path in aloha.find_episode_files(demo_dir):
     with h5py.File(path, 'r') as f:
       if 'seed' not in f.attrs:
         raise ValueError(f'{path}: no "seed" attribute (demonstrations must come from cosmos_jax.data.make_sample)')
+      if int(f.attrs.get('perturbed_copy', 0)) == 0:
+        files.append(path)
+  return files
+
+
+def demo_seeds(demo_dir: str) -> list[int]:
+  seeds = []
+  for path in scripted_demo_files(demo_dir):
+    with h5py.File(path, 'r') as f:
       seeds.append(int(f.attrs['seed']))
   return seeds
 
@@ -95,15 +106,20 @@ def check_demo_cameras(demo_dir: str) -> None:
   simulator.check_demos_cameras(metadata, demo_dir)
 
 
-def ensure_demos(directory: pathlib.Path, count: int, seed: int, image_size: int, log: pathlib.Path) -> str:
+def ensure_demos(directory: pathlib.Path, count: int, seed: int, image_size: int, log: pathlib.Path,
+                 perturbation: make_sample.Perturbation = make_sample.Perturbation()) -> str:
   """Reuses demonstrations in `directory` only when the current generator would make the same ones."""
   entry = simulator.read_demos_metadata(directory).get('transfer_cube', {}) if directory.is_dir() else {}
-  if (entry and len(aloha.find_episode_files(str(directory))) >= count
-      and all(entry.get(key) == value for key, value in make_sample.generator_settings('transfer_cube').items())):
+  settings = make_sample.generator_settings('transfer_cube', perturbation)
+  if (entry and len(entry.get('seeds', ())) >= count and entry.get('seeds', [None])[0] == seed
+      and entry.get('image_size') == image_size and entry.get('perturbation') == settings.get('perturbation')
+      and all(entry.get(key) == value for key, value in settings.items())):
     print(f'reusing the demonstrations in {directory}', flush=True)
     return str(directory)
   _run([sys.executable, '-m', 'cosmos_jax.data.make_sample', '--out', str(directory), '--episodes', str(count),
-        '--seed', str(seed), '--image_size', str(image_size), '--overwrite'], log, _env())
+        '--seed', str(seed), '--image_size', str(image_size), '--overwrite',
+        f'--perturbed_copies={perturbation.copies}', f'--perturbation_scale={perturbation.scale}',
+        f'--perturbation_until={perturbation.until}', f'--perturbation_hold={perturbation.hold}'], log, _env())
   return str(directory)
 
 
@@ -286,7 +302,7 @@ def action_noise_tolerance(demo_dir: str, scales=(0.0, 0.01, 0.02, 0.05, 0.1), r
   (no cameras), `repeats` times, with one random offset per 50-step chunk added to every joint (uniform in +-scale, radians; the
   grippers' normalised units alike): success rate and mean highest reward per scale."""
   rng = np.random.default_rng(seed)
-  files = aloha.find_episode_files(demo_dir)
+  files = scripted_demo_files(demo_dir)
   sim = simulator.AlohaSim('transfer_cube')
   rows = []
   for scale in scales:
@@ -371,6 +387,9 @@ def main(argv=None) -> dict:
   parser.add_argument('--image_size', type=int, default=None,
                       help="the policy's input size (default: the variant's data.image_size; pass it too when a "
                            '--train_override changes data.image_size)')
+  parser.add_argument('--perturbed_copies', type=int, default=0,
+                      help='noise-injected copies of each demonstration to train on as well (make_sample.Perturbation;'
+                           ' generated into <workdir>/demos with the bundled seeds unless --generate)')
   parser.add_argument('--new_seeds', type=int, default=20)
   parser.add_argument('--open_loop_steps', type=int, default=10,
                       help='closed loop: actions executed per query (the official client executes all 50; a policy '
@@ -395,7 +414,11 @@ def main(argv=None) -> dict:
   workdir.mkdir(parents=True, exist_ok=True)
   log = workdir / 'learn_sim.log'
   start = time.perf_counter()
-  demo_dir = (ensure_demos(workdir / 'demos', args.generate, 0, args.demo_image_size, log) if args.generate
+  perturbation = make_sample.Perturbation(copies=args.perturbed_copies)
+  if perturbation.copies and not args.generate:  # the bundled sample's seeds, with their copies
+    args.generate = len(demo_seeds(args.demo_dir))
+  demo_dir = (ensure_demos(workdir / 'demos', args.generate, 0, args.demo_image_size, log, perturbation)
+              if args.generate
               else args.demo_dir)
   train_seeds = demo_seeds(demo_dir)
   check_demo_cameras(demo_dir)
@@ -419,15 +442,15 @@ def main(argv=None) -> dict:
   statistics = checkpoint_lib.open_checkpoint(train_dir, step).statistics()
   chunk = layout_lib.get_layout('aloha').chunk_size
   open_loop_train = [open_loop(runner, path, args.image_size, statistics, chunk)
-                     for path in aloha.find_episode_files(demo_dir)]
+                     for path in scripted_demo_files(demo_dir)]
   open_loop_heldout = [open_loop(runner, path, args.image_size, statistics, chunk)
                        for path in aloha.find_episode_files(heldout_dir)]
-  first_query = first_query_discrimination(runner, aloha.find_episode_files(demo_dir), args.image_size, chunk)
+  first_query = first_query_discrimination(runner, scripted_demo_files(demo_dir), args.image_size, chunk)
   del runner
   if first_query:
     runner = runner_lib.PolicyRunner.from_checkpoints(train_dir, step=step, image_size=args.image_size,
                                                       randomize_seed=True)
-    first_query['modes'] = first_query_modes(runner, aloha.find_episode_files(demo_dir), args.image_size, chunk)
+    first_query['modes'] = first_query_modes(runner, scripted_demo_files(demo_dir), args.image_size, chunk)
     del runner
 
   results = {

@@ -9,7 +9,9 @@ is the released ALOHA demonstration layout (the output of @18a2acc
 cosmos_policy/experiments/robot/aloha/preprocess_split_aloha_data.py:save_new_hdf5, read by
 cosmos_policy/datasets/aloha_dataset.py:ALOHADataset), so the official reader and ours read it the same way:
 
-    <out>/<task>_scripted/train/episode_<i>.hdf5   attrs sim=True, seed, task, max_reward, success;
+    <out>/<task>_scripted/train/episode_<i>.hdf5   attrs sim=True, seed, task, max_reward, success,
+                                                   perturbed_copy = k on the k-th noise-injected copy
+                                                   (--perturbed_copies), absent on the demonstration;
                                                    observations/{qpos,qvel,effort} (T,14) float32;
                                                    action, relative_action (T,14) float32; rewards (T,) float32;
                                                    observations/video_paths/cam_* -> the MP4 names
@@ -29,6 +31,7 @@ success rates (reward reached 4; and reward still 4 at the last step).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -62,21 +65,24 @@ def write_mp4(path: str, frames_rgb: np.ndarray, fps: float = simulator.GYM_ALOH
 
 
 def record_episode(sim: simulator.AlohaSim, seed: int, num_steps: int = simulator.EPISODE_STEPS,
-                   image_size: int = 256) -> tuple[scripted.ScriptedEpisode, dict[str, np.ndarray]]:
-  """One scripted episode with the cameras rendered before every action: (episode, {cam: (T, S, S, 3) uint8})."""
+                   image_size: int = 256, offsets: np.ndarray | None = None
+                   ) -> tuple[scripted.ScriptedEpisode, dict[str, np.ndarray]]:
+  """One scripted episode with the cameras rendered before every action: (episode, {cam: (T, S, S, 3) uint8});
+  `offsets` as in `scripted.run`."""
   frames = {cam: [] for cam in simulator.SIM_CAMERAS}
 
   def observe(_):
     for cam, frame in sim.render(*simulator.CAMERA_SIZE).items():
       frames[cam].append(decode.resize_square(frame[None], image_size)[0])
 
-  episode = scripted.run(sim, seed, num_steps, observe=observe)
+  episode = scripted.run(sim, seed, num_steps, observe=observe, offsets=offsets)
   return episode, {cam: np.stack(f) for cam, f in frames.items()}
 
 
 def write_episode(directory: str, index: int, episode: scripted.ScriptedEpisode,
-                  frames: dict[str, np.ndarray]) -> str:
-  """The released ALOHA demo layout: HDF5 + one MP4 per camera."""
+                  frames: dict[str, np.ndarray], perturbed_copy: int = 0) -> str:
+  """The released ALOHA demo layout: HDF5 + one MP4 per camera. `perturbed_copy` > 0 marks a noise-injected copy
+  of the seed's demonstration (attribute `perturbed_copy`; 0 = the scripted episode itself)."""
   os.makedirs(directory, exist_ok=True)
   path = os.path.join(directory, f'episode_{index}.hdf5')
   qpos = episode.qpos.astype(np.float32)
@@ -87,6 +93,8 @@ def write_episode(directory: str, index: int, episode: scripted.ScriptedEpisode,
     f.attrs['seed'] = int(episode.seed)
     f.attrs['max_reward'] = float(episode.max_reward)
     f.attrs['success'] = episode.success
+    if perturbed_copy:  # absent on the demonstrations themselves (the bundled sample's format)
+      f.attrs['perturbed_copy'] = int(perturbed_copy)
     obs = f.create_group('observations')
     obs['qpos'] = qpos
     obs['qvel'] = episode.qvel.astype(np.float32)
@@ -102,19 +110,40 @@ def write_episode(directory: str, index: int, episode: scripted.ScriptedEpisode,
   return path
 
 
-def generator_settings(task: str) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Perturbation:
+  """Noise-injected copies of each demonstration (`scripted.held_offsets`): `copies` per seed, arm-joint offsets
+  uniform in +-`scale` radians, redrawn every `hold` steps before step `until`. The copies show the arm off the
+  scripted path with the scripted (corrective) actions as labels, so a policy cloned from them learns to return to
+  its own scene's path rather than to the nearest demonstration's."""
+  copies: int = 0
+  scale: float = 0.05
+  until: int = 60
+  hold: int = 10
+
+  def offsets(self, seed: int, copy: int, num_steps: int) -> np.ndarray:
+    return scripted.held_offsets(np.random.default_rng([seed, copy]), num_steps, self.scale, self.until, self.hold)
+
+
+def generator_settings(task: str, perturbation: Perturbation = Perturbation()) -> dict:
   """What else, beside the seeds, decides the demonstrations `generate` writes (recorded in demos.json)."""
-  return {'cam_high_view': simulator.CAM_HIGH_VIEWS[task], 'tracking_damping': scripted.TRACKING_DAMPING}
+  settings = {'cam_high_view': simulator.CAM_HIGH_VIEWS[task], 'tracking_damping': scripted.TRACKING_DAMPING}
+  if perturbation.copies:
+    settings['perturbation'] = dataclasses.asdict(perturbation)
+  return settings
 
 
 def generate(out: str, num_episodes: int = 3, *, task: str = 'transfer_cube', seed: int = 0,
              num_steps: int = simulator.EPISODE_STEPS, image_size: int = 256, max_failures: int = 10,
-             overwrite: bool = False, log=print) -> dict:
-  """Writes `num_episodes` successful scripted demos (seeds from `seed` up, failed seeds skipped), then the
-  statistics and the stand-in text store over every demo under `out`, and the task's entry of demos.json; returns
-  that entry. Demos of the task already in `out` are an error unless `overwrite` (which deletes them first)."""
+             overwrite: bool = False, perturbation: Perturbation = Perturbation(), log=print) -> dict:
+  """Writes `num_episodes` successful scripted demos (seeds from `seed` up, failed seeds skipped), each followed by
+  its `perturbation.copies` noise-injected copies (only successful ones are kept), then the statistics and the
+  stand-in text store over every demo under `out`, and the task's entry of demos.json; returns that entry. Demos of
+  the task already in `out` are an error unless `overwrite` (which deletes them first)."""
   if num_episodes < 1:
     raise ValueError(f'num_episodes must be >= 1, got {num_episodes}')
+  if perturbation.copies < 0:
+    raise ValueError(f'perturbation.copies must be >= 0, got {perturbation.copies}')
   sim = simulator.AlohaSim(task)
   task_dir = os.path.join(out, task_folder(task))
   train_dir = os.path.join(task_dir, 'train')
@@ -123,15 +152,29 @@ def generate(out: str, num_episodes: int = 3, *, task: str = 'transfer_cube', se
       raise FileExistsError(f'{task_dir} already holds demonstrations; pass overwrite=True (--overwrite) to '
                             'replace them')
     shutil.rmtree(task_dir)
-  seeds, skipped, candidate = [], [], seed
+  seeds, skipped, candidate, written = [], [], seed, 0
+  copies, skipped_copies = [], []
   start = time.perf_counter()
+  # A short smoke run cannot reach the goal; only full episodes must succeed.
+  succeeded = lambda episode: episode.success or num_steps < simulator.EPISODE_STEPS
   while len(seeds) < num_episodes:
     episode, frames = record_episode(sim, candidate, num_steps, image_size)
-    # A short smoke run cannot reach the goal; only full episodes must succeed.
-    if episode.success or num_steps < simulator.EPISODE_STEPS:
-      path = write_episode(train_dir, len(seeds), episode, frames)
+    if succeeded(episode):
+      path = write_episode(train_dir, written, episode, frames)
+      written += 1
       seeds.append(candidate)
       log(f'wrote {path} (seed {candidate}, {num_steps} steps, highest reward {episode.rewards.max():g})')
+      for copy in range(1, perturbation.copies + 1):
+        episode, frames = record_episode(sim, candidate, num_steps, image_size,
+                                         perturbation.offsets(candidate, copy, num_steps))
+        if succeeded(episode):
+          path = write_episode(train_dir, written, episode, frames, perturbed_copy=copy)
+          written += 1
+          copies.append([candidate, copy])
+          log(f'wrote {path} (seed {candidate}, perturbed copy {copy}, highest reward {episode.rewards.max():g})')
+        else:
+          skipped_copies.append([candidate, copy])
+          log(f'seed {candidate}, perturbed copy {copy}: failed (highest reward {episode.rewards.max():g}); skipped')
     else:
       skipped.append(candidate)
       log(f'seed {candidate}: the scripted policy failed (highest reward {episode.rewards.max():g}); skipped')
@@ -151,11 +194,12 @@ def generate(out: str, num_episodes: int = 3, *, task: str = 'transfer_cube', se
       'task_description': simulator.task_description(task),
       'seeds': seeds,
       'skipped_failed_seeds': skipped,
+      **({'perturbed_copies': copies, 'skipped_failed_copies': skipped_copies} if perturbation.copies else {}),
       'num_steps': num_steps,
       'control_hz': simulator.GYM_ALOHA_CONTROL_HZ,
       'image_size': image_size,
       'cameras': simulator.SIM_CAMERAS,
-      **generator_settings(task),
+      **generator_settings(task, perturbation),
       'seconds': round(time.perf_counter() - start, 1),
   }
   metadata = simulator.read_demos_metadata(out)
@@ -201,6 +245,11 @@ def _define_flags(flag_values) -> None:
   flags.DEFINE_integer('steps', simulator.EPISODE_STEPS, 'Control steps per episode.', **fv)
   flags.DEFINE_integer('seed', 0, 'First seed (failed seeds are skipped).', **fv)
   flags.DEFINE_integer('image_size', 256, 'Stored camera size (square).', **fv)
+  flags.DEFINE_integer('perturbed_copies', 0, 'Noise-injected copies per demonstration (make_sample.Perturbation).',
+                       **fv)
+  flags.DEFINE_float('perturbation_scale', Perturbation.scale, 'Their arm-joint offsets: +- radians.', **fv)
+  flags.DEFINE_integer('perturbation_until', Perturbation.until, 'Their offsets stop at this step.', **fv)
+  flags.DEFINE_integer('perturbation_hold', Perturbation.hold, 'Their offsets are redrawn every N steps.', **fv)
   flags.DEFINE_bool('overwrite', False, "Replace the task's demonstrations in --out.", **fv)
   flags.DEFINE_bool('measure', False, "Measure the scripted policies' success rates; write no demonstrations.", **fv)
   flags.DEFINE_integer('seeds', 50, 'With --measure: seeds per task.', **fv)
@@ -224,7 +273,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(f'wrote {f.json}')
     return results
   return generate(f.out, f.episodes, task=f.task, seed=f.seed, num_steps=f.steps, image_size=f.image_size,
-                  overwrite=f.overwrite)
+                  overwrite=f.overwrite, perturbation=Perturbation(f.perturbed_copies, f.perturbation_scale,
+                                                                   f.perturbation_until, f.perturbation_hold))
 
 
 if __name__ == '__main__':

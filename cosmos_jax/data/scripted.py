@@ -339,10 +339,28 @@ class ScriptedEpisode:
     return bool(self.rewards[-1] >= self.max_reward)
 
 
+def held_offsets(rng: np.random.Generator, num_steps: int, scale: float, until: int, hold: int) -> np.ndarray:
+  """(num_steps, 14) offsets for the arm joints (radians), uniform in +-scale and redrawn every `hold` steps before
+  step `until`, zero from then on; the grippers are never offset."""
+  if scale < 0 or hold < 1 or until < 0:
+    raise ValueError(f'held_offsets needs scale >= 0, hold >= 1 and until >= 0, got {scale}, {hold}, {until}')
+  offsets = np.zeros((num_steps, 14))
+  draws = rng.uniform(-scale, scale, (-(-until // hold), 14))
+  draws[:, [6, 13]] = 0.0
+  offsets[:until] = np.repeat(draws, hold, axis=0)[:until][:num_steps]
+  return offsets
+
+
 def run(sim: simulator.AlohaSim, seed: int, num_steps: int = simulator.EPISODE_STEPS,
-        observe: Callable[[int], None] | None = None) -> ScriptedEpisode:
+        observe: Callable[[int], None] | None = None, offsets: np.ndarray | None = None) -> ScriptedEpisode:
   """Runs the task's scripted policy for `num_steps` control steps (not stopping at success); `observe(t)` is
-  called before action t is applied (e.g. to render the cameras)."""
+  called before action t is applied (e.g. to render the cameras).
+
+  `offsets` (num_steps, 14), e.g. `held_offsets`, are added to the actions the simulator executes, not to the
+  recorded ones (DART-style noise injection): the episode then shows the arm off the scripted path, labelled with
+  the scripted actions that lead back to it."""
+  if offsets is not None and np.shape(offsets) != (num_steps, 14):
+    raise ValueError(f'offsets must have shape ({num_steps}, 14), got {np.shape(offsets)}')
   if sim.task not in POLICIES:
     raise ValueError(f'no scripted policy for task {sim.task!r}; known: {sorted(POLICIES)}')
   sim.reset(seed)
@@ -354,6 +372,6 @@ def run(sim: simulator.AlohaSim, seed: int, num_steps: int = simulator.EPISODE_S
     if observe is not None:
       observe(t)
     actions.append(policy(sim, t))
-    rewards.append(sim.step(actions[-1]))
+    rewards.append(sim.step(actions[-1] if offsets is None else actions[-1] + offsets[t]))
   return ScriptedEpisode(sim.task, seed, np.asarray(qpos), np.asarray(qvel), np.asarray(actions),
                          np.asarray(rewards), sim.max_reward)

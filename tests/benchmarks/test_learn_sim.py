@@ -106,3 +106,25 @@ def test_standardised_vae_gives_unit_scale_camera_latents(learn_sim, tmp_path):
   written = out.stat().st_mtime_ns
   assert learn_sim.standardised_vae('small', demo_dir, out, num_samples=8) == info
   assert out.stat().st_mtime_ns == written
+
+
+def test_perturbed_copies_train_but_do_not_count_as_seeds(learn_sim, tmp_path, monkeypatch):
+  """Noise-injected copies (make_sample --perturbed_copies) join the training data only: the closed-loop seeds and
+  the open-loop figures come from the demonstrations themselves; a second call reuses them, a changed perturbation
+  regenerates them."""
+  from cosmos_jax.data import make_sample  # pylint: disable=g-import-not-at-top
+  directory = tmp_path / 'demos'
+  perturbation = make_sample.Perturbation(copies=2, until=4, hold=2)
+  make_sample.generate(str(directory), 2, num_steps=4, seed=3, image_size=32, perturbation=perturbation,
+                       log=lambda _: None)
+  assert len(aloha.find_episode_files(str(directory))) == 6
+  assert learn_sim.demo_seeds(str(directory)) == [3, 4]
+  assert len(learn_sim.scripted_demo_files(str(directory))) == 2
+  log = tmp_path / 'log'
+  written = (directory / 'demos.json').stat().st_mtime_ns
+  assert learn_sim.ensure_demos(directory, 2, 3, 32, log, perturbation) == str(directory)
+  assert (directory / 'demos.json').stat().st_mtime_ns == written and not log.exists()
+  commands = []
+  monkeypatch.setattr(learn_sim, '_run', lambda command, *_: commands.append(command))
+  learn_sim.ensure_demos(directory, 2, 3, 32, log, make_sample.Perturbation(copies=1, until=4, hold=2))
+  assert len(commands) == 1 and '--perturbed_copies=1' in commands[0] and '--perturbation_until=4' in commands[0]

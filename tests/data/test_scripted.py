@@ -91,3 +91,46 @@ def test_insertion_demos_in_the_aloha_format(tmp_path):
   assert {role: f.shape for role, f in demo.frames.items()} == {r: (4, 32, 32, 3) for r in aloha.CAMERA_ROLES.values()}
   with pytest.raises(FileExistsError, match='overwrite'):
     make_sample.generate(str(tmp_path), 1, task='insertion', num_steps=4, log=lambda _: None)
+
+
+def test_held_offsets_perturb_the_arm_joints_only_before_their_end():
+  offsets = scripted.held_offsets(np.random.default_rng(0), 30, 0.05, until=20, hold=10)
+  assert offsets.shape == (30, 14)
+  assert np.all(offsets[:, [6, 13]] == 0) and np.all(offsets[20:] == 0) and np.abs(offsets).max() <= 0.05
+  np.testing.assert_array_equal(offsets[:10], np.repeat(offsets[:1], 10, axis=0))
+  assert np.abs(offsets[0] - offsets[10]).max() > 0  # redrawn after `hold` steps
+  assert np.all(np.abs(offsets[:20, :6]) > 0)
+  with pytest.raises(ValueError, match='hold >= 1'):
+    scripted.held_offsets(np.random.default_rng(0), 30, 0.05, until=20, hold=0)
+
+
+def test_offsets_move_the_arm_but_not_the_recorded_actions():
+  sim = simulator.AlohaSim('transfer_cube')
+  clean = scripted.run(sim, 7, num_steps=30)
+  offsets = scripted.held_offsets(np.random.default_rng(1), 30, 0.05, until=30, hold=10)
+  perturbed = scripted.run(sim, 7, num_steps=30, offsets=offsets)
+  # Before the grasp the scripted targets depend on the cube's place only, so the labels stay the scripted path...
+  np.testing.assert_allclose(perturbed.actions, clean.actions, atol=1e-9)
+  # ...while the arm the cameras and proprio show follows the offset commands.
+  gap = np.abs(perturbed.qpos[-1, :6] - clean.qpos[-1, :6])
+  assert 0.005 < gap.max() < 0.1, gap
+  with pytest.raises(ValueError, match=r'offsets must have shape \(30, 14\)'):
+    scripted.run(sim, 7, num_steps=30, offsets=offsets[:, :7])
+
+
+def test_perturbed_copies_are_written_and_marked(tmp_path):
+  perturbation = make_sample.Perturbation(copies=1, until=4, hold=2)
+  entry = make_sample.generate(str(tmp_path), 1, num_steps=4, seed=5, image_size=32, perturbation=perturbation,
+                               log=lambda _: None)
+  assert entry['seeds'] == [5] and entry['perturbed_copies'] == [[5, 1]]
+  assert entry['perturbation'] == {'copies': 1, 'scale': 0.05, 'until': 4, 'hold': 2}
+  files = aloha.find_episode_files(str(tmp_path))
+  import h5py  # pylint: disable=g-import-not-at-top
+  marks = []
+  for path in files:
+    with h5py.File(path, 'r') as f:
+      marks.append((int(f.attrs['seed']), int(f.attrs.get('perturbed_copy', 0))))
+  assert sorted(marks) == [(5, 0), (5, 1)]
+  demos = {mark: aloha.read_demo(path, 32) for mark, path in zip(marks, files)}
+  np.testing.assert_array_equal(demos[5, 0].actions, demos[5, 1].actions)
+  assert np.abs(demos[5, 0].proprio[-1] - demos[5, 1].proprio[-1]).max() > 0

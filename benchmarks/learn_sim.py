@@ -5,7 +5,11 @@
 One command, CPU by default (JAX_PLATFORMS=cpu unless set):
   1. demonstrations: --demo_dir (default: the bundled sample, 3 successful full-length transfer-cube demos, seeds
      0-2) or --generate N fresh ones (python -m cosmos_jax.data.make_sample into <workdir>/demos, reused when
-     there); one more demo with a seed outside both seed sets goes to <workdir>/heldout (frames never trained on);
+     there); one more demo with a seed outside both seed sets goes to <workdir>/heldout (frames never trained on).
+     With --perturbed_copies K (default 2) each demonstration is regenerated into <workdir>/demos together with K
+     noise-injected copies (DART: arm-joint offsets of up to 0.05 rad on the executed actions over the first 60
+     steps, the scripted actions recorded), which show the arm beside the demonstration's path with the actions
+     that lead back to it; the closed-loop seeds and the open-loop figures stay the demonstrations' own;
   2. training: `python -m cosmos_jax.train --config=configs/aloha.py:<--variant> --workdir=<workdir>/train
      --config.data.dataset_dir=<demos> --config.init.vae_checkpoint=<workdir>/vae_standardised.safetensors` (the
      variant's VAE with its latents standardised on the demonstrations, see `standardised_vae`; --raw_vae: as it
@@ -387,9 +391,10 @@ def main(argv=None) -> dict:
   parser.add_argument('--image_size', type=int, default=None,
                       help="the policy's input size (default: the variant's data.image_size; pass it too when a "
                            '--train_override changes data.image_size)')
-  parser.add_argument('--perturbed_copies', type=int, default=0,
-                      help='noise-injected copies of each demonstration to train on as well (make_sample.Perturbation;'
-                           ' generated into <workdir>/demos with the bundled seeds unless --generate)')
+  parser.add_argument('--perturbed_copies', type=int, default=2,
+                      help='noise-injected (DART) copies of each demonstration to train on as well '
+                           '(make_sample.Perturbation; generated into <workdir>/demos with the bundled seeds unless '
+                           '--generate; 0: the demonstrations alone)')
   parser.add_argument('--new_seeds', type=int, default=20)
   parser.add_argument('--open_loop_steps', type=int, default=10,
                       help='closed loop: actions executed per query (the official client executes all 50; a policy '
@@ -415,11 +420,17 @@ def main(argv=None) -> dict:
   log = workdir / 'learn_sim.log'
   start = time.perf_counter()
   perturbation = make_sample.Perturbation(copies=args.perturbed_copies)
-  if perturbation.copies and not args.generate:  # the bundled sample's seeds, with their copies
-    args.generate = len(demo_seeds(args.demo_dir))
-  demo_dir = (ensure_demos(workdir / 'demos', args.generate, 0, args.demo_image_size, log, perturbation)
+  first_seed, wanted_seeds = 0, None
+  if perturbation.copies and not args.generate:  # --demo_dir's seeds again, each with its copies
+    wanted_seeds = demo_seeds(args.demo_dir)
+    first_seed, args.generate = min(wanted_seeds), len(wanted_seeds)
+  demo_dir = (ensure_demos(workdir / 'demos', args.generate, first_seed, args.demo_image_size, log, perturbation)
               if args.generate
               else args.demo_dir)
+  if wanted_seeds is not None and sorted(demo_seeds(demo_dir)) != sorted(wanted_seeds):
+    raise ValueError(f'--perturbed_copies regenerates the demonstrations of {args.demo_dir} (seeds {wanted_seeds}) '
+                     f'but the generator made seeds {demo_seeds(demo_dir)} in {demo_dir}; pass --perturbed_copies 0 '
+                     'to train on them as they are')
   train_seeds = demo_seeds(demo_dir)
   check_demo_cameras(demo_dir)
   heldout_dir = ensure_demos(workdir / 'heldout', 1, HELDOUT_SEED, args.demo_image_size, log)

@@ -8,7 +8,7 @@ rollouts (treat_demos_as_success_rollouts), so a draw is a policy / world-model 
 Variants (`--config=configs/aloha.py:<arg>`, see common.parse_arg): '' the official recipe; 'tiny' a laptop-CPU
 run on the bundled gym-aloha sample; 'small' learning from scratch on a CPU (benchmarks/learn_sim.py): the tiny
 variant's VAE, images and data with a wider, deeper DiT (on a CPU the step time is the VAE encoding of every
-sample, so the extra DiT width costs little), a constant learning rate after warm-up, and sparse logging and
+sample, so the extra DiT width costs little), a learning rate held, then decayed to a tenth, and sparse logging and
 checkpoints for runs bounded by wall time rather than steps.
 'lora' (combinable: 'tiny,lora') LoRA fine-tuning of init.dit_checkpoint, frozen (common.lora).
 """

@@ -393,7 +393,7 @@ def main(argv=None) -> dict:
                            '--train_override changes data.image_size)')
   parser.add_argument('--perturbed_copies', type=int, default=2,
                       help='noise-injected (DART) copies of each demonstration to train on as well '
-                           '(make_sample.Perturbation; generated into <workdir>/demos with the bundled seeds unless '
+                           '(make_sample.Perturbation; --demo_dir\'s seeds regenerated with them into <workdir>/demos unless '
                            '--generate; 0: the demonstrations alone)')
   parser.add_argument('--new_seeds', type=int, default=20)
   parser.add_argument('--open_loop_steps', type=int, default=10,
